@@ -1,0 +1,179 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * pyreload.h: the mod_pyreload engine, free of any httpd header.
+ *
+ * The engine is the per-process module cache (one entry per handler file,
+ * keyed by absolute path), change detection (a stat signature compared on
+ * every request), the load sequence (read, compile, fresh module,
+ * old.__clone__(new), exec, new.__upgrade__(old), publish) and the life of a
+ * generation (pinned by the requests running on it, __purge__d when it is
+ * retired and idle).  mod_pyreload.c and src/request.c drive it from httpd;
+ * tests/ drive it directly.
+ *
+ * Locking rules, which every function below states again:
+ *   - "GIL" means the caller holds the GIL; "no GIL" means it must not.
+ *   - The engine never waits on one of its mutexes while holding the GIL.
+ */
+#ifndef PYRELOAD_H
+#define PYRELOAD_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <sys/types.h>
+#include <stdint.h>
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+#if PY_VERSION_HEX < 0x030A0000
+#error "mod_pyreload needs Python 3.10 or later"
+#endif
+
+#define PYR_VERSION "0.1.0"
+
+/* Log levels are syslog's numbers, which are also httpd's APLOG_* values. */
+#define PYR_LOG_EMERG   0
+#define PYR_LOG_ALERT   1
+#define PYR_LOG_CRIT    2
+#define PYR_LOG_ERR     3
+#define PYR_LOG_WARNING 4
+#define PYR_LOG_NOTICE  5
+#define PYR_LOG_INFO    6
+#define PYR_LOG_DEBUG   7
+
+/* Where the engine's messages go.  log() is called without the GIL, one line
+ * per call (tracebacks arrive line by line), from any thread. */
+typedef struct pyr_logger {
+    void (*log)(void *baton, int level, const char *line);
+    void *baton;
+} pyr_logger_t;
+
+/* Log every line of text (split at '\n'), each prefixed with prefix. */
+void pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix,
+                   const char *text);
+/* printf-style single message; no GIL. */
+void pyr_logf(const pyr_logger_t *log, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------ */
+/* interp.c: the interpreter of this process, and the GIL per thread   */
+
+typedef struct pyr_interp_opts {
+    const char *const *paths;   /* prepended to sys.path, in this order */
+    int npaths;
+    pyr_logger_t stdio;         /* sys.stdout / sys.stderr / logging's last resort */
+    /* Called by the pyreload module's init function to add what only the
+     * caller knows (httpd's Request type); may be NULL. 0 or -1 + exception. */
+    int (*extend_module)(PyObject *module);
+} pyr_interp_opts_t;
+
+/* Initialise Python in this process (isolated: PYTHON* variables of whoever
+ * started the server are ignored).  Returns 0, or -1 with *errmsg set (static
+ * or malloc'd text).  Leaves the GIL released.  Call once, from one thread. */
+int pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg);
+/* Finalise (GIL must not be held by this thread); safe if init failed. */
+void pyr_interp_fini(void);
+int pyr_interp_ready(void);
+
+/* Take / drop the GIL on this thread.  Each OS thread gets one thread state,
+ * made on its first call and kept, so a request costs no allocation.
+ * Not reentrant: never call pyr_gil_take() while holding the GIL. */
+void pyr_gil_take(void);
+void pyr_gil_drop(void);
+
+/* Format the pending Python exception (which is cleared) as a traceback.
+ * GIL.  Returns malloc'd UTF-8 text, never NULL. */
+char *pyr_exc_format(void);
+
+/* ------------------------------------------------------------------ */
+/* source.c: what "the file changed" means                             */
+
+/* Any difference in one of these is a change: two edits in one second
+ * (mtime_ns), an atomic rename or symlink swap (dev, ino), a restored mtime
+ * with another size (size, ctime_ns). */
+typedef struct pyr_sig {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+} pyr_sig_t;
+
+/* stat(2) the path (following symlinks).  0, or an errno value. No GIL. */
+int pyr_sig_stat(const char *path, pyr_sig_t *sig);
+int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
+
+/* Read a whole file and the signature of what was read.  The read is retried
+ * when the file changes under it; after that, -1 with *err set.  *data is
+ * malloc'd and NUL-terminated.  0 or an errno value (EAGAIN: never stable). */
+int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
+
+/* ------------------------------------------------------------------ */
+/* spec.c: "FILE[::CALLABLE]"                                          */
+
+/* Split arg into file and callable ("handler" when absent).  Returns NULL or
+ * an error message; results are allocated from p. */
+const char *pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file,
+                           const char **callable);
+int pyr_is_identifier(const char *s);
+
+/* ------------------------------------------------------------------ */
+/* engine.c: the module cache                                          */
+
+typedef struct pyr_cache pyr_cache_t;
+typedef struct pyr_entry pyr_entry_t;
+typedef struct pyr_gen pyr_gen_t;
+
+/* How a request checks its file. */
+typedef struct pyr_check {
+    int enabled;                    /* 0: freeze a file after its first load */
+    apr_interval_time_t interval;   /* 0: stat on every request */
+} pyr_check_t;
+
+typedef enum pyr_status {
+    PYR_READY = 0,      /* a generation can be acquired */
+    PYR_MISSING,        /* the file is gone (its last generation is kept) */
+    PYR_FAILED,         /* never loaded successfully: nothing to serve */
+    PYR_DENIED,         /* the file cannot be read (EACCES) */
+    PYR_SYSERR          /* any other stat or read failure */
+} pyr_status_t;
+
+/* A cache lives as long as its pool; destroy it (no GIL) before finalising
+ * Python so that modules are released while the interpreter is alive. */
+pyr_cache_t *pyr_cache_create(apr_pool_t *pool);
+void pyr_cache_destroy(pyr_cache_t *cache);
+
+/* Find or create the entry for an absolute path.  No GIL; thread-safe. */
+pyr_entry_t *pyr_cache_entry(pyr_cache_t *cache, const char *path);
+
+/* Declare that requests will call this attribute; a load only publishes when
+ * every declared callable exists and is callable.  Returns the slot to pass
+ * to pyr_gen_callable().  No GIL; thread-safe; idempotent per name. */
+int pyr_entry_require(pyr_entry_t *e, const char *callable);
+
+/* Bring the entry up to date with its file: stat it (unless the check policy
+ * says not now) and, on a change, load the new generation.  Only one thread
+ * loads a file at a time; a request that sees the same change waits (without
+ * the GIL) for that load.  No GIL. */
+pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check,
+                               const pyr_logger_t *log);
+
+/* The last load failure's traceback, or NULL; allocated from p.  No GIL. */
+char *pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p);
+const char *pyr_entry_path(const pyr_entry_t *e);
+
+/* Pin the current generation for one request; NULL if there is none.  GIL. */
+pyr_gen_t *pyr_entry_acquire(pyr_entry_t *e);
+/* Unpin; when a retired generation's last request ends, its __purge__() runs
+ * and it is freed.  GIL. */
+void pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log);
+
+/* Borrowed references, valid while the generation is pinned.  GIL.
+ * pyr_gen_callable() returns NULL with an exception set when missing. */
+PyObject *pyr_gen_module(pyr_gen_t *g);
+PyObject *pyr_gen_callable(pyr_gen_t *g, int slot);
+long pyr_gen_number(const pyr_gen_t *g);
+
+#endif /* PYRELOAD_H */

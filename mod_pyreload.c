@@ -1,0 +1,271 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * mod_pyreload: Python handler files that can be edited on a running server.
+ *
+ *   LoadModule pyreload_module modules/mod_pyreload.so
+ *   PyReloadPath /srv/app/lib                 # prepended to sys.path
+ *   <Location /hello>
+ *       PyReloadHandler /srv/app/hello.py     # calls handler(req)
+ *   </Location>
+ *   <Location /api>
+ *       PyReloadHandler /srv/app/api.py::serve
+ *       PyReloadOption db /var/lib/app/db.sqlite
+ *       PyReloadDebug On                      # tracebacks in 500 bodies
+ *   </Location>
+ *
+ * This file is httpd glue only: directives, configuration, hooks.  The
+ * engine (module cache, reloads, generations) is src/engine.c behind
+ * include/pyreload.h; one request through Python is src/request.c.
+ */
+#include "glue.h"
+
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_config.h"
+
+#include <apr_strings.h>
+
+#include <sys/stat.h>
+
+module AP_MODULE_DECLARE_DATA pyreload_module;
+
+/* Per process (each child), never the httpd parent. */
+static pyr_cache_t *cache;
+static server_rec *main_server;
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+
+static void *
+create_dir_conf(apr_pool_t *p, char *dir)
+{
+    pyr_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    c->handler = NULL;
+    c->debug = PYR_UNSET;
+    c->check = PYR_UNSET;
+    c->interval = 0;
+    c->interval_set = 0;
+    c->options = apr_table_make(p, 4);
+    return c;
+}
+
+static void *
+merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    pyr_dir_conf_t *base = basev, *add = addv;
+    pyr_dir_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    c->handler = add->handler ? add->handler : base->handler;
+    c->debug = add->debug != PYR_UNSET ? add->debug : base->debug;
+    c->check = add->check != PYR_UNSET ? add->check : base->check;
+    c->interval = add->interval_set ? add->interval : base->interval;
+    c->interval_set = add->interval_set || base->interval_set;
+    c->options = apr_table_overlay(p, add->options, base->options);
+    apr_table_compress(c->options, APR_OVERLAP_TABLES_SET);
+    return c;
+}
+
+static void *
+create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    pyr_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
+
+    c->paths = apr_array_make(p, 4, sizeof(const char *));
+    return c;
+}
+
+static const char *
+set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
+{
+    pyr_dir_conf_t *c = mconfig;
+    const char *file, *callable, *err, *path;
+    pyr_handler_t *h;
+    struct stat st;
+
+    if ((err = pyr_spec_parse(cmd->pool, arg, &file, &callable))) {
+        return apr_psprintf(cmd->pool, "%s %s", cmd->cmd->name, err);
+    }
+    if (!(path = ap_server_root_relative(cmd->pool, file))) {
+        return apr_psprintf(cmd->pool, "%s: invalid file path '%s'", cmd->cmd->name, file);
+    }
+    if (stat(path, &st) != 0) {
+        return apr_psprintf(cmd->pool, "%s: cannot use '%s': %s", cmd->cmd->name, path,
+                            strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a regular file",
+                            cmd->cmd->name, path);
+    }
+    h = apr_pcalloc(cmd->pool, sizeof(*h));
+    h->path = path;
+    h->callable = callable;
+    h->slot = -1;
+    c->handler = h;
+    return NULL;
+}
+
+static const char *
+add_path(cmd_parms *cmd, void *mconfig, const char *arg)
+{
+    pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
+                                              &pyreload_module);
+    const char *dir = ap_server_root_relative(cmd->pool, arg);
+    struct stat st;
+
+    if (!dir || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a directory", cmd->cmd->name,
+                            dir ? dir : arg);
+    }
+    APR_ARRAY_PUSH(sc->paths, const char *) = dir;
+    return NULL;
+}
+
+static const char *
+set_debug(cmd_parms *cmd, void *mconfig, int on)
+{
+    ((pyr_dir_conf_t *)mconfig)->debug = on;
+    return NULL;
+}
+
+static const char *
+set_check(cmd_parms *cmd, void *mconfig, int on)
+{
+    ((pyr_dir_conf_t *)mconfig)->check = on;
+    return NULL;
+}
+
+static const char *
+set_interval(cmd_parms *cmd, void *mconfig, const char *arg)
+{
+    pyr_dir_conf_t *c = mconfig;
+    apr_int64_t ms;
+    char *end;
+
+    ms = apr_strtoi64(arg, &end, 10);
+    if (!*arg || *end || ms < 0 || ms > 86400000) {
+        return apr_psprintf(cmd->pool, "%s takes milliseconds, a whole number from 0 "
+                            "(check on every request) to 86400000, not '%s'",
+                            cmd->cmd->name, arg);
+    }
+    c->interval = (apr_interval_time_t)ms * 1000;
+    c->interval_set = 1;
+    return NULL;
+}
+
+static const char *
+add_option(cmd_parms *cmd, void *mconfig, const char *name, const char *value)
+{
+    apr_table_set(((pyr_dir_conf_t *)mconfig)->options, name, value);
+    return NULL;
+}
+
+static const command_rec pyreload_cmds[] = {
+    AP_INIT_TAKE1("PyReloadHandler", set_handler, NULL, RSRC_CONF | ACCESS_CONF,
+                  "FILE[::CALLABLE]: the Python file (and function, default "
+                  "'handler') that answers requests here"),
+    AP_INIT_TAKE1("PyReloadPath", add_path, NULL, RSRC_CONF,
+                  "DIR: a directory to put first on sys.path (repeatable)"),
+    AP_INIT_FLAG("PyReloadDebug", set_debug, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: 500 responses carry the Python traceback (default Off)"),
+    AP_INIT_FLAG("PyReloadCheck", set_check, NULL, RSRC_CONF | ACCESS_CONF,
+                 "Off: never look at a handler file again after its first load "
+                 "(default On)"),
+    AP_INIT_TAKE1("PyReloadCheckInterval", set_interval, NULL, RSRC_CONF | ACCESS_CONF,
+                  "MS: look at a handler file at most once per MS milliseconds "
+                  "(default 0: on every request)"),
+    AP_INIT_TAKE2("PyReloadOption", add_option, NULL, RSRC_CONF | ACCESS_CONF,
+                  "NAME VALUE: a setting handlers read as req.options[NAME]"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+/* Hooks                                                               */
+
+static void
+stdio_log(void *baton, int level, const char *line)
+{
+    ap_log_error(APLOG_MARK, level, 0, (server_rec *)baton, "%s", line);
+}
+
+static apr_status_t
+child_exit(void *unused)
+{
+    pyr_cache_destroy(cache);
+    cache = NULL;
+    pyr_interp_fini();
+    return APR_SUCCESS;
+}
+
+/* Python starts here, in each child: never in the parent, which outlives
+ * graceful restarts and reads its configuration twice at start-up. */
+static void
+child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_array_header_t *paths = apr_array_make(pchild, 4, sizeof(const char *));
+    pyr_interp_opts_t opts;
+    const char *err = NULL;
+    server_rec *vs;
+
+    for (vs = s; vs; vs = vs->next) {
+        pyr_srv_conf_t *sc = ap_get_module_config(vs->module_config, &pyreload_module);
+        int i;
+
+        for (i = 0; i < sc->paths->nelts; i++) {
+            const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
+            int j, dup = 0;
+
+            for (j = 0; j < paths->nelts; j++) {
+                dup |= strcmp(APR_ARRAY_IDX(paths, j, const char *), dir) == 0;
+            }
+            if (!dup) {
+                APR_ARRAY_PUSH(paths, const char *) = dir;
+            }
+        }
+    }
+    main_server = s;
+    opts.paths = (const char *const *)paths->elts;
+    opts.npaths = paths->nelts;
+    opts.stdio.log = stdio_log;
+    opts.stdio.baton = main_server;
+    opts.extend_module = pyr_request_register;
+    if (pyr_interp_init(&opts, &err) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "PYR0001: cannot start Python in "
+                     "this process; every Python handler will answer 500:");
+        pyr_log_lines(&opts.stdio, APLOG_CRIT, "PYR0001: ", err ? err : "unknown error");
+        return;
+    }
+    cache = pyr_cache_create(pchild);
+    apr_pool_cleanup_register(pchild, NULL, child_exit, apr_pool_cleanup_null);
+}
+
+static int
+pyreload_handler(request_rec *r)
+{
+    pyr_dir_conf_t *cfg = ap_get_module_config(r->per_dir_config, &pyreload_module);
+
+    if (!cfg->handler) {
+        return DECLINED;
+    }
+    return pyr_request_handle(r, cfg, cache);
+}
+
+static void
+register_hooks(apr_pool_t *p)
+{
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(pyreload) = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    create_srv_conf,
+    NULL,
+    pyreload_cmds,
+    register_hooks,
+    AP_MODULE_FLAG_NONE
+};

@@ -1,0 +1,161 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * interp.c: the one interpreter of a server process, and the GIL per thread.
+ *
+ * httpd calls pyr_interp_init() from child_init, never in the parent: the
+ * parent survives graceful restarts and reads its configuration twice at
+ * start-up, and an interpreter there would leak or be forked mid-state.
+ */
+#include "pyr_py.h"
+
+#include <stdlib.h>
+
+pyr_strings_t pyr_str;
+
+static int ready;
+static PyThreadState *main_tstate;
+
+/* One thread state per OS thread, made on first use and kept: httpd's worker
+ * threads live as long as the process, so a request pays for no allocation.
+ * Made through PyGILState_Ensure so that C extensions that call
+ * PyGILState_Ensure themselves (ctypes callbacks, sqlite3) find this thread
+ * state rather than making a second one and deadlocking on the GIL. */
+static __thread PyThreadState *thread_tstate;
+
+static int
+intern_strings(void)
+{
+#define INTERN(field, text) \
+    if (!(pyr_str.field = PyUnicode_InternFromString(text))) return -1
+    INTERN(clone, "__clone__");
+    INTERN(upgrade, "__upgrade__");
+    INTERN(purge, "__purge__");
+    INTERN(generation, "__generation__");
+    INTERN(file, "__file__");
+    INTERN(builtins, "__builtins__");
+#undef INTERN
+    return 0;
+}
+
+static void
+release_strings(void)
+{
+    Py_CLEAR(pyr_str.clone);
+    Py_CLEAR(pyr_str.upgrade);
+    Py_CLEAR(pyr_str.purge);
+    Py_CLEAR(pyr_str.generation);
+    Py_CLEAR(pyr_str.file);
+    Py_CLEAR(pyr_str.builtins);
+}
+
+/* Put the configured directories first on sys.path, in configuration order. */
+static int
+prepend_paths(const pyr_interp_opts_t *opts)
+{
+    PyObject *path = PySys_GetObject("path");   /* borrowed */
+    int i;
+
+    if (!path || !PyList_Check(path)) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.path is not a list");
+        return -1;
+    }
+    for (i = opts->npaths - 1; i >= 0; i--) {
+        PyObject *dir = PyUnicode_DecodeFSDefault(opts->paths[i]);
+        int rv;
+
+        if (!dir) {
+            return -1;
+        }
+        rv = PyList_Insert(path, 0, dir);
+        Py_DECREF(dir);
+        if (rv < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
+{
+    PyConfig config;
+    PyStatus status;
+
+    if (ready) {
+        return 0;
+    }
+    pyr_pymod_set_extender(opts->extend_module);
+    if (PyImport_AppendInittab("pyreload", pyr_pymod_init) < 0) {
+        *errmsg = "cannot register the pyreload module";
+        return -1;
+    }
+
+    /* Isolated: the PYTHON* environment and user site-packages of whoever
+     * started httpd do not reach the server, and Python installs no signal
+     * handlers (httpd owns the process's signals). */
+    PyConfig_InitIsolatedConfig(&config);
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+    config.write_bytecode = 0;  /* children may not own the code directories */
+    status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) {
+        *errmsg = status.err_msg ? status.err_msg : "Python initialisation failed";
+        return -1;
+    }
+
+    if (intern_strings() < 0 || prepend_paths(opts) < 0
+        || pyr_stdio_install(&opts->stdio) < 0) {
+        char *tb = pyr_exc_format();
+        *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
+        Py_FinalizeEx();
+        return -1;
+    }
+
+    main_tstate = PyEval_SaveThread();
+    thread_tstate = main_tstate;
+    ready = 1;
+    return 0;
+}
+
+void
+pyr_interp_fini(void)
+{
+    if (!ready) {
+        return;
+    }
+    ready = 0;
+    PyEval_RestoreThread(main_tstate);
+    release_strings();
+    /* Other threads' states are deleted by finalisation itself; they only
+     * ever run Python inside a request, and no request runs any more. */
+    Py_FinalizeEx();
+    main_tstate = NULL;
+    thread_tstate = NULL;
+}
+
+int
+pyr_interp_ready(void)
+{
+    return ready;
+}
+
+void
+pyr_gil_take(void)
+{
+    if (thread_tstate) {
+        PyEval_RestoreThread(thread_tstate);
+        return;
+    }
+    /* First use on this thread: make its thread state (and take the GIL)
+     * through the GILState API, and never release that registration. */
+    (void)PyGILState_Ensure();
+    thread_tstate = PyThreadState_Get();
+}
+
+void
+pyr_gil_drop(void)
+{
+    (void)PyEval_SaveThread();
+}

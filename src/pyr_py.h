@@ -1,0 +1,41 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * pyr_py.h: what the engine's Python-side files share with each other (no
+ * httpd here either).  The public engine API is include/pyreload.h.
+ */
+#ifndef PYR_PY_H
+#define PYR_PY_H
+
+#include "pyreload.h"
+
+#include <apr_tables.h>
+
+/* pymod.c: the built-in "pyreload" module. */
+PyObject *pyr_pymod_init(void);                 /* PyImport_AppendInittab target */
+void pyr_pymod_set_extender(int (*extend)(PyObject *module));
+extern PyObject *pyr_HTTPError;                 /* pyreload.HTTPError, owned by the module */
+
+/* stdio.c: sys.stdout and sys.stderr into the error log.  GIL. */
+int pyr_stdio_install(const pyr_logger_t *log);
+
+/* table.c: a case-insensitive mapping over an apr_table_t.
+ * alive points at a pointer owned by owner (kept alive by the table) that
+ * becomes NULL when the table's memory is gone, e.g. a finished request's
+ * request_rec; NULL alive means "always valid" (configuration tables). */
+extern PyTypeObject pyr_TableType;
+PyObject *pyr_table_new(apr_table_t *t, PyObject *owner, void *const *alive,
+                        int readonly);
+
+/* Strings we look up on every load or request, interned once (interp.c). */
+typedef struct pyr_strings {
+    PyObject *clone;        /* "__clone__" */
+    PyObject *upgrade;      /* "__upgrade__" */
+    PyObject *purge;        /* "__purge__" */
+    PyObject *generation;   /* "__generation__" */
+    PyObject *file;         /* "__file__" */
+    PyObject *builtins;     /* "__builtins__" */
+} pyr_strings_t;
+extern pyr_strings_t pyr_str;
+
+#endif /* PYR_PY_H */

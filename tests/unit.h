@@ -1,0 +1,52 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * unit.h: what the engine's unit suites share: a temp directory per test,
+ * file writes (in place, atomic, with exact mtimes), a logger that records
+ * lines, and Python in each forked test process.
+ */
+#ifndef PYR_UNIT_H
+#define PYR_UNIT_H
+
+#include "pyreload.h"
+
+#include <check.h>
+
+Suite *suite_spec(void);
+Suite *suite_source(void);
+Suite *suite_interp(void);
+Suite *suite_engine(void);
+
+/* A fresh directory for the running test; removed by ut_teardown. */
+extern char ut_dir[];
+/* ut_dir/name, in a static buffer per call slot (up to 8 live at once). */
+const char *ut_path(const char *name);
+
+/* In place: same inode, truncated and rewritten. */
+void ut_write(const char *name, const char *text);
+/* Atomic: a temp file renamed over the name (new inode). */
+void ut_write_atomic(const char *name, const char *text);
+/* Exact mtime, so two "edits in one second" need no sleeping. */
+void ut_set_mtime(const char *name, long sec, long nsec);
+
+/* Checked fixture: temp dir + Python (each test runs in its own process). */
+void ut_setup(void);
+void ut_teardown(void);
+void ut_setup_nopython(void);
+void ut_teardown_nopython(void);
+
+/* Every line the engine logged during this test. */
+extern pyr_logger_t ut_log;
+int ut_log_count(const char *needle);
+const char *ut_log_text(void);
+/* At most 1,500 characters of the log from the first line holding needle. */
+const char *ut_log_from(const char *needle);
+
+/* Run handler(arg) of a pinned generation and return its result as a new
+ * C string (str() of it), or "EXC:<type>" if it raised.  Takes the GIL. */
+char *ut_call(pyr_gen_t *g, int slot);
+/* Evaluate an expression in the generation's module.  Takes the GIL. */
+char *ut_eval(pyr_entry_t *e, const char *expr);
+long ut_eval_long(pyr_entry_t *e, const char *expr);
+
+#endif

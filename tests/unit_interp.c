@@ -1,0 +1,123 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * unit_interp.c: the interpreter is isolated, its stdio goes to the log, and
+ * any thread can take the GIL through its own kept thread state.
+ */
+#include "unit.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long
+eval_long(const char *expr)
+{
+    PyObject *main_dict, *r;
+    long v;
+
+    pyr_gil_take();
+    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+    r = PyRun_String(expr, Py_eval_input, main_dict, main_dict);
+    if (!r) {
+        PyErr_Print();
+    }
+    ck_assert_ptr_nonnull(r);
+    v = PyLong_AsLong(r);
+    Py_DECREF(r);
+    pyr_gil_drop();
+    return v;
+}
+
+static void
+run(const char *code)
+{
+    PyObject *main_dict, *r;
+
+    pyr_gil_take();
+    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
+    if (!r) {
+        PyErr_Print();
+    }
+    ck_assert_ptr_nonnull(r);
+    Py_DECREF(r);
+    pyr_gil_drop();
+}
+
+START_TEST(test_isolated)
+{
+    ck_assert_int_eq(eval_long("__import__('sys').flags.isolated"), 1);
+    ck_assert_int_eq(eval_long("__import__('sys').flags.ignore_environment"), 1);
+    ck_assert_int_eq(eval_long("__import__('sys').flags.no_user_site"), 1);
+}
+END_TEST
+
+START_TEST(test_stdio_to_log)
+{
+    run("import sys, logging\n"
+        "print('hello stdout')\n"
+        "sys.stderr.write('partial ')\n"
+        "sys.stderr.write('line\\n')\n"
+        "logging.warning('last resort %d', 42)\n");
+    ck_assert_int_eq(ut_log_count("[stdout] hello stdout"), 1);
+    ck_assert_int_eq(ut_log_count("[stderr] partial line"), 1);
+    ck_assert_int_eq(ut_log_count("last resort 42"), 1);
+}
+END_TEST
+
+START_TEST(test_pyreload_module)
+{
+    ck_assert_int_eq(eval_long("__import__('pyreload').OK"), 0);
+    ck_assert_int_eq(eval_long("__import__('pyreload').DECLINED"), -1);
+    ck_assert_int_eq(eval_long("__import__('pyreload').HTTP_NOT_FOUND"), 404);
+    ck_assert_int_eq(eval_long("__import__('pyreload').HTTPError(403).status"), 403);
+    ck_assert_int_eq(eval_long("issubclass(__import__('pyreload').HTTPError, Exception)"), 1);
+}
+END_TEST
+
+static void *
+thread_body(void *arg)
+{
+    int i;
+
+    for (i = 0; i < 200; i++) {
+        run("counter += 1\n");
+    }
+    return NULL;
+}
+
+START_TEST(test_gil_from_threads)
+{
+    pthread_t t[4];
+    int i;
+
+    run("counter = 0\n");
+    for (i = 0; i < 4; i++) {
+        pthread_create(&t[i], NULL, thread_body, NULL);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+    }
+    ck_assert_int_eq(eval_long("counter"), 800);
+    /* A C extension's own PyGILState_Ensure must find this thread's state. */
+    pyr_gil_take();
+    ck_assert_int_eq(PyGILState_Check(), 1);
+    pyr_gil_drop();
+}
+END_TEST
+
+Suite *
+suite_interp(void)
+{
+    Suite *s = suite_create("interp");
+    TCase *tc = tcase_create("life");
+
+    tcase_add_checked_fixture(tc, ut_setup, ut_teardown);
+    tcase_add_test(tc, test_isolated);
+    tcase_add_test(tc, test_stdio_to_log);
+    tcase_add_test(tc, test_pyreload_module);
+    tcase_add_test(tc, test_gil_from_threads);
+    suite_add_tcase(s, tc);
+    return s;
+}

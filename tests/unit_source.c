@@ -1,0 +1,138 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * unit_source.c: every kind of edit the reload issue names is a change of
+ * signature, and an unchanged file is not.
+ */
+#include "unit.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pyr_sig_t
+sig_of(const char *name)
+{
+    pyr_sig_t s;
+
+    ck_assert_int_eq(pyr_sig_stat(ut_path(name), &s), 0);
+    return s;
+}
+
+START_TEST(test_unchanged_is_equal)
+{
+    pyr_sig_t a, b;
+
+    ut_write("f.py", "x = 1\n");
+    a = sig_of("f.py");
+    b = sig_of("f.py");
+    ck_assert(pyr_sig_equal(&a, &b));
+}
+END_TEST
+
+START_TEST(test_same_second_edit)
+{
+    pyr_sig_t a, b;
+
+    ut_write("f.py", "x = 1\n");
+    ut_set_mtime("f.py", 1700000000, 100);
+    a = sig_of("f.py");
+    ut_write("f.py", "x = 2\n");             /* same size */
+    ut_set_mtime("f.py", 1700000000, 200);   /* same second */
+    b = sig_of("f.py");
+    ck_assert(!pyr_sig_equal(&a, &b));
+    ck_assert(a.mtime_ns != b.mtime_ns);
+}
+END_TEST
+
+START_TEST(test_size_change_mtime_restored)
+{
+    pyr_sig_t a, b;
+
+    ut_write("f.py", "x = 1\n");
+    ut_set_mtime("f.py", 1700000000, 0);
+    a = sig_of("f.py");
+    ut_write("f.py", "x = 12345\n");
+    ut_set_mtime("f.py", 1700000000, 0);
+    b = sig_of("f.py");
+    ck_assert_int_eq(a.mtime_ns, b.mtime_ns);
+    ck_assert(!pyr_sig_equal(&a, &b));
+}
+END_TEST
+
+START_TEST(test_atomic_rename)
+{
+    pyr_sig_t a, b;
+
+    ut_write("f.py", "x = 1\n");
+    ut_set_mtime("f.py", 1700000000, 0);
+    a = sig_of("f.py");
+    ut_write_atomic("f.py", "x = 2\n");
+    ut_set_mtime("f.py", 1700000000, 0);    /* same size, same mtime: inode differs */
+    b = sig_of("f.py");
+    ck_assert(a.ino != b.ino);
+    ck_assert(!pyr_sig_equal(&a, &b));
+}
+END_TEST
+
+START_TEST(test_symlink_swap)
+{
+    pyr_sig_t a, b;
+
+    ut_write("v1.py", "x = 1\n");
+    ut_write("v2.py", "x = 2\n");
+    ut_set_mtime("v1.py", 1700000000, 0);
+    ut_set_mtime("v2.py", 1700000000, 0);
+    ck_assert_int_eq(symlink(ut_path("v1.py"), ut_path("cur.py")), 0);
+    a = sig_of("cur.py");
+    ck_assert_int_eq(symlink(ut_path("v2.py"), ut_path("new.lnk")), 0);
+    ck_assert_int_eq(rename(ut_path("new.lnk"), ut_path("cur.py")), 0);
+    b = sig_of("cur.py");
+    ck_assert(!pyr_sig_equal(&a, &b));
+}
+END_TEST
+
+START_TEST(test_missing_and_directory)
+{
+    pyr_sig_t s;
+
+    ck_assert_int_eq(pyr_sig_stat(ut_path("nope.py"), &s), ENOENT);
+    ck_assert_int_eq(pyr_sig_stat(ut_dir, &s), EISDIR);
+}
+END_TEST
+
+START_TEST(test_read_matches_signature)
+{
+    char *data = NULL;
+    size_t len = 0;
+    pyr_sig_t s, now;
+
+    ut_write("f.py", "print('hi')\n");
+    ck_assert_int_eq(pyr_source_read(ut_path("f.py"), &data, &len, &s), 0);
+    ck_assert_str_eq(data, "print('hi')\n");
+    ck_assert_uint_eq(len, 12);
+    now = sig_of("f.py");
+    ck_assert(pyr_sig_equal(&s, &now));
+    free(data);
+    ck_assert_int_eq(pyr_source_read(ut_path("gone.py"), &data, &len, &s), ENOENT);
+}
+END_TEST
+
+Suite *
+suite_source(void)
+{
+    Suite *s = suite_create("source");
+    TCase *tc = tcase_create("signature");
+
+    tcase_add_checked_fixture(tc, ut_setup_nopython, ut_teardown_nopython);
+    tcase_add_test(tc, test_unchanged_is_equal);
+    tcase_add_test(tc, test_same_second_edit);
+    tcase_add_test(tc, test_size_change_mtime_restored);
+    tcase_add_test(tc, test_atomic_rename);
+    tcase_add_test(tc, test_symlink_swap);
+    tcase_add_test(tc, test_missing_and_directory);
+    tcase_add_test(tc, test_read_matches_signature);
+    suite_add_tcase(s, tc);
+    return s;
+}
