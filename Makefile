@@ -53,7 +53,8 @@ mod_pyreload.so: $(MODULE_SRC) $(HEADERS) Makefile
 	    -Iinclude -Isrc $(PY_INCLUDES) $(PY_LDFLAGS) $(MODULE_SRC) >build/apxs.log 2>&1 \
 	    || { cat build/apxs.log; exit 1; }
 	@grep -E ': (warning|error):' build/apxs.log || true
-	cp build/.libs/mod_pyreload.so $@
+	@# A new inode: a running server that has the old one mapped keeps working.
+	cp build/.libs/mod_pyreload.so $@.tmp && mv -f $@.tmp $@
 	@rm -rf *.lo *.slo src/*.lo src/*.slo src/*.o *.o *.la src/*.la .libs src/.libs
 
 tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile

@@ -63,7 +63,8 @@ merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->check = add->check != PYR_UNSET ? add->check : base->check;
     c->interval = add->interval_set ? add->interval : base->interval;
     c->interval_set = add->interval_set || base->interval_set;
-    c->options = apr_table_overlay(p, add->options, base->options);
+    /* base first, then add: compressing with SET keeps the last, inner value. */
+    c->options = apr_table_overlay(p, base->options, add->options);
     apr_table_compress(c->options, APR_OVERLAP_TABLES_SET);
     return c;
 }

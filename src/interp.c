@@ -76,6 +76,20 @@ prepend_paths(const pyr_interp_opts_t *opts)
     return 0;
 }
 
+/* threading records the thread that first imports it as the main thread,
+ * and Py_FinalizeEx() makes that thread's state lock the one to wait for.
+ * Imported first from an httpd worker thread (a handler's "import
+ * threading"), it would make the child hang at exit until httpd kills it;
+ * imported here, it names the thread that will finalise. */
+static int
+import_threading(void)
+{
+    PyObject *m = PyImport_ImportModule("threading");
+
+    Py_XDECREF(m);
+    return m ? 0 : -1;
+}
+
 int
 pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
 {
@@ -106,7 +120,7 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     }
 
     if (intern_strings() < 0 || prepend_paths(opts) < 0
-        || pyr_stdio_install(&opts->stdio) < 0) {
+        || pyr_stdio_install(&opts->stdio) < 0 || import_threading() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
         Py_FinalizeEx();

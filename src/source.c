@@ -21,6 +21,10 @@
  * re-reads get the finished file without publishing a torn one. */
 #define READ_ATTEMPTS 5
 #define READ_RETRY_USEC 1000
+/* An empty read is looked at again for up to this long (a loaded machine can
+ * take milliseconds between a writer's truncate and its write). */
+#define EMPTY_ATTEMPTS 25
+#define EMPTY_RETRY_USEC 2000
 
 static void
 sig_from_stat(const struct stat *st, pyr_sig_t *sig)
@@ -130,23 +134,25 @@ read_once(const char *path, char **data, size_t *len, pyr_sig_t *sig)
 int
 pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig)
 {
-    int attempt, rv = EAGAIN;
+    int torn = 0, empty = 0, rv;
 
-    for (attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    for (;;) {
         rv = read_once(path, data, len, sig);
-        /* An empty file is stable but is also what "open(path, 'w')" leaves
-         * until its write lands: look again before believing it. */
-        if (rv == 0 && *len == 0 && attempt + 1 < READ_ATTEMPTS) {
+        if (rv == EAGAIN) {
+            if (++torn >= READ_ATTEMPTS) {
+                return rv;
+            }
+            usleep(READ_RETRY_USEC);
+            continue;
+        }
+        /* An empty file is stable, but it is also what open(path, "w")
+         * leaves until the write lands: look again before believing it. */
+        if (rv == 0 && *len == 0 && ++empty < EMPTY_ATTEMPTS) {
             free(*data);
             *data = NULL;
-            rv = EAGAIN;
+            usleep(EMPTY_RETRY_USEC);
+            continue;
         }
-        if (rv != EAGAIN) {
-            return rv;
-        }
-        usleep(READ_RETRY_USEC);
+        return rv;
     }
-    /* Still empty after every look: it really is empty. */
-    return rv == EAGAIN && *len == 0 && *data == NULL
-        ? read_once(path, data, len, sig) : rv;
 }

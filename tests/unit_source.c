@@ -7,6 +7,8 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -119,6 +121,41 @@ START_TEST(test_read_matches_signature)
 }
 END_TEST
 
+/* open(path, "w") then a late write: the reader must not settle for the
+ * empty file in between. */
+static void *
+slow_writer(void *arg)
+{
+    FILE *f = fopen(ut_path("f.py"), "w");
+
+    usleep(15000);
+    fputs("late = True\n", f);
+    fclose(f);
+    return NULL;
+}
+
+START_TEST(test_empty_then_written)
+{
+    pthread_t t;
+    char *data = NULL;
+    size_t len = 0;
+    pyr_sig_t s;
+
+    ut_write("f.py", "early = True\n");
+    pthread_create(&t, NULL, slow_writer, NULL);
+    usleep(3000);       /* the writer has truncated and not yet written */
+    ck_assert_int_eq(pyr_source_read(ut_path("f.py"), &data, &len, &s), 0);
+    pthread_join(t, NULL);
+    ck_assert_str_eq(data, "late = True\n");
+    free(data);
+    /* A file that stays empty is read as empty, in bounded time. */
+    ut_write("e.py", "");
+    ck_assert_int_eq(pyr_source_read(ut_path("e.py"), &data, &len, &s), 0);
+    ck_assert_uint_eq(len, 0);
+    free(data);
+}
+END_TEST
+
 Suite *
 suite_source(void)
 {
@@ -133,6 +170,7 @@ suite_source(void)
     tcase_add_test(tc, test_symlink_swap);
     tcase_add_test(tc, test_missing_and_directory);
     tcase_add_test(tc, test_read_matches_signature);
+    tcase_add_test(tc, test_empty_then_written);
     suite_add_tcase(s, tc);
     return s;
 }
