@@ -1,0 +1,1507 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * httpd.c: the real-httpd fixture of the integration tests (see httpd.h).
+ */
+#define _GNU_SOURCE
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#define APACHE2      "/usr/sbin/apache2"
+#define MODDIR       "/usr/lib/apache2/modules"
+#define CLEAN_PATH   "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define CLEAN_LANG   "LANG=C.UTF-8"
+#define STOP_WAIT_MS 10000
+
+/* ------------------------------------------------------------------ */
+/* Registry shared by the runner and its forked tests                  */
+
+#define REG_MAX  64
+#define REG_KIDS 64
+
+struct reg_entry {
+    volatile pid_t owner;       /* process that started it; 0: free slot */
+    volatile pid_t pid;         /* httpd parent; 0: not (yet) running */
+    volatile int nkids;
+    pid_t kids[REG_KIDS];       /* children seen while it ran */
+    char dir[128];
+    char error_log[160];
+};
+
+struct shared {
+    pid_t root;                 /* the runner */
+    volatile pid_t in_test;     /* test process between begin and end */
+    volatile int failures;      /* tests seen dying before httpd_test_end */
+    struct reg_entry reg[REG_MAX];
+};
+
+static struct shared *g_sh;
+static struct shared g_sh_fallback;
+
+static void httpd_atexit(void);
+
+__attribute__((constructor)) static void httpd_global_init(void)
+{
+    void *p = mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    g_sh = p == MAP_FAILED ? &g_sh_fallback : p;
+    memset(g_sh, 0, sizeof *g_sh);
+    g_sh->root = getpid();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    atexit(httpd_atexit);
+}
+
+/* ------------------------------------------------------------------ */
+/* Small utilities                                                     */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d) abort();
+    return d;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0) abort();
+    va_end(ap);
+    return s;
+}
+
+/* Whole file (from offset), malloc'd and NUL-terminated; "" if unreadable. */
+static char *read_file_from(const char *path, size_t offset, size_t *lenp)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (!buf) abort();
+    if (fd >= 0) {
+        off_t off = (off_t)offset;
+        for (;;) {
+            ssize_t n;
+            if (cap - len < 4096) {
+                cap *= 2;
+                buf = realloc(buf, cap);
+                if (!buf) abort();
+            }
+            n = pread(fd, buf + len, cap - len - 1, off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            len += (size_t)n;
+            off += n;
+        }
+        close(fd);
+    }
+    buf[len] = '\0';
+    if (lenp) *lenp = len;
+    return buf;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof tmp) { errno = ENAMETOOLONG; return -1; }
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static int mkdir_parent(const char *path)
+{
+    char tmp[PATH_MAX];
+    char *slash;
+    snprintf(tmp, sizeof tmp, "%s", path);
+    slash = strrchr(tmp, '/');
+    if (!slash || slash == tmp) return 0;
+    *slash = '\0';
+    return mkdir_p(tmp, 0755);
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path) < 0 ? 0 : 0;
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Replace every occurrence of each key by its value; malloc'd. */
+static char *subst2(const char *text, const char *k1, const char *v1,
+                    const char *k2, const char *v2)
+{
+    size_t cap = strlen(text) + 1, len = 0;
+    size_t l1 = strlen(k1), l2 = strlen(k2), lv1 = strlen(v1), lv2 = strlen(v2);
+    char *out;
+    for (const char *p = text; *p;) {
+        if (!strncmp(p, k1, l1)) { cap += lv1; p += l1; }
+        else if (!strncmp(p, k2, l2)) { cap += lv2; p += l2; }
+        else p++;
+    }
+    out = malloc(cap);
+    if (!out) abort();
+    for (const char *p = text; *p;) {
+        if (!strncmp(p, k1, l1)) { memcpy(out + len, v1, lv1); len += lv1; p += l1; }
+        else if (!strncmp(p, k2, l2)) { memcpy(out + len, v2, lv2); len += lv2; p += l2; }
+        else out[len++] = *p++;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+char *httpd_subst(const httpd_t *h, const char *text)
+{
+    return subst2(text ? text : "", "@APP@", h->app, "@DIR@", h->dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* /proc (the async-signal-safe parts use only open/read/close)        */
+
+/* State letter and ppid of pid; 0, or -1 if it does not exist. */
+static int proc_stat(pid_t pid, char *state, pid_t *ppid)
+{
+    char path[64], buf[512];
+    int fd;
+    ssize_t n;
+    char *p;
+    long pp = 0;
+    /* no snprintf: keep this usable from a signal handler */
+    {
+        char digits[24];
+        int nd = 0;
+        unsigned long v = (unsigned long)pid;
+        const char *pre = "/proc/";
+        size_t k = 0;
+        do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v);
+        while (*pre) path[k++] = *pre++;
+        while (nd) path[k++] = digits[--nd];
+        memcpy(path + k, "/stat", 6);
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    if (!p || !p[1] || !p[2]) return -1;
+    p += 2;
+    if (state) *state = *p;
+    p++;
+    while (*p == ' ') p++;
+    while (*p >= '0' && *p <= '9') pp = pp * 10 + (*p++ - '0');
+    if (ppid) *ppid = (pid_t)pp;
+    return 0;
+}
+
+int httpd_pid_alive(pid_t pid)
+{
+    char st;
+    if (pid <= 0) return 0;
+    if (proc_stat(pid, &st, NULL) < 0) return 0;
+    return st != 'Z' && st != 'X' && st != 'x';
+}
+
+/* 1 if /proc/pid/comm is "apache2" (guards SIGKILL against pid reuse). */
+static int is_apache(pid_t pid)
+{
+    char path[64], buf[32];
+    int fd;
+    ssize_t n;
+    {
+        char digits[24];
+        int nd = 0;
+        unsigned long v = (unsigned long)pid;
+        const char *pre = "/proc/";
+        size_t k = 0;
+        do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v);
+        while (*pre) path[k++] = *pre++;
+        while (nd) path[k++] = digits[--nd];
+        memcpy(path + k, "/comm", 6);
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    return !strncmp(buf, "apache2", 7);
+}
+
+static int proc_cmdline_has(pid_t pid, const char *needle)
+{
+    char path[64];
+    size_t len;
+    char *buf;
+    int found = 0;
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    buf = read_file_from(path, 0, &len);
+    for (size_t i = 0; i < len;) {
+        if (strstr(buf + i, needle)) { found = 1; break; }
+        i += strlen(buf + i) + 1;
+    }
+    free(buf);
+    return found;
+}
+
+/* Live processes whose ppid is `ppid` (if > 0) or whose command line
+ * contains `cmd` (if non-NULL). */
+static int scan_procs(pid_t ppid, const char *cmd, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+    if (!d) return 0;
+    while ((de = readdir(d)) != NULL) {
+        char *end, st;
+        pid_t pp;
+        long v = strtol(de->d_name, &end, 10);
+        if (*end || v <= 0) continue;
+        if (proc_stat((pid_t)v, &st, &pp) < 0 || st == 'Z' || st == 'X') continue;
+        if (ppid > 0 && pp != ppid) continue;
+        if (cmd && !proc_cmdline_has((pid_t)v, cmd)) continue;
+        if (n < max) out[n++] = (pid_t)v;
+    }
+    closedir(d);
+    return n;
+}
+
+long httpd_rss_kb(pid_t pid)
+{
+    char path[64];
+    char *buf, *p;
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    buf = read_file_from(path, 0, NULL);
+    p = strstr(buf, "\nVmRSS:");
+    if (p) kb = strtol(p + 7, NULL, 10);
+    free(buf);
+    return kb;
+}
+
+/* ------------------------------------------------------------------ */
+/* Registry                                                            */
+
+static int reg_claim(const httpd_t *h)
+{
+    for (int i = 0; i < REG_MAX; i++) {
+        struct reg_entry *e = &g_sh->reg[i];
+        if (e->owner == 0 && __sync_bool_compare_and_swap(&e->owner, 0, getpid())) {
+            e->pid = 0;
+            e->nkids = 0;
+            snprintf(e->dir, sizeof e->dir, "%s", h->dir);
+            snprintf(e->error_log, sizeof e->error_log, "%s", h->error_log);
+            return i;
+        }
+    }
+    fprintf(stderr, "pyr-it: server registry full (%d)\n", REG_MAX);
+    return -1;
+}
+
+static struct reg_entry *reg_of(const httpd_t *h)
+{
+    if (h->slot < 0) return NULL;
+    struct reg_entry *e = &g_sh->reg[h->slot];
+    if (!e->owner || strcmp(e->dir, h->dir)) return NULL;
+    return e;
+}
+
+static void reg_release(httpd_t *h)
+{
+    struct reg_entry *e = reg_of(h);
+    if (e) {
+        e->pid = 0;
+        e->nkids = 0;
+        __sync_synchronize();
+        e->owner = 0;
+    }
+    h->slot = -1;
+}
+
+static void reg_add_kids(struct reg_entry *e, const pid_t *kids, int n)
+{
+    if (!e) return;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < e->nkids; j++)
+            if (e->kids[j] == kids[i]) seen = 1;
+        if (!seen && e->nkids < REG_KIDS) {
+            e->kids[e->nkids] = kids[i];
+            __sync_synchronize();
+            e->nkids++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Stopping (shared by httpd_stop, the reaper and the signal path)     */
+
+static void sigkill_kids(const pid_t *kids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (httpd_pid_alive(kids[i]) && is_apache(kids[i])) kill(kids[i], SIGKILL);
+}
+
+static int any_alive(const pid_t *kids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (httpd_pid_alive(kids[i]) && is_apache(kids[i])) return 1;
+    return 0;
+}
+
+/* SIGTERM pid, wait up to wait_ms for it and kids to exit; else SIGKILL.
+ * Returns 1 if clean.  Async-signal-safe. */
+static int stop_pids(pid_t pid, const pid_t *kids, int nkids, int wait_ms,
+                     double *secs)
+{
+    double t0 = now_ms(), deadline = t0 + wait_ms;
+    int clean = 1;
+    if (httpd_pid_alive(pid)) kill(pid, SIGTERM);
+    while (httpd_pid_alive(pid) && now_ms() < deadline) sleep_ms(10);
+    if (httpd_pid_alive(pid)) {
+        clean = 0;
+        kill(pid, SIGKILL);
+    } else {
+        /* the parent waits for its children; give stragglers a moment */
+        double kd = now_ms() + 1000;
+        while (any_alive(kids, nkids) && now_ms() < kd) sleep_ms(10);
+    }
+    if (any_alive(kids, nkids)) {
+        clean = 0;
+        sigkill_kids(kids, nkids);
+    }
+    for (int i = 0; i < 200 && (httpd_pid_alive(pid) || any_alive(kids, nkids)); i++)
+        sleep_ms(10);
+    if (secs) *secs = (now_ms() - t0) / 1e3;
+    return clean;
+}
+
+static void dump_file_tail(const char *title, const char *path, int lines)
+{
+    size_t len;
+    char *buf = read_file_from(path, 0, &len);
+    const char *p = buf + len;
+    int n = 0;
+    if (lines <= 0) lines = 40;
+    if (len && p[-1] == '\n') p--;
+    while (p > buf) {
+        if (p[-1] == '\n' && ++n >= lines) break;
+        p--;
+    }
+    fprintf(stderr, "---- %s (%s), last %d lines ----\n%s%s---- end ----\n", title,
+            path, lines, p, (len && buf[len - 1] != '\n') ? "\n" : "");
+    free(buf);
+}
+
+void httpd_dump_log_tail(httpd_t *h, int lines)
+{
+    if (!h) return;
+    fprintf(stderr, "pyr-it: server dir %s (port %d)\n", h->dir, h->port);
+    if (h->startup_output && *h->startup_output)
+        fprintf(stderr, "---- apache2 -k start output ----\n%s---- end ----\n",
+                h->startup_output);
+    dump_file_tail("error log", h->error_log, lines);
+}
+
+/* ------------------------------------------------------------------ */
+/* Failure tracking and orphans                                        */
+
+static void note_dead_test(void)
+{
+    pid_t t = g_sh->in_test;
+    if (t && t != getpid() && !httpd_pid_alive(t)
+        && __sync_bool_compare_and_swap(&g_sh->in_test, t, 0))
+        __sync_fetch_and_add(&g_sh->failures, 1);
+}
+
+void httpd_test_begin(void)
+{
+    note_dead_test();
+    httpd_reap_orphans();
+    g_sh->in_test = getpid();
+}
+
+void httpd_test_end(void)
+{
+    if (g_sh->in_test == getpid()) g_sh->in_test = 0;
+}
+
+static void stop_entry(struct reg_entry *e, const char *why)
+{
+    pid_t kids[REG_KIDS];
+    int n = 0;
+    pid_t pid = e->pid;
+    double secs = 0;
+    if (pid > 0) {
+        pid_t more[REG_KIDS];
+        int m = scan_procs(pid, NULL, more, REG_KIDS);
+        reg_add_kids(e, more, m);
+    }
+    n = e->nkids;
+    memcpy(kids, e->kids, sizeof(pid_t) * (size_t)n);
+    if (pid > 0) stop_pids(pid, kids, n, STOP_WAIT_MS, &secs);
+    fprintf(stderr, "pyr-it: %s: stopped the httpd in %s (kept for inspection)\n", why,
+            e->dir);
+    dump_file_tail("error log", e->error_log, 30);
+}
+
+void httpd_reap_orphans(void)
+{
+    pid_t me = getpid();
+    for (int i = 0; i < REG_MAX; i++) {
+        struct reg_entry *e = &g_sh->reg[i];
+        pid_t o = e->owner;
+        if (!o || o == me || httpd_pid_alive(o)) continue;
+        if (!__sync_bool_compare_and_swap(&e->owner, o, me)) continue;
+        if (e->pid) {
+            char why[96];
+            snprintf(why, sizeof why,
+                     "test process %d died (failed or timed out) with a server running",
+                     (int)o);
+            stop_entry(e, why);
+        }
+        e->pid = 0;
+        e->nkids = 0;
+        __sync_synchronize();
+        e->owner = 0;
+    }
+}
+
+static void httpd_atexit(void)
+{
+    pid_t me = getpid();
+    if (!g_sh) return;
+    if (me == g_sh->root) {
+        note_dead_test();
+        httpd_reap_orphans();
+    }
+    for (int i = 0; i < REG_MAX; i++) {
+        struct reg_entry *e = &g_sh->reg[i];
+        if (e->owner != me) continue;
+        if (e->pid) stop_entry(e, "server still running at exit (never freed)");
+        e->pid = 0;
+        e->owner = 0;
+    }
+}
+
+/* Async-signal-safe. */
+static void say(const char *a, const char *b, const char *c)
+{
+    if (a) write_all(2, a, strlen(a));
+    if (b) write_all(2, b, strlen(b));
+    if (c) write_all(2, c, strlen(c));
+}
+
+void httpd_stop_all(void)
+{
+    pid_t me = getpid();
+    int root = me == g_sh->root;
+    double deadline;
+    for (int i = 0; i < REG_MAX; i++) {
+        struct reg_entry *e = &g_sh->reg[i];
+        if (e->owner && e->pid > 0 && (root || e->owner == me)) kill(e->pid, SIGTERM);
+    }
+    deadline = now_ms() + 5000;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < REG_MAX; i++) {
+            struct reg_entry *e = &g_sh->reg[i];
+            if (e->owner && e->pid > 0 && (root || e->owner == me) && httpd_pid_alive(e->pid))
+                left = 1;
+        }
+        if (!left || now_ms() > deadline) break;
+        sleep_ms(20);
+    }
+    for (int i = 0; i < REG_MAX; i++) {
+        struct reg_entry *e = &g_sh->reg[i];
+        if (!e->owner || e->pid <= 0 || !(root || e->owner == me)) continue;
+        if (httpd_pid_alive(e->pid)) kill(e->pid, SIGKILL);
+        sigkill_kids(e->kids, e->nkids);
+        say("pyr-it: stopped the httpd in ", e->dir, " (kept)\n");
+        e->pid = 0;
+        e->owner = 0;
+    }
+}
+
+static void on_fatal_signal(int sig)
+{
+    static volatile sig_atomic_t busy;
+    if (!busy) {
+        busy = 1;
+        say("pyr-it: signal received, stopping servers\n", NULL, NULL);
+        httpd_stop_all();
+        if (getpid() == g_sh->root && g_sh->in_test > 0) kill(-g_sh->in_test, SIGKILL);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void httpd_install_signal_handlers(int include_sigalrm)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa, cur;
+        if (sigs[i] == SIGALRM && !include_sigalrm) continue;
+        if (sigaction(sigs[i], NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO)
+            && cur.sa_handler == on_fatal_signal)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fatal_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* check glue                                                          */
+
+static void tcase_enter(void)
+{
+    httpd_install_signal_handlers(0);
+    note_dead_test();
+    httpd_reap_orphans();
+}
+
+static void tcase_leave(void)
+{
+    note_dead_test();
+    httpd_reap_orphans();
+}
+
+TCase *httpd_tcase(const char *name, int timeout_s, void (*setup)(void),
+                   void (*teardown)(void))
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, timeout_s > 0 ? timeout_s : 60);
+    tcase_add_unchecked_fixture(tc, tcase_enter, tcase_leave);
+    if (setup || teardown) tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, httpd_test_begin, httpd_test_end);
+    return tc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Servers                                                             */
+
+const char *httpd_module_path(void)
+{
+    static char path[PATH_MAX];
+    const char *env = getenv("PYR_MODULE");
+    if (path[0]) return path;
+    if (env && *env) {
+        snprintf(path, sizeof path, "%s", env);
+    } else if (!realpath("mod_pyreload.so", path)) {
+        char cwd[PATH_MAX - 32];
+        if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
+        snprintf(path, sizeof path, "%s/mod_pyreload.so", cwd);
+    }
+    return path;
+}
+
+int httpd_have_module(void)
+{
+    return access(httpd_module_path(), R_OK) == 0;
+}
+
+httpd_t *httpd_new(const httpd_opts_t *opts)
+{
+    static const httpd_opts_t none;
+    httpd_t *h = calloc(1, sizeof *h);
+    const char *subdirs[] = {"app", "htdocs", "logs", "run"};
+    if (!h) abort();
+    if (!opts) opts = &none;
+    h->slot = -1;
+    snprintf(h->dir, sizeof h->dir, "/tmp/pyr-it.XXXXXX");
+    if (!mkdtemp(h->dir) || chmod(h->dir, 0755) < 0) {
+        fprintf(stderr, "pyr-it: mkdtemp: %s\n", strerror(errno));
+        free(h);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+        char p[200];
+        snprintf(p, sizeof p, "%s/%s", h->dir, subdirs[i]);
+        if (mkdir(p, 0755) < 0 || chmod(p, 0755) < 0) {
+            fprintf(stderr, "pyr-it: mkdir %s: %s\n", p, strerror(errno));
+            rm_rf(h->dir);
+            free(h);
+            return NULL;
+        }
+    }
+    snprintf(h->app, sizeof h->app, "%s/app", h->dir);
+    snprintf(h->conf, sizeof h->conf, "%s/httpd.conf", h->dir);
+    snprintf(h->error_log, sizeof h->error_log, "%s/logs/error.log", h->dir);
+    snprintf(h->pid_file, sizeof h->pid_file, "%s/run/httpd.pid", h->dir);
+    snprintf(h->startup_log, sizeof h->startup_log, "%s/startup.log", h->dir);
+    h->startup_output = xstrdup("");
+    h->failures_at_start = g_sh->failures;
+
+    h->opts = *opts;
+    h->opts.config = opts->config ? xstrdup(opts->config) : NULL;
+    h->opts.mpm = opts->mpm ? xstrdup(opts->mpm) : NULL;
+    h->opts.loglevel = opts->loglevel ? xstrdup(opts->loglevel) : NULL;
+    h->opts.files = NULL;
+    h->opts.env = NULL;
+    if (opts->env) {
+        size_t n = 0;
+        while (opts->env[n]) n++;
+        h->env_copy = calloc(n + 1, sizeof(char *));
+        if (!h->env_copy) abort();
+        for (size_t i = 0; i < n; i++) h->env_copy[i] = xstrdup(opts->env[i]);
+        h->opts.env = (const char *const *)h->env_copy;
+    }
+    for (const httpd_file_t *f = opts->files; f && f->name; f++) {
+        char *text = httpd_subst(h, f->content);
+        if (httpd_write(h, f->name, text) < 0)
+            fprintf(stderr, "pyr-it: writing %s: %s\n", f->name, strerror(errno));
+        free(text);
+    }
+    return h;
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    int port = -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0
+        && getsockname(fd, (struct sockaddr *)&a, &alen) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* 1 if 127.0.0.1:port is in LISTEN state (/proc/net/tcp). */
+static int port_listening(int port)
+{
+    char want[32];
+    char *buf = read_file_from("/proc/net/tcp", 0, NULL);
+    int found = 0;
+    snprintf(want, sizeof want, "0100007F:%04X 00000000:0000 0A", port);
+    found = strstr(buf, want) != NULL;
+    free(buf);
+    return found;
+}
+
+static const char *mpm_of(const httpd_t *h)
+{
+    const char *m = h->opts.mpm;
+    if (!m || !*m) m = getenv("PYR_MPM");
+    if (!m || !*m) m = "event";
+    return m;
+}
+
+static int write_conf(httpd_t *h)
+{
+    const char *mpm = mpm_of(h);
+    int threads = h->opts.threads > 0 ? h->opts.threads : 16;
+    char *extra = httpd_subst(h, h->opts.config);
+    FILE *f = fopen(h->conf, "w");
+    if (!f) { free(extra); return -1; }
+    fprintf(f,
+            "# generated by tests/httpd.c\n"
+            "ServerRoot \"%s\"\n"
+            "ServerName 127.0.0.1\n"
+            "Listen 127.0.0.1:%d\n"
+            "PidFile %s\n"
+            "DefaultRuntimeDir %s/run\n"
+            "Mutex file:%s/run default\n"
+            "ErrorLog %s\n"
+            "LogLevel %s\n"
+            "User www-data\n"
+            "Group www-data\n"
+            "LoadModule mpm_%s_module " MODDIR "/mod_mpm_%s.so\n"
+            "LoadModule authz_core_module " MODDIR "/mod_authz_core.so\n"
+            "LoadModule mime_module " MODDIR "/mod_mime.so\n"
+            "TypesConfig /etc/mime.types\n",
+            h->dir, h->port, h->pid_file, h->dir, h->dir, h->error_log,
+            h->opts.loglevel ? h->opts.loglevel : "info", mpm, mpm);
+    if (!h->opts.no_module)
+        fprintf(f, "LoadModule pyreload_module %s\n", httpd_module_path());
+    if (!strcmp(mpm, "prefork"))
+        fprintf(f,
+                "StartServers 1\n"
+                "MinSpareServers 1\n"
+                "MaxSpareServers 1\n"
+                "ServerLimit 1\n"
+                "MaxRequestWorkers 1\n");
+    else
+        fprintf(f,
+                "StartServers 1\n"
+                "ServerLimit 1\n"
+                "ThreadLimit %d\n"
+                "ThreadsPerChild %d\n"
+                "MaxRequestWorkers %d\n"
+                "MinSpareThreads 1\n"
+                "MaxSpareThreads %d\n",
+                threads, threads, threads, threads + 1);
+    fprintf(f,
+            "MaxConnectionsPerChild 0\n"
+            "KeepAlive On\n"
+            "MaxKeepAliveRequests 0\n"
+            "KeepAliveTimeout 5\n"
+            "Timeout 30\n"
+            "DocumentRoot %s/htdocs\n"
+            "# ---- test configuration ----\n"
+            "%s\n",
+            h->dir, extra);
+    free(extra);
+    return fclose(f);
+}
+
+static int read_pid_file(const httpd_t *h)
+{
+    char *s = read_file_from(h->pid_file, 0, NULL);
+    int pid = atoi(s);
+    free(s);
+    return pid;
+}
+
+/* One attempt.  0 ok, 1 port taken (retry), -1 failure. */
+static int start_once(httpd_t *h)
+{
+    int timeout = h->opts.start_timeout_ms > 0 ? h->opts.start_timeout_ms : 10000;
+    double deadline = now_ms() + timeout;
+    char *argv[] = {APACHE2, "-f", h->conf, "-k", "start", NULL};
+    char *envp[64];
+    size_t ne = 0;
+    int status = 0, exited = 0;
+    pid_t launcher, pid = 0;
+    struct reg_entry *e;
+
+    envp[ne++] = CLEAN_PATH;
+    envp[ne++] = CLEAN_LANG;
+    for (const char *const *v = h->opts.env; v && *v && ne < 63; v++)
+        envp[ne++] = httpd_subst(h, *v);
+    envp[ne] = NULL;
+
+    unlink(h->pid_file);
+    h->slot = reg_claim(h);
+    e = reg_of(h);
+
+    launcher = fork();
+    if (launcher < 0) {
+        for (size_t i = 2; i < ne; i++) free(envp[i]);
+        reg_release(h);
+        return -1;
+    }
+    if (launcher == 0) {
+        sigset_t all;
+        int fd = open(h->startup_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int nul = open("/dev/null", O_RDONLY);
+        if (fd < 0 || nul < 0) _exit(126);
+        dup2(nul, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        for (int i = 3; i < 1024; i++) close(i);
+        for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        execve(APACHE2, argv, envp);
+        _exit(127);
+    }
+    for (size_t i = 2; i < ne; i++) free(envp[i]);
+    /* the launcher exits once the daemon detached (or on a config error) */
+    while (now_ms() < deadline) {
+        pid_t w = waitpid(launcher, &status, WNOHANG);
+        if (w == launcher) { exited = 1; break; }
+        if (w < 0 && errno != EINTR) break;
+        sleep_ms(10);
+    }
+    if (!exited) {
+        kill(launcher, SIGKILL);
+        waitpid(launcher, &status, 0);
+    }
+    free(h->startup_output);
+    h->startup_output = read_file_from(h->startup_log, 0, NULL);
+
+    if (exited && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        /* wait for the pid file and the listener */
+        int gone_checks = 0;
+        while (now_ms() < deadline) {
+            pid = read_pid_file(h);
+            if (pid > 0 && e) e->pid = pid;
+            if (pid > 0 && !httpd_pid_alive(pid)) break;
+            if (pid > 0 && port_listening(h->port)) {
+                h->pid = pid;
+                break;
+            }
+            if (pid <= 0) {
+                /* no pid file yet: is any process of this server left? */
+                pid_t any[4];
+                if (scan_procs(0, h->conf, any, 4) == 0) {
+                    if (++gone_checks > 5) break;
+                } else {
+                    gone_checks = 0;
+                }
+            }
+            sleep_ms(10);
+        }
+    }
+    if (h->pid > 0) {
+        /* wait (bounded, not fatal) for the child process(es) */
+        double cd = now_ms() + 5000;
+        pid_t kids[REG_KIDS];
+        while (now_ms() < cd) {
+            if (httpd_children(h, kids, REG_KIDS) > 0) break;
+            if (!httpd_pid_alive(h->pid)) break;
+            sleep_ms(10);
+        }
+        return 0;
+    }
+
+    /* failure: kill whatever came up */
+    {
+        pid_t procs[REG_KIDS];
+        int n = scan_procs(0, h->conf, procs, REG_KIDS);
+        pid = read_pid_file(h);
+        if (pid > 0 || n > 0) stop_pids(pid, procs, n, 3000, NULL);
+    }
+    reg_release(h);
+    h->pid = 0;
+    {
+        char *log = httpd_log(h);
+        int busy = strstr(h->startup_output, "Address already in use") != NULL
+                   || strstr(log, "Address already in use") != NULL;
+        free(log);
+        if (busy) return 1;
+    }
+    if (!exited)
+        fprintf(stderr, "pyr-it: apache2 -k start did not return within %d ms\n", timeout);
+    return -1;
+}
+
+int httpd_start(httpd_t *h)
+{
+    if (!h) return -1;
+    if (h->pid > 0 && httpd_pid_alive(h->pid)) return 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int rc;
+        h->port = free_port();
+        snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d", h->port);
+        if (h->port <= 0 || write_conf(h) < 0) {
+            fprintf(stderr, "pyr-it: cannot prepare %s: %s\n", h->conf, strerror(errno));
+            return -1;
+        }
+        rc = start_once(h);
+        if (rc <= 0) return rc;
+    }
+    return -1;
+}
+
+httpd_t *httpd_launch(const httpd_opts_t *opts)
+{
+    httpd_t *h = httpd_new(opts);
+    if (!h) return NULL;
+    if (!h->opts.no_module && !httpd_have_module())
+        fprintf(stderr, "pyr-it: module %s does not exist (set PYR_MODULE)\n",
+                httpd_module_path());
+    if (httpd_start(h) < 0) {
+        fprintf(stderr, "pyr-it: httpd did not start\n");
+        h->keep = 1;
+        httpd_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+int httpd_children(httpd_t *h, pid_t *out, int max)
+{
+    pid_t kids[REG_KIDS];
+    int n;
+    if (!h || h->pid <= 0) return 0;
+    n = scan_procs(h->pid, NULL, kids, REG_KIDS);
+    reg_add_kids(reg_of(h), kids, n);
+    if (out) {
+        if (n > max) n = max;
+        memcpy(out, kids, sizeof(pid_t) * (size_t)(n > 0 ? n : 0));
+    }
+    return n;
+}
+
+pid_t httpd_child(httpd_t *h)
+{
+    double deadline = now_ms() + 5000;
+    pid_t kid = 0;
+    while (now_ms() < deadline) {
+        if (httpd_children(h, &kid, 1) > 0) return kid;
+        if (!h || !httpd_pid_alive(h->pid)) break;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+int httpd_signal(httpd_t *h, int sig)
+{
+    if (!h || h->pid <= 0) return -1;
+    return kill(h->pid, sig);
+}
+
+int httpd_stop(httpd_t *h)
+{
+    pid_t kids[REG_KIDS];
+    int n = 0, clean;
+    struct reg_entry *e;
+    if (!h) return 0;
+    e = reg_of(h);
+    if (h->pid <= 0 && e && e->pid > 0) h->pid = e->pid;
+    if (h->pid <= 0 || !httpd_pid_alive(h->pid)) {
+        h->pid = 0;
+        reg_release(h);
+        return 0;
+    }
+    httpd_children(h, NULL, 0);
+    if (e) {
+        n = e->nkids;
+        memcpy(kids, e->kids, sizeof(pid_t) * (size_t)n);
+    } else {
+        n = scan_procs(h->pid, NULL, kids, REG_KIDS);
+    }
+    clean = stop_pids(h->pid, kids, n, STOP_WAIT_MS, &h->stop_seconds);
+    h->stop_clean = clean;
+    h->pid = 0;
+    reg_release(h);
+    return clean ? 0 : -1;
+}
+
+void httpd_free(httpd_t *h)
+{
+    const char *keep_env = getenv("PYR_KEEP");
+    int failed;
+    if (!h) return;
+    note_dead_test();
+    if (httpd_stop(h) < 0)
+        fprintf(stderr, "pyr-it: the httpd in %s needed SIGKILL to stop (%.2f s)\n", h->dir,
+                h->stop_seconds);
+    failed = g_sh->failures != h->failures_at_start;
+    if (failed || h->keep) {
+        fprintf(stderr, "pyr-it: keeping %s (%s)\n", h->dir,
+                failed ? "a test failed while this server ran" : "asked to");
+        httpd_dump_log_tail(h, 40);
+    } else if (keep_env && !strcmp(keep_env, "1")) {
+        fprintf(stderr, "pyr-it: keeping %s (PYR_KEEP=1)\n", h->dir);
+    } else {
+        rm_rf(h->dir);
+    }
+    free(h->startup_output);
+    free((char *)h->opts.config);
+    free((char *)h->opts.mpm);
+    free((char *)h->opts.loglevel);
+    if (h->env_copy) {
+        for (char **v = h->env_copy; *v; v++) free(*v);
+        free(h->env_copy);
+    }
+    free(h);
+}
+
+/* ------------------------------------------------------------------ */
+/* Files                                                               */
+
+char *httpd_path(const httpd_t *h, const char *name)
+{
+    if (name[0] == '/') return xstrdup(name);
+    return xasprintf("%s/%s", h->app, name);
+}
+
+int httpd_write_bytes(const httpd_t *h, const char *name, const void *data, size_t len)
+{
+    char *path = httpd_path(h, name);
+    int fd, rc = -1, saved;
+    mkdir_parent(path);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        rc = write_all(fd, data, len);
+        if (fchmod(fd, 0644) < 0) rc = -1;
+        if (close(fd) < 0) rc = -1;
+    }
+    saved = errno;
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int httpd_write(const httpd_t *h, const char *name, const char *text)
+{
+    return httpd_write_bytes(h, name, text, strlen(text));
+}
+
+int httpd_write_atomic(const httpd_t *h, const char *name, const char *text)
+{
+    char *path = httpd_path(h, name);
+    char *tmp = xasprintf("%s.tmp-XXXXXX", path);
+    int fd, rc = -1, saved;
+    mkdir_parent(path);
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd >= 0) {
+        rc = write_all(fd, text, strlen(text));
+        if (fchmod(fd, 0644) < 0) rc = -1;
+        if (close(fd) < 0) rc = -1;
+        if (rc == 0) rc = rename(tmp, path);
+        if (rc < 0) unlink(tmp);
+    }
+    saved = errno;
+    free(tmp);
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int httpd_set_mtime(const httpd_t *h, const char *name, int64_t sec, long nsec)
+{
+    char *path = httpd_path(h, name);
+    struct timespec ts[2];
+    int rc, saved;
+    ts[0].tv_sec = (time_t)sec;
+    ts[0].tv_nsec = nsec;
+    ts[1] = ts[0];
+    rc = utimensat(AT_FDCWD, path, ts, 0);
+    saved = errno;
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int httpd_symlink(const httpd_t *h, const char *target, const char *name)
+{
+    static unsigned counter;
+    char *path = httpd_path(h, name);
+    char *tmp = xasprintf("%s.lnk-%d-%u", path, (int)getpid(), counter++);
+    int rc, saved;
+    mkdir_parent(path);
+    unlink(tmp);
+    rc = symlink(target, tmp);
+    if (rc == 0) rc = rename(tmp, path);
+    saved = errno;
+    if (rc < 0) unlink(tmp);
+    free(tmp);
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int httpd_remove(const httpd_t *h, const char *name)
+{
+    char *path = httpd_path(h, name);
+    int rc = unlink(path), saved = errno;
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+int httpd_mkdir(const httpd_t *h, const char *name)
+{
+    char *path = httpd_path(h, name);
+    int rc = mkdir_p(path, 0755), saved = errno;
+    free(path);
+    errno = saved;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Error log                                                           */
+
+size_t httpd_log_mark(const httpd_t *h)
+{
+    struct stat st;
+    if (stat(h->error_log, &st) < 0) return 0;
+    return (size_t)st.st_size;
+}
+
+char *httpd_log_since(const httpd_t *h, size_t mark)
+{
+    return read_file_from(h->error_log, mark, NULL);
+}
+
+char *httpd_log(const httpd_t *h)
+{
+    return httpd_log_since(h, 0);
+}
+
+static int count_in(const char *hay, const char *needle)
+{
+    int n = 0;
+    size_t l = strlen(needle);
+    if (!l) return 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += l) n++;
+    return n;
+}
+
+int httpd_log_count(const httpd_t *h, size_t mark, const char *needle)
+{
+    char *log = httpd_log_since(h, mark);
+    int n = count_in(log, needle);
+    free(log);
+    return n;
+}
+
+int httpd_log_wait(const httpd_t *h, size_t mark, const char *needle, int count,
+                   int timeout_ms)
+{
+    double deadline = now_ms() + timeout_ms;
+    if (count < 1) count = 1;
+    for (;;) {
+        if (httpd_log_count(h, mark, needle) >= count) return 1;
+        if (now_ms() >= deadline) return 0;
+        sleep_ms(10);
+    }
+}
+
+char *httpd_log_line(const httpd_t *h, size_t mark, const char *needle)
+{
+    char *log = httpd_log_since(h, mark);
+    char *p = strstr(log, needle), *b, *e, *line = NULL;
+    if (p) {
+        b = p;
+        while (b > log && b[-1] != '\n') b--;
+        e = strchr(p, '\n');
+        if (!e) e = p + strlen(p);
+        line = strndup(b, (size_t)(e - b));
+    }
+    free(log);
+    return line;
+}
+
+int httpd_log_no_crash(const httpd_t *h, size_t mark)
+{
+    char *log = httpd_log_since(h, mark);
+    int ok = !strstr(log, "exit signal") && !strstr(log, "Segmentation fault")
+             && !strstr(log, "AH00052");
+    free(log);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP                                                                */
+
+struct http_client {
+    CURL *curl;
+    char base[64];
+    long connects;
+};
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+static void buf_add(buf_t *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->data = realloc(b->data, cap);
+        if (!b->data) abort();
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+typedef struct {
+    buf_t body, hdr;
+    double t0, first;
+} xfer_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    xfer_t *x = ud;
+    if (x->first < 0 && size * n > 0) x->first = now_ms() - x->t0;
+    buf_add(&x->body, p, size * n);
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    xfer_t *x = ud;
+    size_t len = size * n;
+    if (len >= 5 && !strncmp(p, "HTTP/", 5)) x->hdr.len = 0;  /* a new response */
+    buf_add(&x->hdr, p, len);
+    return len;
+}
+
+static void parse_headers(http_resp_t *r)
+{
+    char *save = NULL, *line;
+    int cap = 16;
+    r->hbuf_ = xstrdup(r->headers);
+    r->hname_ = calloc((size_t)cap, sizeof(char *));
+    r->hvalue_ = calloc((size_t)cap, sizeof(char *));
+    if (!r->hname_ || !r->hvalue_) abort();
+    for (line = strtok_r(r->hbuf_, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *colon = strchr(line, ':');
+        if (!colon || !strncmp(line, "HTTP/", 5)) continue;
+        *colon = '\0';
+        colon++;
+        while (*colon == ' ' || *colon == '\t') colon++;
+        if (r->nh_ == cap) {
+            cap *= 2;
+            r->hname_ = realloc(r->hname_, sizeof(char *) * (size_t)cap);
+            r->hvalue_ = realloc(r->hvalue_, sizeof(char *) * (size_t)cap);
+            if (!r->hname_ || !r->hvalue_) abort();
+        }
+        r->hname_[r->nh_] = line;
+        r->hvalue_[r->nh_] = colon;
+        r->nh_++;
+    }
+}
+
+static http_resp_t *perform(CURL *c, const char *base, const http_req_t *rq)
+{
+    http_resp_t *r = calloc(1, sizeof *r);
+    struct curl_slist *hl = NULL;
+    xfer_t x;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    char *url;
+    CURLcode rc;
+    const char *method = rq->method;
+    long connects = 0;
+    char *ct = NULL;
+    if (!r) abort();
+
+    memset(&x, 0, sizeof x);
+    x.first = -1;
+    url = xasprintf("%s%s", base, rq->path ? rq->path : "/");
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? rq->timeout_ms : 10000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                     rq->http10 ? CURL_HTTP_VERSION_1_0 : CURL_HTTP_VERSION_1_1);
+    for (const char *const *v = rq->headers; v && *v; v++) hl = curl_slist_append(hl, *v);
+    hl = curl_slist_append(hl, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    if (rq->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body);
+        if (method && strcmp(method, "POST")) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    } else if (method && !strcmp(method, "HEAD")) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (method && strcmp(method, "GET")) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+
+    x.t0 = now_ms();
+    rc = curl_easy_perform(c);
+    r->total_ms = now_ms() - x.t0;
+    r->first_body_ms = x.first;
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+        if (curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+            snprintf(r->content_type, sizeof r->content_type, "%s", ct);
+    } else {
+        r->status = 0;
+        snprintf(r->error, sizeof r->error, "%s: %s", curl_easy_strerror(rc), errbuf);
+    }
+    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
+    r->connects = (int)connects;
+    r->body = x.body.data ? x.body.data : xstrdup("");
+    r->len = x.body.len;
+    r->headers = x.hdr.data ? x.hdr.data : xstrdup("");
+    parse_headers(r);
+    curl_slist_free_all(hl);
+    free(url);
+    return r;
+}
+
+http_client_t *http_client_new(const httpd_t *h)
+{
+    http_client_t *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->curl = curl_easy_init();
+    if (!c->curl) abort();
+    snprintf(c->base, sizeof c->base, "%s", h->url);
+    return c;
+}
+
+http_resp_t *http_client_do(http_client_t *c, const http_req_t *rq)
+{
+    http_resp_t *r = perform(c->curl, c->base, rq);
+    c->connects += r->connects;
+    return r;
+}
+
+http_resp_t *http_client_get(http_client_t *c, const char *path)
+{
+    http_req_t rq = {.path = path};
+    return http_client_do(c, &rq);
+}
+
+long http_client_connects(const http_client_t *c)
+{
+    return c->connects;
+}
+
+void http_client_free(http_client_t *c)
+{
+    if (!c) return;
+    curl_easy_cleanup(c->curl);
+    free(c);
+}
+
+http_resp_t *http_do(const httpd_t *h, const http_req_t *rq)
+{
+    http_client_t *c = http_client_new(h);
+    http_resp_t *r = http_client_do(c, rq);
+    http_client_free(c);
+    return r;
+}
+
+http_resp_t *http_get(const httpd_t *h, const char *path)
+{
+    http_req_t rq = {.path = path};
+    return http_do(h, &rq);
+}
+
+http_resp_t *http_post(const httpd_t *h, const char *path, const void *body, size_t len)
+{
+    http_req_t rq = {.path = path, .body = body ? body : "", .body_len = len};
+    return http_do(h, &rq);
+}
+
+http_resp_t *http_request(const httpd_t *h, const char *method, const char *path,
+                          const char *const *headers, const void *body, size_t len)
+{
+    http_req_t rq = {.method = method, .path = path, .headers = headers, .body = body,
+                     .body_len = len};
+    return http_do(h, &rq);
+}
+
+void http_free(http_resp_t *r)
+{
+    if (!r) return;
+    free(r->body);
+    free(r->headers);
+    free(r->hbuf_);
+    free(r->hname_);
+    free(r->hvalue_);
+    free(r);
+}
+
+const char *http_header_nth(const http_resp_t *r, const char *name, int nth)
+{
+    for (int i = 0; i < r->nh_; i++)
+        if (!strcasecmp(r->hname_[i], name) && nth-- == 0) return r->hvalue_[i];
+    return NULL;
+}
+
+const char *http_header(const http_resp_t *r, const char *name)
+{
+    return http_header_nth(r, name, 0);
+}
+
+int http_header_count(const http_resp_t *r, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < r->nh_; i++)
+        if (!strcasecmp(r->hname_[i], name)) n++;
+    return n;
+}
+
+char *http_raw(const httpd_t *h, const void *data, size_t len, size_t *outlen,
+               int timeout_ms)
+{
+    buf_t b = {0};
+    struct sockaddr_in a;
+    double deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    buf_add(&b, "", 0);
+    if (fd < 0) goto out;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)h->port);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 || write_all(fd, data, len) < 0)
+        goto out;
+    for (;;) {
+        char tmp[8192];
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int left = (int)(deadline - now_ms());
+        ssize_t n;
+        if (left <= 0) break;
+        if (poll(&pfd, 1, left) <= 0) break;
+        n = read(fd, tmp, sizeof tmp);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        buf_add(&b, tmp, (size_t)n);
+    }
+out:
+    if (fd >= 0) close(fd);
+    if (outlen) *outlen = b.len;
+    return b.data;
+}

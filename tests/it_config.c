@@ -1,0 +1,136 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * it_config.c: mod_pyreload's directives.  Bad values make apache2 refuse to
+ * start with a message naming the directive; good ones start.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "httpd.h"
+
+static const char OK_PY[] =
+    "import pyreload\n"
+    "\n"
+    "def handler(req):\n"
+    "    req.write('ok')\n"
+    "    return pyreload.OK\n"
+    "\n"
+    "def other_one(req):\n"
+    "    req.write('other_one')\n"
+    "    return pyreload.OK\n";
+
+static const httpd_file_t FILES[] = {
+    {"ok.py", OK_PY},
+    {"../lib/.keep", ""},
+    {NULL, NULL},
+};
+
+typedef struct {
+    const char *config;
+    const char *expect[3];   /* in apache2's start-up output */
+} bad_case_t;
+
+static const bad_case_t BAD[] = {
+    {"PyReloadHandler @APP@/missing.py\n", {"PyReloadHandler", "missing.py"}},
+    {"<Location /x>\n  PyReloadHandler @APP@/missing.py\n</Location>\n",
+     {"PyReloadHandler", "missing.py"}},
+    {"PyReloadHandler @APP@/ok.py::\n", {"PyReloadHandler"}},
+    {"PyReloadHandler @APP@/ok.py::not-an-id\n", {"PyReloadHandler", "not-an-id"}},
+    {"PyReloadHandler @APP@/ok.py::1abc\n", {"PyReloadHandler"}},
+    {"PyReloadHandler @APP@/ok.py::a b\n", {"PyReloadHandler"}},
+    {"PyReloadHandler\n", {"PyReloadHandler"}},
+    {"PyReloadHandler ::handler\n", {"PyReloadHandler"}},
+    {"PyReloadPath @DIR@/no-such-dir\n", {"PyReloadPath", "no-such-dir"}},
+    {"PyReloadDebug maybe\n", {"PyReloadDebug"}},
+    {"PyReloadCheck sometimes\n", {"PyReloadCheck"}},
+    {"PyReloadCheckInterval abc\n", {"PyReloadCheckInterval"}},
+    {"PyReloadCheckInterval -5\n", {"PyReloadCheckInterval"}},
+    {"PyReloadCheckInterval 10ms\n", {"PyReloadCheckInterval"}},
+    {"PyReloadCheckInterval \"\"\n", {"PyReloadCheckInterval"}},
+    {"PyReloadOption onlyname\n", {"PyReloadOption"}},
+};
+
+START_TEST(test_bad_config_refused)
+{
+    const bad_case_t *c = &BAD[_i];
+    httpd_opts_t o = {.config = c->config, .files = FILES};
+    httpd_t *h = httpd_new(&o);
+    int rc;
+    ck_assert_ptr_nonnull(h);
+    rc = httpd_start(h);
+    if (rc == 0) {
+        httpd_stop(h);
+        ck_abort_msg("apache2 started with:\n%s", c->config);
+    }
+    ck_assert_int_eq(h->pid, 0);
+    for (int i = 0; i < 3 && c->expect[i]; i++) {
+        char *log = httpd_log(h);
+        ck_assert_msg(strstr(h->startup_output, c->expect[i]) != NULL,
+                      "config:\n%sstart-up output lacks \"%s\":\n%s\nerror log:\n%s",
+                      c->config, c->expect[i], h->startup_output, log);
+        free(log);
+    }
+    httpd_free(h);
+}
+END_TEST
+
+/* Good values of every directive, in every context they are allowed in. */
+static const char GOOD_CONF[] =
+    "PyReloadPath @DIR@/lib\n"
+    "PyReloadDebug Off\n"
+    "PyReloadCheck On\n"
+    "PyReloadCheckInterval 0\n"
+    "PyReloadOption a b\n"
+    "<Location /a>\n"
+    "  PyReloadHandler @APP@/ok.py\n"
+    "  PyReloadDebug on\n"
+    "  PyReloadCheck off\n"
+    "  PyReloadCheckInterval 250\n"
+    "  PyReloadOption c \"d e\"\n"
+    "</Location>\n"
+    "<Location /b>\n"
+    "  PyReloadHandler app/ok.py::other_one\n"
+    "</Location>\n"
+    "<Directory @DIR@/htdocs/d>\n"
+    "  PyReloadHandler @APP@/ok.py::handler\n"
+    "</Directory>\n";
+
+START_TEST(test_good_config_starts)
+{
+    static const httpd_file_t files[] = {
+        {"ok.py", OK_PY}, {"../lib/.keep", ""}, {"../htdocs/d/.keep", ""}, {NULL, NULL},
+    };
+    httpd_opts_t o = {.config = GOOD_CONF, .files = files};
+    httpd_t *h = httpd_launch(&o);
+    http_resp_t *r;
+    ck_assert_msg(h != NULL, "apache2 refused a good configuration");
+    r = http_get(h, "/a");
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "ok");
+    http_free(r);
+    r = http_get(h, "/b");
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "other_one");
+    http_free(r);
+    r = http_get(h, "/d/x");
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "ok");
+    http_free(r);
+    httpd_free(h);
+}
+END_TEST
+
+Suite *suite_config(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = httpd_tcase("directives", 60, NULL, NULL);
+    tcase_add_loop_test(tc, test_bad_config_refused, 0, (int)(sizeof BAD / sizeof BAD[0]));
+    tcase_add_test(tc, test_good_config_starts);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,766 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * it_reload.c: the reload engine against a real apache2 (one child, event
+ * MPM unless PYR_MPM says otherwise): every kind of edit is seen, state
+ * crosses reloads through __clone__/__upgrade__, failed loads keep the last
+ * good generation and log once, requests in flight finish on their own code,
+ * __purge__ runs once after the last of them, and many clients during many
+ * saves never see a torn or older version.
+ *
+ * Each handler answers with a version marker so "was it reloaded" is an
+ * equality check, never a sleep.
+ */
+#include "httpd.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static httpd_t *srv;
+
+#define T0 1700000000   /* a fixed second for mtime games */
+
+/* A handler whose body is TEXT, in a file of a chosen size. */
+static char *
+text_handler(const char *text, int pad)
+{
+    char *s = malloc(256 + (size_t)pad);
+
+    snprintf(s, 256, "import pyreload\nTEXT = '%s'\n"
+             "def handler(req):\n    req.write(TEXT)\n    return pyreload.OK\n", text);
+    if (pad > 0) {
+        size_t n = strlen(s);
+        memset(s + n, '#', (size_t)pad - 1);
+        s[n + (size_t)pad - 1] = '\n';
+        s[n + (size_t)pad] = '\0';
+    }
+    return s;
+}
+
+static void
+put(const char *name, const char *text, int pad)
+{
+    char *src = text_handler(text, pad);
+
+    ck_assert_int_eq(httpd_write(srv, name, src), 0);
+    free(src);
+}
+
+static void
+expect(const char *path, long status, const char *body)
+{
+    http_resp_t *r = http_get(srv, path);
+
+    http_assert_status(r, status);
+    if (body) {
+        ck_assert_msg(strcmp(r->body, body) == 0, "%s: body '%s', want '%s'", path,
+                      r->body, body);
+    }
+    http_free(r);
+}
+
+static const char *config =
+    "<Location /same>\n  PyReloadHandler @APP@/same.py\n</Location>\n"
+    "<Location /atomic>\n  PyReloadHandler @APP@/atomic.py\n</Location>\n"
+    "<Location /size>\n  PyReloadHandler @APP@/size.py\n</Location>\n"
+    "<Location /link>\n  PyReloadHandler @APP@/link.py\n</Location>\n"
+    "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
+    "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n</Location>\n"
+    "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
+    "<Location /clonefail>\n  PyReloadHandler @APP@/clonefail.py\n</Location>\n"
+    "<Location /upgrade>\n  PyReloadHandler @APP@/upgrade.py\n</Location>\n"
+    "<Location /purge>\n  PyReloadHandler @APP@/purge.py\n</Location>\n"
+    "<Location /gone>\n  PyReloadHandler @APP@/gone.py\n</Location>\n"
+    "<Location /broken>\n  PyReloadHandler @APP@/broken.py\n  PyReloadDebug On\n</Location>\n"
+    "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n";
+
+static void
+setup(void)
+{
+    static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
+                                  "origin.py", "slow.py", "syntax.py", "clonefail.py",
+                                  "upgrade.py", "purge.py", "gone.py", "broken.py",
+                                  "frozen.py", NULL};
+    httpd_opts_t o = { .config = config };
+    int i;
+
+    srv = httpd_new(&o);
+    ck_assert_ptr_nonnull(srv);
+    for (i = 0; names[i]; i++) {
+        put(names[i], names[i], 0);
+    }
+    ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
+    if (httpd_start(srv) != 0) {
+        httpd_dump_log_tail(srv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+static void
+teardown(void)
+{
+    httpd_free(srv);
+    srv = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_same_second_edits)
+{
+    put("same.py", "one", 0);
+    httpd_set_mtime(srv, "same.py", T0, 100);
+    expect("/same", 200, "one");
+    put("same.py", "two", 0);                   /* same size */
+    httpd_set_mtime(srv, "same.py", T0, 200);   /* same second */
+    expect("/same", 200, "two");
+    put("same.py", "six", 0);
+    httpd_set_mtime(srv, "same.py", T0, 300);
+    expect("/same", 200, "six");
+}
+END_TEST
+
+START_TEST(test_atomic_rename_save)
+{
+    char *src = text_handler("renamed-1", 0);
+
+    ck_assert_int_eq(httpd_write_atomic(srv, "atomic.py", src), 0);
+    free(src);
+    httpd_set_mtime(srv, "atomic.py", T0, 0);
+    expect("/atomic", 200, "renamed-1");
+    src = text_handler("renamed-2", 0);
+    ck_assert_int_eq(httpd_write_atomic(srv, "atomic.py", src), 0);
+    free(src);
+    httpd_set_mtime(srv, "atomic.py", T0, 0);   /* same size, same mtime */
+    expect("/atomic", 200, "renamed-2");
+}
+END_TEST
+
+START_TEST(test_size_change_mtime_restored)
+{
+    put("size.py", "small", 0);
+    httpd_set_mtime(srv, "size.py", T0, 0);
+    expect("/size", 200, "small");
+    put("size.py", "bigger", 40);
+    httpd_set_mtime(srv, "size.py", T0, 0);
+    expect("/size", 200, "bigger");
+}
+END_TEST
+
+START_TEST(test_symlink_swap)
+{
+    put("v1.py", "release-1", 0);
+    put("v2.py", "release-2", 0);
+    httpd_set_mtime(srv, "v1.py", T0, 0);
+    httpd_set_mtime(srv, "v2.py", T0, 0);
+    ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
+    expect("/link", 200, "release-1");
+    ck_assert_int_eq(httpd_symlink(srv, "v2.py", "link.py"), 0);
+    expect("/link", 200, "release-2");
+    ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
+    expect("/link", 200, "release-1");
+}
+END_TEST
+
+/* The design's own example (../shared/origin.txt), in Python 3. */
+static const char origin_src[] =
+    "import pyreload\n"
+    "from threading import Lock\n"
+    "def __clone__(module):\n"
+    "    _lock.acquire()\n"
+    "    module._lock = _lock\n"
+    "    module._data = _data\n"
+    "    _data['reloads'] = _data['reloads'] + 1\n"
+    "    _lock.release()\n"
+    "if '_lock' not in globals():\n"
+    "    _lock = Lock()\n"
+    "    _data = {'reloads': 0}\n"
+    "_cache = {}\n"
+    "def handler(req):\n"
+    "    req.write('reloads=%%d lock=%%d gen=%%d' %% (_data['reloads'], id(_lock), __generation__))\n"
+    "    return pyreload.OK\n"
+    "# edit %d\n";
+
+START_TEST(test_origin_clone_example)
+{
+    char src[1024];
+    http_resp_t *first, *last;
+    int i;
+
+    snprintf(src, sizeof(src), origin_src, 0);
+    httpd_write(srv, "origin.py", src);
+    httpd_set_mtime(srv, "origin.py", T0, 0);
+    first = http_get(srv, "/origin");
+    http_assert_body_has(first, "reloads=0 ");
+    for (i = 1; i <= 5; i++) {
+        snprintf(src, sizeof(src), origin_src, i);
+        httpd_write(srv, "origin.py", src);
+        httpd_set_mtime(srv, "origin.py", T0, i);
+        expect("/origin", 200, NULL);
+    }
+    last = http_get(srv, "/origin");
+    http_assert_body_has(last, "reloads=5 ");
+    http_assert_body_has(last, " gen=6");
+    /* The same Lock object all along. */
+    ck_assert_msg(strncmp(strstr(first->body, "lock="), strstr(last->body, "lock="),
+                          strcspn(strstr(first->body, "lock="), " ")) == 0,
+                  "lock changed: %s vs %s", first->body, last->body);
+    http_free(first);
+    http_free(last);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* In flight: a request that sleeps finishes on its code while new
+ * requests already run the new code; __purge__ waits for it. */
+
+static const char slow_src[] =
+    "import pyreload, time, sys\n"
+    "TEXT = '%s'\n"
+    "def __purge__():\n"
+    "    print('PURGED %%s generation %%d' %% (__file__, __generation__))\n"
+    "    sys.stdout.flush()\n"
+    "def handler(req):\n"
+    "    if req.args == 'sleep':\n"
+    "        time.sleep(1.5)\n"
+    "    req.write(TEXT + ' gen=%%d' %% __generation__)\n"
+    "    return pyreload.OK\n";
+
+typedef struct {
+    const char *path;
+    http_resp_t *resp;
+} bg_t;
+
+static void *
+bg_get(void *arg)
+{
+    bg_t *b = arg;
+
+    b->resp = http_get(srv, b->path);
+    return NULL;
+}
+
+static void
+slow_put(const char *name, const char *text, long nsec)
+{
+    char src[1024];
+
+    snprintf(src, sizeof(src), slow_src, text);
+    ck_assert_int_eq(httpd_write(srv, name, src), 0);
+    httpd_set_mtime(srv, name, T0, nsec);
+}
+
+START_TEST(test_in_flight_finishes_on_old_code)
+{
+    bg_t b = { "/slow?sleep", NULL };
+    pthread_t t;
+    http_resp_t *r;
+    size_t mark;
+
+    slow_put("slow.py", "old", 1);
+    expect("/slow", 200, "old gen=1");
+    mark = httpd_log_mark(srv);
+    pthread_create(&t, NULL, bg_get, &b);
+    usleep(300 * 1000);                     /* the slow request is running */
+    slow_put("slow.py", "new", 2);
+    r = http_get(srv, "/slow");
+    ck_assert_str_eq(r->body, "new gen=2");
+    ck_assert_msg(r->total_ms < 1000, "the new request waited %.0f ms", r->total_ms);
+    http_free(r);
+    /* Generation 1 is retired but still in use: not purged yet. */
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PURGED"), 0);
+    pthread_join(t, NULL);
+    ck_assert_str_eq(b.resp->body, "old gen=1");
+    ck_assert_msg(b.resp->total_ms >= 1400, "slow request took %.0f ms", b.resp->total_ms);
+    http_free(b.resp);
+    /* Now it is, exactly once. */
+    ck_assert(httpd_log_wait(srv, mark, "PURGED", 1, 3000));
+    ck_assert_int_eq(httpd_log_count(srv, mark, "slow.py generation 1"), 1);
+    /* An idle generation is purged as soon as it is replaced. */
+    slow_put("slow.py", "newer", 3);
+    expect("/slow", 200, "newer gen=3");
+    ck_assert(httpd_log_wait(srv, mark, "slow.py generation 2", 1, 3000));
+    usleep(100 * 1000);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PURGED"), 2);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_syntax_error_then_fix)
+{
+    size_t mark;
+    int i;
+
+    put("syntax.py", "good", 0);
+    httpd_set_mtime(srv, "syntax.py", T0, 1);
+    expect("/syntax", 200, "good");
+    mark = httpd_log_mark(srv);
+    httpd_write(srv, "syntax.py", "import pyreload\ndef handler(req)\n    return 0\n");
+    httpd_set_mtime(srv, "syntax.py", T0, 2);
+    for (i = 0; i < 5; i++) {
+        expect("/syntax", 200, "good");         /* the last good code serves */
+    }
+    ck_assert_int_eq(httpd_log_count(srv, mark, "SyntaxError"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "syntax.py\", line 2"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "load failed"), 1);
+    put("syntax.py", "fixed", 0);
+    httpd_set_mtime(srv, "syntax.py", T0, 3);
+    expect("/syntax", 200, "fixed");
+    ck_assert_int_eq(httpd_log_count(srv, mark, "SyntaxError"), 1);
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+START_TEST(test_clone_raising_keeps_old)
+{
+    size_t mark;
+
+    httpd_write(srv, "clonefail.py",
+                "import pyreload\n"
+                "def __clone__(new):\n    raise KeyError('cannot carry')\n"
+                "def handler(req):\n    req.write('before')\n    return pyreload.OK\n");
+    httpd_set_mtime(srv, "clonefail.py", T0, 1);
+    expect("/clonefail", 200, "before");
+    mark = httpd_log_mark(srv);
+    put("clonefail.py", "after", 0);
+    httpd_set_mtime(srv, "clonefail.py", T0, 2);
+    expect("/clonefail", 200, "before");
+    expect("/clonefail", 200, "before");
+    ck_assert_int_eq(httpd_log_count(srv, mark, "KeyError: 'cannot carry'"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "in __clone__"), 1);
+}
+END_TEST
+
+static const char upgrade_v1[] =
+    "import pyreload\n"
+    "if 'store' not in globals(): store = {'format': 1, 'users': ['ann', 'bob']}\n"
+    "def __clone__(new):\n    new.store = store\n"
+    "def handler(req):\n"
+    "    req.write('format=%d gen=%d users=%r' % (store['format'], __generation__, store['users']))\n"
+    "    return pyreload.OK\n";
+
+static const char upgrade_v2[] =
+    "import pyreload\n"
+    "def __clone__(new):\n    new.store = store\n"
+    "def __upgrade__(old):\n"
+    "    # version 2 keeps users as {name: visits}\n"
+    "    if store['format'] == 1:\n"
+    "        store['users'] = {u: 0 for u in store['users']}\n"
+    "        store['format'] = 2\n"
+    "    store['upgraded_from'] = old.__generation__\n"
+    "def handler(req):\n"
+    "    store['users']['ann'] += 1\n"
+    "    req.write('format=%d gen=%d from=%d users=%r' % (store['format'], __generation__,\n"
+    "              store['upgraded_from'], sorted(store['users'].items())))\n"
+    "    return pyreload.OK\n";
+
+START_TEST(test_upgrade_converts_data)
+{
+    httpd_write(srv, "upgrade.py", upgrade_v1);
+    httpd_set_mtime(srv, "upgrade.py", T0, 1);
+    expect("/upgrade", 200, "format=1 gen=1 users=['ann', 'bob']");
+    httpd_write(srv, "upgrade.py", upgrade_v2);
+    httpd_set_mtime(srv, "upgrade.py", T0, 2);
+    expect("/upgrade", 200, "format=2 gen=2 from=1 users=[('ann', 1), ('bob', 0)]");
+    /* v2 again (a new edit): the data is already in format 2 and carried on. */
+    httpd_write(srv, "upgrade.py", upgrade_v2);
+    httpd_set_mtime(srv, "upgrade.py", T0, 3);
+    expect("/upgrade", 200, "format=2 gen=3 from=2 users=[('ann', 2), ('bob', 0)]");
+}
+END_TEST
+
+START_TEST(test_deleted_then_restored)
+{
+    static const char src[] =
+        "import pyreload\n"
+        "if 'hits' not in globals(): hits = {'n': 0}\n"
+        "def __clone__(new):\n    new.hits = hits\n"
+        "def handler(req):\n"
+        "    hits['n'] += 1\n"
+        "    req.write('%s n=%%d' %% hits['n'])\n"
+        "    return pyreload.OK\n";
+    char buf[512];
+    size_t mark;
+
+    snprintf(buf, sizeof(buf), src, "here");
+    httpd_write(srv, "gone.py", buf);
+    httpd_set_mtime(srv, "gone.py", T0, 1);
+    expect("/gone", 200, "here n=1");
+    mark = httpd_log_mark(srv);
+    ck_assert_int_eq(httpd_remove(srv, "gone.py"), 0);
+    expect("/gone", 404, NULL);
+    expect("/gone", 404, NULL);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0103"), 1);
+    snprintf(buf, sizeof(buf), src, "back");
+    httpd_write(srv, "gone.py", buf);
+    expect("/gone", 200, "back n=2");
+}
+END_TEST
+
+START_TEST(test_failed_first_load_debug_page)
+{
+    http_resp_t *r;
+
+    httpd_write(srv, "broken.py", "import pyreload\nraise ValueError('cold start')\n");
+    httpd_set_mtime(srv, "broken.py", T0, 1);
+    r = http_get(srv, "/broken");
+    http_assert_status(r, 500);
+    http_assert_body_has(r, "ValueError: cold start");
+    http_assert_body_has(r, "broken.py\", line 2");
+    http_free(r);
+    put("broken.py", "mended", 0);
+    httpd_set_mtime(srv, "broken.py", T0, 2);
+    expect("/broken", 200, "mended");
+}
+END_TEST
+
+START_TEST(test_check_off_freezes)
+{
+    put("frozen.py", "ice", 0);
+    httpd_set_mtime(srv, "frozen.py", T0, 1);
+    expect("/frozen", 200, "ice");
+    put("frozen.py", "melted", 0);
+    httpd_set_mtime(srv, "frozen.py", T0, 2);
+    expect("/frozen", 200, "ice");
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Many clients while the file is saved again and again. */
+
+#define CLIENTS 8
+#define SAVES 200
+#define BODY_PAD 2000
+
+static httpd_t *csrv;
+static volatile int writer_done;
+
+typedef struct {
+    long requests, failures, torn, backwards, last;
+    char why[256];
+} client_stats_t;
+
+/* version %06d, a fixed-size pad and an end marker: anything else is torn. */
+static int
+parse_body(const char *body, size_t len, long *version)
+{
+    char end[32];
+
+    if (len != 15 + BODY_PAD + 4 || sscanf(body, "version %06ld ", version) != 1) {
+        return -1;
+    }
+    snprintf(end, sizeof(end), "END\n");
+    return memcmp(body + len - 4, end, 4) == 0 ? 0 : -1;
+}
+
+static void *
+client(void *arg)
+{
+    client_stats_t *st = arg;
+    http_client_t *c = http_client_new(csrv);
+
+    while (!__atomic_load_n(&writer_done, __ATOMIC_ACQUIRE)) {
+        http_resp_t *r = http_client_get(c, "/c");
+        long v;
+
+        st->requests++;
+        if (r->status != 200) {
+            st->failures++;
+            snprintf(st->why, sizeof(st->why), "status %ld %.200s", r->status, r->error);
+        }
+        else if (parse_body(r->body, r->len, &v) != 0) {
+            st->torn++;
+            snprintf(st->why, sizeof(st->why), "torn body (%zu bytes): %.60s", r->len, r->body);
+        }
+        else {
+            if (v < st->last) {
+                st->backwards++;
+                snprintf(st->why, sizeof(st->why), "saw %ld after %ld", v, st->last);
+            }
+            st->last = v;
+        }
+        http_free(r);
+    }
+    http_client_free(c);
+    return NULL;
+}
+
+static char *
+versioned(long v)
+{
+    char *s = malloc(512 + BODY_PAD);
+
+    snprintf(s, 512 + BODY_PAD,
+             "import pyreload\n"
+             "BODY = 'version %06ld ' + '.' * %d + 'END\\n'\n"
+             "def handler(req):\n"
+             "    req.content_type = 'text/plain'\n"
+             "    req.write(BODY)\n"
+             "    return pyreload.OK\n", v, BODY_PAD);
+    return s;
+}
+
+static void
+csetup(void)
+{
+    char *src = versioned(0);
+    httpd_file_t files[] = {{"c.py", src}, {NULL, NULL}};
+    httpd_opts_t o = { .config = "<Location /c>\n  PyReloadHandler @APP@/c.py\n</Location>\n",
+                       .files = files, .loglevel = "notice" };
+
+    csrv = httpd_launch(&o);
+    free(src);
+    ck_assert_msg(csrv != NULL, "httpd did not start");
+}
+
+static void
+cteardown(void)
+{
+    httpd_free(csrv);
+    csrv = NULL;
+}
+
+START_TEST(test_concurrent_clients_during_saves)
+{
+    pthread_t t[CLIENTS];
+    client_stats_t st[CLIENTS];
+    http_client_t *me = http_client_new(csrv);
+    long total = 0, stale_reads = 0;
+    int i;
+
+    memset(st, 0, sizeof(st));
+    writer_done = 0;
+    for (i = 0; i < CLIENTS; i++) {
+        pthread_create(&t[i], NULL, client, &st[i]);
+    }
+    /* 200 saves over ~10 s, alternating in-place writes and atomic renames.
+     * After each save has completed, a request of our own must see it. */
+    for (i = 1; i <= SAVES; i++) {
+        char *src = versioned(i);
+        http_resp_t *r;
+        long v = -1;
+
+        if (i % 2) {
+            ck_assert_int_eq(httpd_write(csrv, "c.py", src), 0);
+        }
+        else {
+            ck_assert_int_eq(httpd_write_atomic(csrv, "c.py", src), 0);
+        }
+        free(src);
+        r = http_client_get(me, "/c");
+        if (r->status != 200 || parse_body(r->body, r->len, &v) != 0 || v != i) {
+            stale_reads++;
+        }
+        http_free(r);
+        usleep(48 * 1000);
+    }
+    __atomic_store_n(&writer_done, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < CLIENTS; i++) {
+        pthread_join(t[i], NULL);
+        total += st[i].requests;
+        ck_assert_msg(st[i].failures == 0 && st[i].torn == 0 && st[i].backwards == 0,
+                      "client %d: %ld failed, %ld torn, %ld went backwards of %ld (%s)", i,
+                      st[i].failures, st[i].torn, st[i].backwards, st[i].requests, st[i].why);
+    }
+    http_client_free(me);
+    ck_assert_msg(stale_reads == 0, "%ld of %d saves were not seen by the next request",
+                  stale_reads, SAVES);
+    ck_assert_msg(total > CLIENTS * 100, "only %ld requests in all", total);
+    ck_assert(httpd_log_no_crash(csrv, 0));
+    ck_assert_int_eq(httpd_log_count(csrv, 0, "load failed"), 0);
+    fprintf(stderr, "concurrency: %ld requests by %d clients during %d saves\n", total,
+            CLIENTS, SAVES);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Memory: many reloads do not grow the child, and old generations die. */
+
+#define RELOADS 2000
+
+static const char mem_src[] =
+    "import pyreload, sys, weakref, gc\n"
+    "class Marker: pass\n"
+    "marker = Marker()\n"
+    "if not hasattr(sys, '_pyr_markers'): sys._pyr_markers = []\n"
+    "sys._pyr_markers.append(weakref.ref(marker))\n"
+    "TABLE = {i: str(i) * 3 for i in range(200)}\n"
+    "def handler(req):\n"
+    "    if req.args == 'alive':\n"
+    "        gc.collect()\n"
+    "        req.write('%%d/%%d' %% (sum(r() is not None for r in sys._pyr_markers),\n"
+    "                              len(sys._pyr_markers)))\n"
+    "    else:\n"
+    "        req.write('%ld')\n"
+    "    return pyreload.OK\n";
+
+static void
+msetup(void)
+{
+    httpd_opts_t o = { .config = "<Location /m>\n  PyReloadHandler @APP@/m.py\n</Location>\n",
+                       .loglevel = "warn" };
+    char src[1024];
+
+    snprintf(src, sizeof(src), mem_src, 0L);
+    csrv = httpd_new(&o);
+    ck_assert_ptr_nonnull(csrv);
+    httpd_write(csrv, "m.py", src);
+    if (httpd_start(csrv) != 0) {
+        httpd_dump_log_tail(csrv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+static void
+reload_n(http_client_t *c, long from, long n)
+{
+    char src[1024], want[32];
+    long i;
+
+    for (i = from; i < from + n; i++) {
+        http_resp_t *r;
+
+        snprintf(src, sizeof(src), mem_src, i);
+        ck_assert_int_eq(httpd_write(csrv, "m.py", src), 0);
+        httpd_set_mtime(csrv, "m.py", T0 + i / 1000000, (i % 1000000) * 1000);
+        r = http_client_get(c, "/m");
+        snprintf(want, sizeof(want), "%ld", i);
+        ck_assert_msg(r->status == 200 && strcmp(r->body, want) == 0,
+                      "reload %ld: status %ld body '%s'", i, r->status, r->body);
+        http_free(r);
+    }
+}
+
+START_TEST(test_memory_over_reloads)
+{
+    http_client_t *c = http_client_new(csrv);
+    pid_t child = httpd_child(csrv);
+    long before, after;
+    http_resp_t *r;
+    int alive = -1, made = -1;
+
+    ck_assert_int_gt(child, 0);
+    reload_n(c, 1, 200);                        /* warm-up */
+    before = httpd_rss_kb(child);
+    reload_n(c, 201, RELOADS);
+    after = httpd_rss_kb(child);
+    ck_assert_int_eq(httpd_child(csrv), child);  /* same process throughout */
+    r = http_client_get(c, "/m?alive");
+    ck_assert_int_eq(sscanf(r->body, "%d/%d", &alive, &made), 2);
+    http_free(r);
+    http_client_free(c);
+    fprintf(stderr, "memory: RSS %ld kB -> %ld kB over %d reloads (%+ld kB); "
+            "%d of %d generations alive\n", before, after, RELOADS, after - before,
+            alive, made);
+    ck_assert_int_eq(made, RELOADS + 200);
+    ck_assert_msg(alive <= 2, "%d old generations still alive", alive);
+    ck_assert_msg(after - before < 2048, "RSS grew by %ld kB", after - before);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Process life: a handler that imports threading from a worker thread
+ * must not make the child hang at exit, and a graceful restart serves on. */
+
+static const char life_src[] =
+    "import pyreload, threading, os\n"
+    "lock = threading.Lock()\n"
+    "def handler(req):\n"
+    "    with lock:\n"
+    "        req.write('pid=%d thread=%s' % (os.getpid(), threading.current_thread().name))\n"
+    "    return pyreload.OK\n";
+
+static httpd_t *
+life_server(void)
+{
+    httpd_file_t files[] = {{"life.py", life_src}, {NULL, NULL}};
+    httpd_opts_t o = { .config = "<Location /life>\n  PyReloadHandler @APP@/life.py\n"
+                                 "</Location>\n", .files = files };
+    httpd_t *h = httpd_launch(&o);
+
+    ck_assert_msg(h != NULL, "httpd did not start");
+    return h;
+}
+
+START_TEST(test_stop_after_threading_in_worker)
+{
+    httpd_t *h = life_server();
+    http_resp_t *r = http_get(h, "/life");
+
+    http_assert_status(r, 200);
+    http_assert_body_has(r, "thread=Dummy-");    /* really a worker thread */
+    http_free(r);
+    ck_assert_int_eq(httpd_stop(h), 0);
+    ck_assert_msg(h->stop_clean && h->stop_seconds < 5, "stop took %.1f s (%s)",
+                  h->stop_seconds, h->stop_clean ? "clean" : "needed SIGKILL");
+    ck_assert_int_eq(httpd_log_count(h, 0, "still did not exit"), 0);
+    ck_assert(httpd_log_no_crash(h, 0));
+    httpd_free(h);
+}
+END_TEST
+
+START_TEST(test_graceful_restart)
+{
+    httpd_t *h = life_server();
+    http_resp_t *r = http_get(h, "/life");
+    pid_t before = httpd_child(h), after = before;
+    int i;
+
+    http_assert_status(r, 200);
+    http_free(r);
+    ck_assert_int_eq(httpd_signal(h, SIGUSR1), 0);
+    for (i = 0; i < 100 && after == before; i++) {
+        usleep(100 * 1000);
+        after = httpd_child(h);
+    }
+    ck_assert_msg(after != before, "no new child after a graceful restart");
+    r = http_get(h, "/life");
+    http_assert_status(r, 200);
+    http_free(r);
+    ck_assert(httpd_log_wait(h, 0, "resuming normal operations", 2, 5000));
+    ck_assert(httpd_log_no_crash(h, 0));
+    ck_assert_int_eq(httpd_stop(h), 0);
+    ck_assert_msg(h->stop_clean, "stop needed SIGKILL");
+    httpd_free(h);
+}
+END_TEST
+
+Suite *
+suite_reload(void)
+{
+    Suite *s = suite_create("reload");
+    TCase *tc = httpd_tcase("edits", 60, setup, teardown);
+    TCase *cc = httpd_tcase("concurrency", 90, csetup, cteardown);
+    TCase *mc = httpd_tcase("memory", 120, msetup, cteardown);
+
+    tcase_add_test(tc, test_same_second_edits);
+    tcase_add_test(tc, test_atomic_rename_save);
+    tcase_add_test(tc, test_size_change_mtime_restored);
+    tcase_add_test(tc, test_symlink_swap);
+    tcase_add_test(tc, test_origin_clone_example);
+    tcase_add_test(tc, test_in_flight_finishes_on_old_code);
+    tcase_add_test(tc, test_syntax_error_then_fix);
+    tcase_add_test(tc, test_clone_raising_keeps_old);
+    tcase_add_test(tc, test_upgrade_converts_data);
+    tcase_add_test(tc, test_deleted_then_restored);
+    tcase_add_test(tc, test_failed_first_load_debug_page);
+    tcase_add_test(tc, test_check_off_freezes);
+    suite_add_tcase(s, tc);
+    tcase_add_test(cc, test_concurrent_clients_during_saves);
+    suite_add_tcase(s, cc);
+    tcase_add_test(mc, test_memory_over_reloads);
+    suite_add_tcase(s, mc);
+    {
+        TCase *lc = httpd_tcase("life", 60, NULL, NULL);
+
+        tcase_add_test(lc, test_stop_after_threading_in_worker);
+        tcase_add_test(lc, test_graceful_restart);
+        suite_add_tcase(s, lc);
+    }
+    return s;
+}
