@@ -209,10 +209,10 @@ child_init(apr_pool_t *pchild, server_rec *s)
     pyr_interp_opts_t opts;
     const char *err = NULL;
     server_rec *vs;
+    int i;
 
     for (vs = s; vs; vs = vs->next) {
         pyr_srv_conf_t *sc = ap_get_module_config(vs->module_config, &pyreload_module);
-        int i;
 
         for (i = 0; i < sc->paths->nelts; i++) {
             const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
@@ -239,6 +239,9 @@ child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     cache = pyr_cache_create(pchild);
+    for (i = 0; i < paths->nelts; i++) {
+        pyr_cache_add_root(cache, APR_ARRAY_IDX(paths, i, const char *));
+    }
     apr_pool_cleanup_register(pchild, NULL, child_exit, apr_pool_cleanup_null);
 }
 

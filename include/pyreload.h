@@ -145,18 +145,24 @@ typedef enum pyr_status {
 pyr_cache_t *pyr_cache_create(apr_pool_t *pool);
 void pyr_cache_destroy(pyr_cache_t *cache);
 
-/* Find or create the entry for an absolute path.  No GIL; thread-safe. */
+/* Find or create the entry of a handler file (absolute path).  Its own
+ * directory becomes a reload root for what it imports.  No GIL; thread-safe. */
 pyr_entry_t *pyr_cache_entry(pyr_cache_t *cache, const char *path);
+
+/* Another reload root (PyReloadPath): modules found under it, imported by a
+ * reloadable module, reload with their importers.  No GIL; thread-safe. */
+void pyr_cache_add_root(pyr_cache_t *cache, const char *dir);
 
 /* Declare that requests will call this attribute; a load only publishes when
  * every declared callable exists and is callable.  Returns the slot to pass
  * to pyr_gen_callable().  No GIL; thread-safe; idempotent per name. */
 int pyr_entry_require(pyr_entry_t *e, const char *callable);
 
-/* Bring the entry up to date with its file: stat it (unless the check policy
- * says not now) and, on a change, load the new generation.  Only one thread
- * loads a file at a time; a request that sees the same change waits (without
- * the GIL) for that load.  No GIL. */
+/* Bring the entry up to date with its files: stat the handler file and every
+ * module of its closure (unless the check policy says not now) and, on a
+ * change, rebuild what changed and what imports it, and publish the set.
+ * Only one thread loads at a time; a request that sees the same change waits
+ * (without the GIL) for that load.  No GIL. */
 pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check,
                                const pyr_logger_t *log);
 
@@ -164,7 +170,8 @@ pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check,
 char *pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p);
 const char *pyr_entry_path(const pyr_entry_t *e);
 
-/* Pin the current generation for one request; NULL if there is none.  GIL. */
+/* Pin the current generation (and, through it, the modules it imported) for
+ * one request on this thread; NULL if there is none.  GIL. */
 pyr_gen_t *pyr_entry_acquire(pyr_entry_t *e);
 /* Unpin; when a retired generation's last request ends, its __purge__() runs
  * and it is freed.  GIL. */

@@ -7,7 +7,7 @@
  * parent survives graceful restarts and reads its configuration twice at
  * start-up, and an interpreter there would leak or be forked mid-state.
  */
-#include "pyr_py.h"
+#include "engine.h"
 
 #include <stdlib.h>
 
@@ -120,7 +120,8 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     }
 
     if (intern_strings() < 0 || prepend_paths(opts) < 0
-        || pyr_stdio_install(&opts->stdio) < 0 || import_threading() < 0) {
+        || pyr_stdio_install(&opts->stdio) < 0 || import_threading() < 0
+        || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
         Py_FinalizeEx();
@@ -141,6 +142,7 @@ pyr_interp_fini(void)
     }
     ready = 0;
     PyEval_RestoreThread(main_tstate);
+    pyr_loader_fini();
     release_strings();
     /* Other threads' states are deleted by finalisation itself; they only
      * ever run Python inside a request, and no request runs any more. */

@@ -15,18 +15,18 @@
 
 #include "httpd.h"
 
-/* Weak: a suite whose file is absent is skipped rather than breaking the link. */
-#define IT_SUITE(area) Suite *suite_##area(void) __attribute__((weak));
-IT_SUITE(fixture)
-IT_SUITE(basic)
-IT_SUITE(config)
-IT_SUITE(reload)
+Suite *suite_fixture(void);
+Suite *suite_basic(void);
+Suite *suite_config(void);
+Suite *suite_reload(void);
+Suite *suite_deps(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
     suite_basic,
     suite_config,
     suite_reload,
+    suite_deps,
 };
 
 int main(void)

@@ -1,0 +1,113 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * engine.h: the structures the cache (engine.c) and the loader (loader.c)
+ * share.  Nothing outside those two files looks inside them.
+ */
+#ifndef PYR_ENGINE_H
+#define PYR_ENGINE_H
+
+#include "pyr_py.h"
+
+#include <apr_hash.h>
+#include <apr_tables.h>
+
+#include <pthread.h>
+
+#define PYR_MAX_CALLABLES 32
+
+/* One version of one file's module. */
+struct pyr_gen {
+    pyr_entry_t *entry;
+    PyObject *module;               /* owned */
+    PyObject *code;                 /* owned: reused when only a dependency changed */
+    pyr_sig_t sig;                  /* the source it was built from */
+    PyObject *callables[PYR_MAX_CALLABLES];     /* owned; handler files only */
+    int ncallables;
+    long number;
+    /* GIL.  Requests pinning it, and generations that imported it. */
+    long refs;
+    int retired;
+    pyr_gen_t **deps;               /* what it imported; each holds one ref */
+    int ndeps, capdeps;
+};
+
+/* The files a handler's requests look at, and what they looked like at the
+ * last load attempt.  Immutable once published; refcounted (atomic) so that
+ * a request can stat the files without holding the entry's lock. */
+typedef struct pyr_watch {
+    int refs;
+    int n;
+    struct {
+        pyr_entry_t *e;
+        pyr_sig_t sig;
+        int exists;
+    } item[];
+} pyr_watch_t;
+
+struct pyr_entry {
+    pyr_cache_t *cache;
+    char *path;
+    char *name;                     /* __name__ */
+    char *dir;                      /* the file's directory */
+    char *root;                     /* where its absolute imports are looked up */
+    int is_handler;                 /* handler files are nobody's import */
+    int is_package;                 /* an __init__.py */
+    PyObject *capsule;              /* GIL; points here, put in the module's globals */
+
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    /* Under lock. */
+    int loading;
+    pyr_watch_t *watch;             /* handler files only */
+    int missing;
+    char *error;
+    char *names[PYR_MAX_CALLABLES]; /* append-only */
+    int nnames;                     /* atomic */
+    /* Atomic. */
+    int has_gen;
+    apr_time_t next_check;
+
+    /* GIL. */
+    pyr_gen_t *current;
+    long published;
+};
+
+struct pyr_cache {
+    apr_pool_t *pool;
+    pthread_mutex_t lock;           /* entries and roots; never held with the GIL */
+    apr_hash_t *entries;            /* path -> pyr_entry_t */
+    apr_array_header_t *roots;      /* const char *: PyReloadPath directories */
+    /* One rebuild at a time in a process: taken without the GIL, before it. */
+    pthread_mutex_t build;
+    /* GIL. */
+    PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
+};
+
+/* engine.c */
+pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
+                           const char *root, int is_handler, int is_package);
+void pyr_gen_ref(pyr_gen_t *g);
+void pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log);
+
+/* loader.c: building new generations (GIL held, build mutex held). */
+typedef struct pyr_build pyr_build_t;
+
+/* Rebuild what changed in the closure of e (a handler), or load it for the
+ * first time, and publish the whole set, or nothing.  Returns 0 when a new
+ * set was published or nothing needed building, -1 when the attempt failed
+ * (*error: malloc'd traceback).  *watch receives what the closure's files
+ * looked like (for the next requests' checks).  Info lines about what was
+ * rebuilt and why go to *report (malloc'd, may be NULL). */
+int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
+                     pyr_watch_t **watch, char **report);
+
+/* Install the import hook (builtins.__import__ for reloadable modules, and
+ * importlib.import_module).  GIL, at interpreter start. */
+int pyr_loader_init(void);
+void pyr_loader_fini(void);
+
+/* The handler generation the calling thread's request is pinned to. */
+extern __thread pyr_gen_t *pyr_pinned;
+
+#endif /* PYR_ENGINE_H */
