@@ -1,0 +1,1782 @@
+#!/usr/bin/python3
+"""mod_pyreload benchmark: the same Apache 2.4 serving the same hello world
+through a C handler, mod_pyreload, mod_wsgi and mod_python, plus the reload
+figures of mod_pyreload.  Run by `make bench`; standard library only.
+
+    /usr/bin/python3 bench/run.py          # everything, about 6-7 minutes
+
+Parts (PARTS, comma-separated; default: all):
+  throughput  every contender on /hello: body check, warm-up, then
+              wrk -t1 -c16 and wrk -t1 -c1 --latency; ROUNDS rounds, the
+              contenders alternating (one under load at a time)
+  check       /deps (a handler importing 20 modules) on pyreload vs
+              pyreload-nocheck: what checking on every request costs
+  latency     SAVES atomic saves of a handler, a keep-alive client polling:
+              time from the rename to the first new body, stale bodies
+  cost        reload of 10 / 1,000 / 10,000-line modules (the module's own
+              "generation N loaded in X ms" log line) vs CPython's own
+              compile()+exec() of the same source in /usr/bin/python3
+  memory      VmRSS of the (single) child before/after RELOADS reloads
+
+Knobs (environment):
+  KINDS=c,pyreload,pyreload-nocheck,wsgi-embedded,wsgi-daemon,modpython
+  MPM=event|worker|prefork (event)   DURATION=5  WARMUP=2  ROUNDS=3  CONNS=16
+  SAVES=200  COST_REPS=7  RELOADS=10000  RELOAD_WARMUP=200
+  RELOAD_TARGET=pyreload|wsgi-embedded  (the server the reload parts measure;
+                wsgi-embedded is for comparison only)
+  PORT=18100 (servers use PORT..PORT+19, all inside 18100-18199)
+  STOP_WAIT=15 (seconds between SIGTERM and SIGKILL)
+  WORK=bench/work  OUT=bench/results/latest.md
+"""
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import threading
+import time
+import http.client
+import urllib.parse
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PYRELOAD_SO = REPO / "mod_pyreload.so"
+PYRELOAD_H = REPO / "include" / "pyreload.h"
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+SYSTEM_PYTHON = "/usr/bin/python3"
+ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-embedded",
+             "wsgi-daemon", "modpython"]
+ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
+PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck")
+PORT_RANGE = range(18100, 18200)
+COST_SIZES = (10, 1000, 10000)
+N_DEPS = 20
+LOAD_LINE = re.compile(r"generation (\d+) loaded in ([0-9.]+) ms")
+
+# Targets of issue 5.
+T_VS_C = 0.80
+T_VS_PEER = 1.5
+T_CHECK_COST = 0.03
+T_RELOAD_MS = 2.0
+T_COST_RATIO = 1.15
+T_MEM_MIB_PER_10K = 1.0
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr,
+          flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Settings
+
+def env_int(name, default, lo=0):
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise BenchError(f"{name}={raw!r}: expected an integer")
+    if value < lo:
+        raise BenchError(f"{name}={value}: must be at least {lo}")
+    return value
+
+
+def env_list(name, default, allowed):
+    raw = os.environ.get(name, "")
+    items = [x.strip() for x in raw.split(",") if x.strip()] if raw else default
+    bad = [x for x in items if x not in allowed]
+    if bad:
+        raise BenchError(f"{name}: unknown {', '.join(bad)} "
+                         f"(valid: {', '.join(allowed)})")
+    return [x for x in allowed if x in items]
+
+
+class Settings:
+    def __init__(self):
+        self.kinds = env_list("KINDS", ALL_KINDS, ALL_KINDS)
+        self.parts = env_list("PARTS", ALL_PARTS, ALL_PARTS)
+        self.mpm = os.environ.get("MPM", "event") or "event"
+        if self.mpm not in MPM_CONF:
+            raise BenchError(f"MPM={self.mpm}: use event, worker or prefork")
+        self.duration = env_int("DURATION", 5, 1)
+        self.warmup = env_int("WARMUP", 2, 0)
+        self.rounds = env_int("ROUNDS", 3, 1)
+        self.conns = env_int("CONNS", 16, 2)
+        self.saves = env_int("SAVES", 200, 1)
+        self.cost_reps = env_int("COST_REPS", 7, 1)
+        self.reloads = env_int("RELOADS", 10000, 1)
+        self.reload_warmup = env_int("RELOAD_WARMUP", 200, 0)
+        self.reload_target = os.environ.get("RELOAD_TARGET", "pyreload")
+        if self.reload_target not in ("pyreload", "wsgi-embedded"):
+            raise BenchError("RELOAD_TARGET: use pyreload or wsgi-embedded")
+        self.port = env_int("PORT", 18100, 18100)
+        if self.port + 19 > PORT_RANGE[-1]:
+            raise BenchError("PORT: PORT..PORT+19 must stay inside 18100-18199")
+        self.stop_wait = env_int("STOP_WAIT", 15, 1)
+        self.work = Path(os.environ.get("WORK") or BENCH / "work").resolve()
+        self.out = Path(os.environ.get("OUT") or BENCH / "results" / "latest.md")
+        self.out = self.out.resolve()
+
+    def uses_pyreload(self):
+        return (any(k in PYRELOAD_KINDS for k in self.kinds)
+                or (self.reload_target == "pyreload"
+                    and any(p in ("latency", "cost", "memory") for p in self.parts)))
+
+    def knobs(self):
+        """The environment knobs that are set, as NAME=value words."""
+        names = ["KINDS", "PARTS", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
+                 "SAVES", "COST_REPS", "RELOADS", "RELOAD_WARMUP", "RELOAD_TARGET",
+                 "PORT", "STOP_WAIT", "WORK", "OUT"]
+        return " ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
+
+
+# --------------------------------------------------------------------------
+# Config templates
+
+COMMON_CONF = string.Template("""\
+# Generated by bench/run.py for $name; self-contained (no Debian envvars).
+ServerRoot "$dir"
+ServerName 127.0.0.1
+Listen 127.0.0.1:$port
+PidFile "$dir/run/httpd.pid"
+DefaultRuntimeDir "$dir/run"
+Mutex file:$dir/run default
+ErrorLog "$dir/logs/error.log"
+LogLevel $loglevel
+User www-data
+Group www-data
+DocumentRoot "$dir/htdocs"
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 5
+Timeout 30
+
+LoadModule mpm_${mpm}_module $moddir/mod_mpm_${mpm}.so
+$mpm_conf
+
+# httpd 2.4 refuses requests ("couldn't check user") without these.
+LoadModule authn_core_module $moddir/mod_authn_core.so
+LoadModule authz_core_module $moddir/mod_authz_core.so
+<Location />
+    Require all granted
+</Location>
+$kind_conf
+""")
+
+THREADED_MPM = """\
+StartServers 2
+ServerLimit 4
+ThreadsPerChild 25
+MinSpareThreads 25
+MaxSpareThreads 75
+MaxRequestWorkers 100
+MaxConnectionsPerChild 0"""
+
+MPM_CONF = {
+    "event": THREADED_MPM,
+    "worker": THREADED_MPM,
+    # Enough idle children for CONNS keep-alive connections from the start:
+    # prefork spawns at most 32 per second, which would show up as p99.
+    "prefork": """\
+StartServers 20
+MinSpareServers 20
+MaxSpareServers 32
+ServerLimit 32
+MaxRequestWorkers 32
+MaxConnectionsPerChild 0""",
+}
+
+# The reload figures: exactly one child process, so that every request sees
+# the same module cache and /proc/<child>/status is the whole story.
+ONE_CHILD_CONF = """\
+ServerLimit 1
+StartServers 1
+ThreadLimit 16
+ThreadsPerChild 16
+MinSpareThreads 1
+MaxSpareThreads 32
+MaxRequestWorkers 16
+MaxConnectionsPerChild 0"""
+
+KIND_CONF = {
+    "c": """\
+LoadModule bench_hello_module $cmod
+<Location /hello>
+    SetHandler bench-hello
+</Location>""",
+    "pyreload": """\
+LoadModule pyreload_module $pyreload_so
+$locations""",
+    "wsgi-embedded": """\
+LoadModule wsgi_module $moddir/mod_wsgi.so
+WSGISocketPrefix $dir/run/wsgi
+WSGIScriptReloading On
+$locations""",
+    "wsgi-daemon": """\
+LoadModule wsgi_module $moddir/mod_wsgi.so
+WSGISocketPrefix $dir/run/wsgi
+WSGIScriptReloading On
+WSGIDaemonProcess bench processes=1 threads=15
+WSGIProcessGroup bench
+$locations""",
+    "modpython": """\
+LoadModule python_module $moddir/mod_python.so
+<Location /hello>
+    SetHandler mod_python
+    PythonHandler hello
+    PythonPath "sys.path+['$app']"
+</Location>""",
+}
+
+PYRELOAD_LOCATION = string.Template("""\
+<Location $url>
+    PyReloadHandler $file$check
+</Location>""")
+
+WSGI_LOCATION = string.Template("WSGIScriptAlias $url $file")
+
+# --------------------------------------------------------------------------
+# Application files
+
+PYRELOAD_HELLO = """\
+import pyreload
+def handler(req):
+    req.content_type = "text/plain"
+    req.write(b"hello\\n")
+    return pyreload.OK
+"""
+
+WSGI_HELLO = """\
+def application(environ, start_response):
+    body = b"hello\\n"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+MODPYTHON_HELLO = """\
+from mod_python import apache
+def handler(req):
+    req.content_type = "text/plain"
+    req.write(b"hello\\n")
+    return apache.OK
+"""
+
+# Served by wsgi-embedded next to /hello: CPython's compile()+exec() timed
+# inside an Apache child, i.e. through the shared libpython3.11.so that the
+# modules use (/usr/bin/python3 has libpython linked in statically).
+WSGI_BASELINE = """\
+import gc, json, statistics, sys, time, types, urllib.parse
+sys.modules.setdefault("pyreload", types.ModuleType("pyreload"))
+sys.modules["pyreload"].OK = 0
+def application(environ, start_response):
+    q = urllib.parse.parse_qs(environ["QUERY_STRING"])
+    path, reps = q["path"][0], int(q["reps"][0])
+    with open(path, "rb") as f:
+        src = f.read()
+    times, keep = [], []
+    for _ in range(reps + 1):
+        gc.collect()
+        t0 = time.perf_counter()
+        code = compile(src, path, "exec")
+        mod = types.ModuleType("bench_baseline")
+        mod.__file__ = path
+        exec(code, mod.__dict__)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        keep.append(mod)
+    body = json.dumps({"ms": statistics.median(times[1:])}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+# Run by /usr/bin/python3 -I: the CPython baseline of the reload cost.
+CPYTHON_BASELINE = """\
+import gc, json, statistics, sys, time, types
+sys.modules["pyreload"] = types.ModuleType("pyreload")
+sys.modules["pyreload"].OK = 0
+reps, out = int(sys.argv[1]), {}
+# RSS for scale: the loads the cost part makes, each replacing the last.
+mod = None
+for path in sys.argv[2:]:
+    for _ in range(reps + 1):
+        with open(path, "rb") as f:
+            mod, code = types.ModuleType("bench_baseline"), compile(f.read(), path, "exec")
+        exec(code, mod.__dict__)
+with open("/proc/self/status") as f:
+    out["rss_kib"] = int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+for path in sys.argv[2:]:
+    comp, full, keep = [], [], []
+    for _ in range(reps + 1):
+        gc.collect()
+        t0 = time.perf_counter()
+        with open(path, "rb") as f:
+            src = f.read()
+        t1 = time.perf_counter()
+        code = compile(src, path, "exec")
+        mod = types.ModuleType("bench_baseline")
+        mod.__file__ = path
+        exec(code, mod.__dict__)
+        t2 = time.perf_counter()
+        comp.append((t2 - t1) * 1000.0)
+        full.append((t2 - t0) * 1000.0)
+        keep.append(mod)   # no deallocation inside a timed run
+    out[path] = {"compile_exec_ms": statistics.median(comp[1:]),
+                 "read_compile_exec_ms": statistics.median(full[1:])}
+print(json.dumps(out))
+"""
+
+
+def marked_hello(flavor, marker):
+    """A hello handler whose body carries a marker: b"hello <marker>\\n"."""
+    if flavor == "pyreload":
+        return (f'import pyreload\nMARK = b"hello {marker}\\n"\n'
+                'def handler(req):\n    req.content_type = "text/plain"\n'
+                '    req.write(MARK)\n    return pyreload.OK\n')
+    return (f'MARK = b"hello {marker}\\n"\n'
+            'def application(environ, start_response):\n'
+            '    start_response("200 OK", [("Content-Type", "text/plain"),\n'
+            '                              ("Content-Length", str(len(MARK)))])\n'
+            '    return [MARK]\n')
+
+
+def gc_probe(flavor):
+    """Diagnostic handler: runs gc.collect() in the child, answers the count."""
+    if flavor == "pyreload":
+        return ('import gc\nimport pyreload\ndef handler(req):\n'
+                '    n = gc.collect()\n    req.content_type = "text/plain"\n'
+                '    req.write(b"collected %d\\n" % n)\n    return pyreload.OK\n')
+    return ('import gc\ndef application(environ, start_response):\n'
+            '    n = gc.collect()\n'
+            '    start_response("200 OK", [("Content-Type", "text/plain")])\n'
+            '    return [b"collected %d\\n" % n]\n')
+
+
+def gen_module(nlines, marker, flavor, seed=None):
+    """Realistic code of exactly nlines lines: constants, dict tables,
+    functions and classes, ending with the entry point that answers
+    "hello <marker>".  The structure depends only on nlines and seed."""
+    rnd = random.Random(nlines if seed is None else seed)
+    words = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa",
+             "lambda_", "theta", "zeta", "user", "order", "item", "price",
+             "count", "limit", "timeout", "region", "status", "token")
+    head = [f'"""Generated by bench/run.py: {nlines} lines of constants, '
+            'tables and functions."""']
+    if flavor == "pyreload":
+        head.append("import pyreload")
+        tail = ["def handler(req):", '    req.content_type = "text/plain"',
+                "    req.write(MARK)", "    return pyreload.OK"]
+    else:
+        tail = ["def application(environ, start_response):",
+                '    start_response("200 OK", [("Content-Type", "text/plain")])',
+                "    return [MARK]"]
+    head.append(f'MARK = b"hello {marker}\\n"')
+    head.append("LIMIT_0 = 1024")
+    consts = ["LIMIT_0"]
+    n = [0]
+
+    def name(prefix):
+        n[0] += 1
+        return f"{prefix}_{n[0]}"
+
+    def const():
+        c = name(rnd.choice(("LIMIT", "TIMEOUT", "RATE", "LABEL", "PAIR")))
+        value = rnd.choice((
+            str(rnd.randint(0, 100000)),
+            f"{rnd.random() * 1000:.4f}",
+            repr(" ".join(rnd.sample(words, 3))),
+            f"({rnd.randint(0, 99)}, {rnd.randint(0, 99)}, {rnd.randint(0, 99)})",
+        ))
+        consts.append(c)
+        return [f"{c} = {value}"]
+
+    def table():
+        lines = [f"{name('TABLE')} = {{"]
+        for w in rnd.sample(words, rnd.randint(3, 8)):
+            v = rnd.choice((str(rnd.randint(0, 999)), repr(rnd.choice(words)),
+                            f"[{rnd.randint(0, 9)}, {rnd.randint(0, 9)}]",
+                            rnd.choice(consts)))
+            lines.append(f'    "{w}": {v},')
+        return lines + ["}", ""]
+
+    def function():
+        f, k = name("compute"), rnd.choice(consts)
+        return [f"def {f}(values, factor={rnd.randint(2, 9)}):",
+                f'    """Fold the values against {k}."""',
+                "    total = 0",
+                "    for i, v in enumerate(values):",
+                f"        if v % {rnd.randint(2, 7)} == 0:",
+                "            total += v * factor",
+                f"        elif isinstance({k}, int) and v > {k}:",
+                "            total -= i",
+                "        else:",
+                "            total ^= i",
+                f"    return {{'name': {f!r}, 'total': total, 'n': len(values)}}",
+                ""]
+
+    def klass():
+        c = name("Record")
+        return [f"class {c}:",
+                f'    """A {rnd.choice(words)} record."""',
+                '    __slots__ = ("key", "value")',
+                "    def __init__(self, key, value):",
+                "        self.key = key",
+                "        self.value = value",
+                "    def describe(self):",
+                '        return "%s=%r" % (self.key, self.value)',
+                ""]
+
+    body, room = [], nlines - len(head) - len(tail)
+    makers = (const, const, table, function, function, klass)
+    while room > 0:
+        block = rnd.choice(makers)()
+        if len(block) > room:
+            block = const()
+        body += block
+        room -= len(block)
+    src = "\n".join(head + body + tail) + "\n"
+    assert src.count("\n") == nlines, (nlines, src.count("\n"))
+    return src
+
+
+def deps_files(mark):
+    """deps/handler.py importing dep01..dep20, and the deps themselves;
+    the body carries dep01.MARK, so an edit of dep01.py alone is visible."""
+    imports = "\n".join(f"import dep{i:02d}" for i in range(1, N_DEPS + 1))
+    files = {"handler.py": f'''\
+import os
+import sys
+import pyreload
+try:
+    import dep01
+except ImportError:
+    # The handler's directory is not on sys.path: put it there.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+{imports}
+def handler(req):
+    req.content_type = "text/plain"
+    req.write(b"deps " + dep01.MARK + b"\\n")
+    return pyreload.OK
+'''}
+    for i in range(1, N_DEPS + 1):
+        # gen_module's code minus its docstring and MARK lines.
+        body = gen_module(30, "-", "wsgi", seed=i).split("\n", 2)[2]
+        files[f"dep{i:02d}.py"] = (
+            f'"""Dependency {i} of the /deps handler."""\n'
+            f'MARK = b"{mark if i == 1 else "-"}"\n'
+            + body.replace("def application(", "def serve("))
+    return files
+
+
+_last_mtime = {}
+
+
+def write_atomic(path, text):
+    """Save like an editor: temp file + rename.  The mtime is set strictly
+    increasing, so the signature changes even if the inode is reused and the
+    coarse file clock has not ticked.  Returns perf_counter() taken just
+    before the rename (after it, another thread may hold the GIL first)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    ns = max(time.time_ns(), _last_mtime.get(path, 0) + 1000)
+    _last_mtime[path] = ns
+    os.utime(tmp, ns=(ns, ns))
+    t = time.perf_counter()
+    os.rename(tmp, path)
+    return t
+
+
+# --------------------------------------------------------------------------
+# /proc helpers
+
+def proc_stat(pid):
+    """(ppid, starttime, comm) or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[19]), comm
+
+
+def proc_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def children_of(ppid):
+    """{pid: starttime} of the live children of ppid."""
+    kids = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st and st[0] == ppid:
+                kids[int(entry)] = st[1]
+    return kids
+
+
+def vmrss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def apache_count():
+    """apache2/httpd processes on the machine (call before starting ours)."""
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st and st[2] in ("apache2", "httpd"):
+                n += 1
+    return n
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+# --------------------------------------------------------------------------
+# Servers
+
+class Server:
+    """One self-contained apache2 (own ServerRoot under WORK), run in the
+    foreground in its own session, stopped by its verified PID."""
+
+    registry = []
+
+    def __init__(self, name, kind, port, settings, *, mpm_conf=None,
+                 loglevel="warn", pyreload_check=True, extra_files=None):
+        self.name, self.kind, self.port = name, kind, port
+        self.settings = settings
+        self.dir = settings.work / name
+        self.app = self.dir / "app"
+        self.conf = self.dir / "httpd.conf"
+        self.mpm = settings.mpm if mpm_conf is None else "event"
+        self.mpm_conf = MPM_CONF[settings.mpm] if mpm_conf is None else mpm_conf
+        self.loglevel = loglevel
+        self.pyreload_check = pyreload_check
+        self.locations = []          # (url, file) for pyreload and wsgi kinds
+        self.extra_files = dict(extra_files or {})
+        self.proc = None
+        self.pid = None
+        self.start_time = None
+        self.known_children = {}
+        self.framing = "?"
+
+    @property
+    def error_log(self):
+        return self.dir / "logs" / "error.log"
+
+    def add_location(self, url, relfile, text):
+        self.locations.append((url, self.app / relfile))
+        self.extra_files[relfile] = text
+
+    def file_for(self, url):
+        return dict(self.locations)[url]
+
+    def write(self, cmod=None):
+        for sub in ("run", "logs", "htdocs", "app"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for rel, text in self.extra_files.items():
+            p = self.app / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        family = "pyreload" if self.kind in PYRELOAD_KINDS else self.kind
+        if family == "pyreload":
+            check = "" if self.pyreload_check else "\n    PyReloadCheck Off"
+            locs = "\n".join(PYRELOAD_LOCATION.substitute(url=u, file=f, check=check)
+                             for u, f in self.locations)
+        else:
+            locs = "\n".join(WSGI_LOCATION.substitute(url=u, file=f)
+                             for u, f in self.locations)
+        kind_conf = string.Template(KIND_CONF[family]).substitute(
+            dir=self.dir, app=self.app, moddir=apache_moddir(), cmod=cmod or "",
+            pyreload_so=self.settings.work / PYRELOAD_SO.name, locations=locs)
+        self.conf.write_text(COMMON_CONF.substitute(
+            name=self.name, dir=self.dir, port=self.port, loglevel=self.loglevel,
+            mpm=self.mpm, moddir=apache_moddir(), mpm_conf=self.mpm_conf,
+            kind_conf=kind_conf))
+        # The children run as www-data: everything must be readable by them.
+        for root, dirs, files in os.walk(self.dir):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        os.chmod(self.dir, 0o755)
+
+    def start(self, timeout=20.0):
+        if not port_free(self.port):
+            raise BenchError(f"{self.name}: port {self.port} is in use")
+        stderr = open(self.dir / "logs" / "stderr.log", "w")
+        cmd = ["apache2", "-f", str(self.conf), "-D", "FOREGROUND"]
+        self.proc = subprocess.Popen(cmd, env=CLEAN_ENV, stdin=subprocess.DEVNULL,
+                                     stdout=stderr, stderr=stderr,
+                                     start_new_session=True)
+        stderr.close()
+        self.pid = self.proc.pid
+        st = proc_stat(self.pid)
+        self.start_time = st[1] if st else None
+        Server.registry.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name}: apache2 exited with "
+                                 f"{self.proc.returncode}\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5):
+                    pass
+                if children_of(self.pid):
+                    self.remember_children()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise BenchError(f"{self.name}: port {self.port} not open after "
+                         f"{timeout:.0f} s\n{self.log_tail()}")
+
+    def verified(self):
+        """True if self.pid is still our apache2 parent."""
+        if self.pid is None:
+            return False
+        st = proc_stat(self.pid)
+        return (st is not None and st[1] == self.start_time
+                and str(self.conf).encode() in proc_cmdline(self.pid))
+
+    def remember_children(self):
+        if self.verified():
+            self.known_children.update(children_of(self.pid))
+        return self.known_children
+
+    def children(self):
+        return list(children_of(self.pid)) if self.verified() else []
+
+    def rss_kib(self):
+        return sum(vmrss_kib(p) or 0 for p in self.children())
+
+    def log_size(self):
+        try:
+            return self.error_log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset):
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=8):
+        text = self.log_since(0).splitlines()[-lines:]
+        try:
+            text += (self.dir / "logs" / "stderr.log").read_text().splitlines()[-5:]
+        except OSError:
+            pass
+        return "\n".join("    " + line for line in text)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    # Stopping: SIGTERM, wait, then SIGKILL the parent and every child it was
+    # seen with (mod_wsgi's embedded children hang ~10 s on SIGTERM).
+    def stop_begin(self):
+        if self.verified():
+            self.remember_children()
+            os.kill(self.pid, signal.SIGTERM)
+
+    def stopped(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            return True
+        return not self.verified()
+
+    def stop_force(self):
+        if self.verified():
+            os.kill(self.pid, signal.SIGKILL)
+        for pid, start in self.known_children.items():
+            st = proc_stat(pid)
+            if st is not None and st[1] == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def stop_servers(servers, wait):
+    """Stop servers in parallel: SIGTERM all, wait up to `wait` s, SIGKILL."""
+    servers = [s for s in servers if s.proc is not None]
+    if not servers:
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for s in servers:
+            s.stop_begin()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not all(s.stopped() for s in servers):
+            time.sleep(0.1)
+        for s in servers:
+            forced = not s.stopped()
+            s.stop_force()
+            if forced:
+                log(f"{s.name}: still running {wait} s after SIGTERM, SIGKILLed")
+            if s in Server.registry:
+                Server.registry.remove(s)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def stop_leftovers(work):
+    """Servers of an earlier, killed run (same WORK) are stopped first."""
+    for pidfile in work.glob("*/run/httpd.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        conf = pidfile.parent.parent / "httpd.conf"
+        st = proc_stat(pid)
+        if st and str(conf).encode() in proc_cmdline(pid):
+            log(f"stopping a leftover server {pid} ({conf})")
+            s = Server.__new__(Server)
+            s.name, s.pid, s.start_time, s.conf = conf.parent.name, pid, st[1], conf
+            s.proc, s.known_children = None, {}
+            s.stop_begin()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and s.verified():
+                time.sleep(0.1)
+            s.stop_force()
+
+
+_moddir = None
+
+
+def apache_moddir():
+    global _moddir
+    if _moddir is None:
+        try:
+            _moddir = subprocess.run(["apxs", "-q", "LIBEXECDIR"], env=CLEAN_ENV,
+                                     capture_output=True, text=True,
+                                     timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            _moddir = ""
+        _moddir = _moddir or "/usr/lib/apache2/modules"
+    return _moddir
+
+
+def build_c_module(work):
+    """apxs -c bench/mod_bench_hello.c in WORK/cmod; returns the .so path."""
+    d = work / "cmod"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BENCH / "mod_bench_hello.c", d / "mod_bench_hello.c")
+    r = subprocess.run(["apxs", "-c", "-o", "mod_bench_hello.la", "mod_bench_hello.c"],
+                       cwd=d, env=CLEAN_ENV, capture_output=True, text=True,
+                       timeout=120)
+    so = d / ".libs" / "mod_bench_hello.so"
+    if r.returncode != 0 or not so.exists():
+        raise BenchError(f"apxs failed:\n{r.stdout}\n{r.stderr}")
+    os.chmod(d, 0o755)
+    return so
+
+
+# --------------------------------------------------------------------------
+# HTTP client (keep-alive) and wrk
+
+class Client:
+    """A keep-alive HTTP/1.1 client; reconnects once on a dropped connection."""
+
+    def __init__(self, port, timeout=10.0):
+        self.port, self.timeout, self.conn = port, timeout, None
+
+    def get(self, path):
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                       timeout=self.timeout)
+            try:
+                self.conn.request("GET", path)
+                r = self.conn.getresponse()
+                body = r.read()
+                if r.will_close:
+                    self.close()
+                return r.status, r.getheader("Content-Type", ""), body, \
+                    r.getheader("Content-Length"), r.getheader("Transfer-Encoding")
+            except (http.client.HTTPException, ConnectionError, socket.timeout):
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def check_body(server, path, expect, retry_for=5.0):
+    """Return None if path answers 200 text/plain `expect`, else what it got."""
+    deadline = time.monotonic() + retry_for
+    seen = "no answer"
+    while True:
+        client = Client(server.port, timeout=10)
+        try:
+            status, ctype, body, clen, te = client.get(path)
+            seen = (f"status {status}, Content-Type {ctype!r}, body {body[:300]!r}")
+            if status == 200 and body == expect and ctype.startswith("text/plain"):
+                server.framing = ("Content-Length" if clen else
+                                  "chunked" if te else "close")
+                return None
+        except OSError as e:
+            seen = f"{type(e).__name__}: {e}"
+        finally:
+            client.close()
+        if time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def wrk_ms(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
+
+
+def run_wrk(url, conns, seconds, latency=True):
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if latency:
+        cmd.append("--latency")
+    cmd.append(url)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = r.stdout
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if r.returncode != 0 or not m:
+        raise BenchError(f"wrk failed ({r.returncode}): {out}\n{r.stderr}")
+    lat = {p: wrk_ms(v) for p, v in
+           re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                     r"timeout (\d+)", out)
+    return {"rps": float(m.group(1)), "p50": lat.get("50", float("nan")),
+            "p99": lat.get("99", float("nan")),
+            "errors": (int(non2xx.group(1)) if non2xx else 0)
+                      + (sum(map(int, sock.groups())) if sock else 0)}
+
+
+def med(values):
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def pct(values, p):
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+# --------------------------------------------------------------------------
+# Contenders
+
+def make_contender(kind, port, settings, cmod):
+    s = Server(kind, kind, port, settings,
+               pyreload_check=(kind != "pyreload-nocheck"))
+    if kind in PYRELOAD_KINDS:
+        s.add_location("/hello", "hello.py", PYRELOAD_HELLO)
+        if "check" in settings.parts:
+            for rel, text in deps_files("v0").items():
+                s.extra_files[f"deps/{rel}"] = text
+            s.locations.append(("/deps", s.app / "deps" / "handler.py"))
+    elif kind in ("wsgi-embedded", "wsgi-daemon"):
+        s.add_location("/hello", "hello.wsgi", WSGI_HELLO)
+        if kind == "wsgi-embedded":
+            s.add_location("/cpython-baseline", "baseline.wsgi", WSGI_BASELINE)
+    elif kind == "modpython":
+        s.extra_files["hello.py"] = MODPYTHON_HELLO
+    s.write(cmod)
+    return s
+
+
+def start_contenders(settings, cmod):
+    servers, failures = {}, {}
+    kinds = list(settings.kinds)
+    if "cost" in settings.parts and "wsgi-embedded" not in kinds:
+        kinds.append("wsgi-embedded")   # only for the in-Apache CPython baseline
+    for i, kind in enumerate(ALL_KINDS):
+        if kind not in kinds:
+            continue
+        s = make_contender(kind, settings.port + i, settings, cmod)
+        try:
+            s.start()
+        except BenchError as e:
+            if kind in settings.kinds:
+                failures[kind] = str(e)
+            log(f"{kind}: failed to start\n{e}")
+            continue
+        servers[kind] = s
+    return servers, failures
+
+
+# --------------------------------------------------------------------------
+# Measurements
+
+def measure_throughput(servers, settings, failures):
+    """Median over ROUNDS of wrk -c16 and -c1 per contender, alternating."""
+    kinds = [k for k in settings.kinds if k in servers and k not in failures]
+    for k in list(kinds):
+        bad = check_body(servers[k], "/hello", b"hello\n")
+        if bad:
+            failures[k] = (f"GET /hello answered {bad} (expected 200 text/plain "
+                           f"b'hello\\n')\n{servers[k].log_tail()}")
+            log(f"{k}: wrong answer: {bad}")
+            kinds.remove(k)
+    runs = {k: [] for k in kinds}
+    for rnd in range(settings.rounds):
+        order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)] if kinds else []
+        for k in order:
+            url = servers[k].url("/hello")
+            if settings.warmup:
+                run_wrk(url, settings.conns, settings.warmup, latency=False)
+            many = run_wrk(url, settings.conns, settings.duration)
+            one = run_wrk(url, 1, settings.duration)
+            runs[k].append({"many": many, "one": one})
+            log(f"round {rnd + 1}/{settings.rounds} {k:17s} "
+                f"c{settings.conns} {many['rps']:9.0f} req/s   "
+                f"c1 {one['rps']:8.0f} req/s p50 {one['p50']:.3f} ms")
+    results = {}
+    for k in kinds:
+        r = runs[k]
+        results[k] = {
+            f"{w}_{f}": med([x[w][f] for x in r])
+            for w in ("many", "one") for f in ("rps", "p50", "p99")}
+        results[k]["errors"] = sum(x[w]["errors"] for x in r for w in ("many", "one"))
+        results[k]["rounds"] = [(x["many"]["rps"], x["one"]["rps"]) for x in r]
+        many = [x["many"]["rps"] for x in r]
+        results[k]["spread"] = (max(many) - min(many)) / med(many)
+        results[k]["rss_mb"] = servers[k].rss_kib() / 1024.0
+        results[k]["procs"] = len(servers[k].children())
+        results[k]["framing"] = getattr(servers[k], "framing", "?")
+    return results
+
+
+def measure_check_cost(servers, settings, failures):
+    """/deps (20 imported modules) with checking on vs PyReloadCheck Off."""
+    pair = ("pyreload", "pyreload-nocheck")
+    if any(k not in servers or k in failures for k in pair):
+        return {"skipped": "needs both pyreload and pyreload-nocheck running"}
+    for k in pair:
+        bad = check_body(servers[k], "/deps", b"deps v0\n")
+        if bad:
+            return {"error": f"{k} GET /deps answered {bad}\n{servers[k].log_tail()}"}
+    rps = {k: [] for k in pair}
+    for rnd in range(settings.rounds):
+        for k in (pair if rnd % 2 == 0 else pair[::-1]):
+            url = servers[k].url("/deps")
+            if settings.warmup:
+                run_wrk(url, settings.conns, settings.warmup, latency=False)
+            r = run_wrk(url, settings.conns, settings.duration)
+            rps[k].append(r["rps"])
+            log(f"check round {rnd + 1}/{settings.rounds} {k:17s} /deps "
+                f"{r['rps']:9.0f} req/s")
+    out = {"check_rps": med(rps["pyreload"]),
+           "nocheck_rps": med(rps["pyreload-nocheck"]),
+           "rounds": list(zip(rps["pyreload"], rps["pyreload-nocheck"]))}
+    out["cost"] = 1.0 - out["check_rps"] / out["nocheck_rps"]
+    out["tracking"] = probe_dependency_tracking(servers["pyreload"])
+    return out
+
+
+def probe_dependency_tracking(server):
+    """Edit dep01.py only: does the checking server pick it up?"""
+    dep = server.app / "deps" / "dep01.py"
+    old = dep.read_text()
+    write_atomic(dep, old.replace('MARK = b"v0"', 'MARK = b"v1"'))
+    t0 = time.perf_counter()
+    deadline = t0 + 3.0
+    try:
+        while time.perf_counter() < deadline:
+            c = Client(server.port, timeout=5)
+            try:
+                status, _, body, _, _ = c.get("/deps")
+            finally:
+                c.close()
+            if body == b"deps v1\n":
+                return f"yes: an edit of dep01.py alone was served after " \
+                       f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+            time.sleep(0.01)
+        return ("no: an edit of dep01.py alone was not served within 3 s, so "
+                "only handler.py is checked per request")
+    finally:
+        write_atomic(dep, old)
+
+
+def reload_server(settings, name, port, locations):
+    """A one-child server for the reload parts (LogLevel info).
+    locations: {url: file text}; the file is named after the url."""
+    target = settings.reload_target
+    s = Server(f"{name}-{target}", "pyreload" if target == "pyreload" else target,
+               port, settings, mpm_conf=ONE_CHILD_CONF, loglevel="info")
+    ext = "py" if target == "pyreload" else "wsgi"
+    for url, text in locations.items():
+        s.add_location(url, f"{url.strip('/')}.{ext}", text)
+    s.write()
+    return s
+
+
+def run_reload_parts(settings, servers, res):
+    """latency and cost share one server; memory gets a fresh one, so that
+    what the cost part allocated does not blur its RSS figures."""
+    target = settings.reload_target
+    plan = []
+    if "latency" in settings.parts or "cost" in settings.parts:
+        locs = {"/hello": marked_hello(target, 0)}
+        locs.update({f"/cost{n}": gen_module(n, "start", target) for n in COST_SIZES})
+        locs["/gcprobe"] = gc_probe(target)
+        rs = reload_server(settings, "reload", settings.port + 10, locs)
+        plan += [(p, rs) for p in ("latency", "cost") if p in settings.parts]
+    if "memory" in settings.parts:
+        ms = reload_server(settings, "memory", settings.port + 11,
+                           {"/mem": marked_hello(target, 0)})
+        plan.append(("memory", ms))
+    measure = {
+        "latency": lambda s: measure_reload_latency(s, settings),
+        "cost": lambda s: measure_reload_cost(s, settings, wsgi_baseline_fn(servers)),
+        "memory": lambda s: measure_reload_memory(s, settings),
+    }
+    for part, server in plan:
+        log(f"reload part: {part}")
+        try:
+            if server.proc is None:
+                server.start()
+                url = server.locations[0][0]
+                want = b"hello 0\n" if url in ("/hello", "/mem") else b"hello start\n"
+                bad = check_body(server, url, want)
+                if bad:
+                    raise BenchError(f"GET {url} answered {bad}")
+            res[part] = measure[part](server)
+        except (BenchError, OSError, http.client.HTTPException) as e:
+            res["part_errors"][part] = f"{type(e).__name__}: {e}\n{server.log_tail()}"
+            log(f"{part} failed: {e}\n{server.log_tail()}")
+
+
+def marker_of(body):
+    m = re.fullmatch(rb"hello (\S+)\n", body)
+    return m.group(1).decode() if m else None
+
+
+def measure_reload_latency(server, settings):
+    """SAVES atomic saves of /hello's file while a keep-alive client polls."""
+    target = settings.reload_target
+    path = server.file_for("/hello")
+    client = Client(server.port, timeout=5)
+    cond = threading.Condition()
+    state = {"latest": -1, "first": {}, "stale": 0, "bad": [], "responses": 0,
+             "stop": False, "error": None}
+
+    def poll():
+        try:
+            while not state["stop"]:
+                status, _, body, _, _ = client.get("/hello")
+                t = time.perf_counter()
+                m = marker_of(body)
+                with cond:
+                    state["responses"] += 1
+                    if status != 200 or m is None:
+                        if len(state["bad"]) < 5:
+                            state["bad"].append((status, body[:200]))
+                        continue
+                    n = int(m)
+                    if n < state["latest"]:
+                        state["stale"] += 1
+                    elif n > state["latest"]:
+                        state["latest"] = n
+                        state["first"][n] = t
+                        cond.notify_all()
+        except Exception as e:   # reported, not raised, from the thread
+            state["error"] = f"{type(e).__name__}: {e}"
+            with cond:
+                cond.notify_all()
+
+    # The unchanged request time, for reference.
+    plain = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        client.get("/hello")
+        plain.append((time.perf_counter() - t0) * 1000.0)
+    write_atomic(path, marked_hello(target, 0))
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    lat, missed = [], 0
+    rnd = random.Random(5)
+    try:
+        with cond:
+            cond.wait_for(lambda: state["latest"] >= 0 or state["error"], 5)
+        for i in range(1, settings.saves + 1):
+            t_rename = write_atomic(path, marked_hello(target, i))
+            with cond:
+                ok = cond.wait_for(lambda: state["latest"] >= i or state["error"], 3)
+                first = state["first"].get(i)
+            if state["error"]:
+                break
+            if not ok or first is None:
+                missed += 1
+            else:
+                lat.append((first - t_rename) * 1000.0)
+            time.sleep(rnd.uniform(0.002, 0.010))
+        time.sleep(0.05)      # a few more responses after the last save
+    finally:
+        state["stop"] = True
+        thread.join(10)
+        client.close()
+    return {"saves": settings.saves, "measured": len(lat), "missed": missed,
+            "median_ms": med(lat), "p99_ms": pct(lat, 99), "max_ms": max(lat or [0]),
+            "stale": state["stale"], "responses": state["responses"],
+            "bad": state["bad"], "error": state["error"],
+            "plain_ms": med(plain)}
+
+
+def measure_reload_cost(server, settings, wsgi_baseline):
+    """Reload time of 10 / 1,000 / 10,000-line modules vs CPython."""
+    target = settings.reload_target
+    kids = server.children()
+    rss_before = vmrss_kib(kids[0]) if len(kids) == 1 else None
+    client = Client(server.port, timeout=30)
+    plain = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        client.get(f"/cost{COST_SIZES[0]}")
+        plain.append((time.perf_counter() - t0) * 1000.0)
+    plain_ms = med(plain)
+    rows = {}
+    for n in COST_SIZES:
+        path = server.file_for(f"/cost{n}")
+        logged, client_ms, problems = [], [], []
+        for rep in range(settings.cost_reps + 1):   # rep 0: warm-up load
+            marker = f"{n}-{rep}"
+            offset = server.log_size()
+            t0 = write_atomic(path, gen_module(n, marker, target))
+            deadline = t0 + 10
+            while True:
+                status, _, body, _, _ = client.get(f"/cost{n}")
+                if body == f"hello {marker}\n".encode():
+                    break
+                if time.perf_counter() > deadline:
+                    problems.append(f"new body not served in 10 s "
+                                    f"(last: {status} {body[:100]!r})")
+                    break
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            found = []
+            for _ in range(20):    # the log line may land just after the body
+                found = LOAD_LINE.findall(server.log_since(offset))
+                if found:
+                    break
+                time.sleep(0.02)
+            if rep == 0:
+                continue
+            client_ms.append(elapsed)
+            if found:
+                logged.append(float(found[-1][1]))
+        rows[n] = {"logged_ms": med(logged), "n_logged": len(logged),
+                   "client_ms": med(client_ms), "problems": problems,
+                   "path": path}
+    client.close()
+    # CPython's own compile()+exec() of the same files, same Python build.
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", CPYTHON_BASELINE,
+                        str(settings.cost_reps)]
+                       + [str(rows[n]["path"]) for n in COST_SIZES],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"CPython baseline failed: {r.stderr}")
+    base = json.loads(r.stdout)
+    for n in COST_SIZES:
+        row = rows[n]
+        b = base[str(row["path"])]
+        row["cpython_ms"] = b["compile_exec_ms"]
+        row["cpython_read_ms"] = b["read_compile_exec_ms"]
+        row["wsgi_ms"] = wsgi_baseline(row["path"], settings.cost_reps)
+        if row["n_logged"]:
+            row["method"] = "log line"
+            row["reload_ms"] = row["logged_ms"]
+        else:
+            row["method"] = "client: save to new body minus an unchanged request"
+            row["reload_ms"] = row["client_ms"] - plain_ms
+        row["ratio"] = row["reload_ms"] / row["cpython_ms"]
+    rss_after = vmrss_kib(kids[0]) if len(kids) == 1 else None
+    # Diagnostic: how much of that is garbage only the cyclic GC can free?
+    c = Client(server.port, timeout=30)
+    try:
+        status, _, body, _, _ = c.get("/gcprobe")
+        collected = body.decode(errors="replace").strip() if status == 200 \
+            else f"status {status}"
+    except (OSError, http.client.HTTPException) as e:
+        collected = f"{type(e).__name__}: {e}"
+    finally:
+        c.close()
+    rss_gc = vmrss_kib(kids[0]) if len(kids) == 1 else None
+    return {"rows": rows, "plain_ms": plain_ms, "rss_before": rss_before,
+            "rss_after": rss_after, "gc": collected, "rss_gc": rss_gc,
+            "cpython_rss": base["rss_kib"]}
+
+
+def wsgi_baseline_fn(servers):
+    """compile()+exec() timed inside an Apache child (mod_wsgi embedded)."""
+    s = servers.get("wsgi-embedded")
+
+    def measure(path, reps):
+        if s is None:
+            return float("nan")
+        c = Client(s.port, timeout=120)
+        try:
+            q = urllib.parse.urlencode({"path": str(path), "reps": reps})
+            status, _, body, _, _ = c.get(f"/cpython-baseline?{q}")
+            return json.loads(body)["ms"] if status == 200 else float("nan")
+        except (OSError, ValueError, KeyError):
+            return float("nan")
+        finally:
+            c.close()
+    return measure
+
+
+def measure_reload_memory(server, settings):
+    """Child VmRSS before/after RELOADS reloads (one request after each)."""
+    target = settings.reload_target
+    path = server.file_for("/mem")
+    client = Client(server.port, timeout=10)
+    state = {"mismatch": 0, "extra": 0}
+
+    def one(i):
+        write_atomic(path, marked_hello(target, f"m{i}"))
+        want = f"hello m{i}\n".encode()
+        for attempt in range(200):
+            status, _, body, _, _ = client.get("/mem")
+            if body == want:
+                if attempt:
+                    state["extra"] += attempt
+                return
+            time.sleep(0.001)
+        state["mismatch"] += 1
+
+    offset = server.log_size()
+    for i in range(settings.reload_warmup):
+        one(i)
+    kids = server.children()
+    if len(kids) != 1:
+        raise BenchError(f"expected one child, found {kids}")
+    child = kids[0]
+    samples = [(0, vmrss_kib(child))]
+    step = max(1, min(1000, settings.reloads // 10))
+    t0 = time.perf_counter()
+    for i in range(1, settings.reloads + 1):
+        one(settings.reload_warmup + i)
+        if i % step == 0 or i == settings.reloads:
+            samples.append((i, vmrss_kib(child)))
+    elapsed = time.perf_counter() - t0
+    client.close()
+    loads = len(LOAD_LINE.findall(server.log_since(offset)))
+    same_child = server.children() == [child]
+    before, after = samples[0][1], samples[-1][1]
+    growth = after - before
+    return {"before_kib": before, "after_kib": after, "growth_kib": growth,
+            "per_1000_kib": growth * 1000.0 / settings.reloads,
+            "per_10000_mib": growth * 10000.0 / settings.reloads / 1024.0,
+            "samples": samples, "reloads": settings.reloads,
+            "warmup": settings.reload_warmup,
+            "ms_per_reload": elapsed * 1000.0 / settings.reloads,
+            "mismatch": state["mismatch"], "extra_requests": state["extra"],
+            "loads_logged": loads, "same_child": same_child, "child": child}
+
+
+# --------------------------------------------------------------------------
+# Report
+
+def sh(cmd):
+    try:
+        r = subprocess.run(cmd, env=CLEAN_ENV, capture_output=True, text=True,
+                           timeout=30)
+        return (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"({e})"
+
+
+def file_sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def snapshot_pyreload(work):
+    """Servers load a copy of ./mod_pyreload.so taken now, so that a rebuild
+    during the run cannot leave servers on different builds."""
+    shutil.copy2(PYRELOAD_SO, work / PYRELOAD_SO.name)
+    return file_sha(work / PYRELOAD_SO.name)
+
+
+def machine_and_versions():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    apache = sh(["apache2", "-v"]).splitlines()
+    pkgs = sh(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "apache2",
+               "libapache2-mod-wsgi-py3", "libapache2-mod-python", "wrk"])
+    so = "not built"
+    if PYRELOAD_SO.exists():
+        st = PYRELOAD_SO.stat()
+        ver = re.search(r'PYR_VERSION "([^"]+)"', PYRELOAD_H.read_text()) \
+            if PYRELOAD_H.exists() else None
+        rev = sh(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+        so = (f"{ver.group(1) if ver else '?'}, source {rev}, ./mod_pyreload.so "
+              f"built {time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))}"
+              f", sha256 {file_sha(PYRELOAD_SO)[:12]}")
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "mem": mem,
+        "kernel": os.uname().release,
+        "apache": apache[0].split(":", 1)[-1].strip() if apache else "?",
+        "python": sh([SYSTEM_PYTHON, "-VV"]).replace("\n", " "),
+        "packages": pkgs.splitlines(), "pyreload": so,
+        "wrk": sh(["wrk", "-v"]).splitlines()[0] if sh(["wrk", "-v"]) else "?",
+    }
+
+
+def f_rps(v):
+    return "–" if v != v else f"{v:,.0f}"
+
+
+def f_ms(v, digits=3):
+    return "–" if v != v else f"{v:.{digits}f}"
+
+
+def f_x(v):
+    return "–" if v != v else f"{v:.2f}×"
+
+
+def ratio(a, b):
+    return a / b if b and a == a and b == b else float("nan")
+
+
+def target_line(label, ok, figure):
+    if ok is None:
+        return f"| {label} | not measured | {figure} |"
+    return f"| {label} | {'met' if ok else '**NOT met**'} | {figure} |"
+
+
+def render(settings, info, res, started, elapsed):
+    L = []
+    add = L.append
+    add("# mod_pyreload benchmark")
+    add("")
+    add(f"Run {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, "
+        f"{elapsed / 60:.1f} min. Everything on 127.0.0.1.")
+    if res.get("incomplete"):
+        add("")
+        add(f"**INCOMPLETE: {res['incomplete']}**")
+    add("")
+    add("## Machine and versions")
+    add("")
+    add(f"- CPU: {info['cpu']}, {info['cores']} cores, {info['mem']} RAM, "
+        f"Linux {info['kernel']}")
+    add(f"- Load average at start / end: {res['load_start']} / {res['load_end']}; "
+        f"other apache2 processes at start: {res['others']}"
+        + (" (they may disturb the figures)" if res["others"] else ""))
+    add(f"- {info['apache']}, MPM {settings.mpm}")
+    add(f"- {info['python']} ({SYSTEM_PYTHON}; mod_wsgi and mod_python use the "
+        "same Python through libpython3.11.so)")
+    for p in info["packages"]:
+        add(f"- package {p}")
+    add(f"- {info['wrk']}")
+    add(f"- mod_pyreload {info['pyreload']}; the servers load a copy taken "
+        "at the start of the run")
+    if res.get("so_changed"):
+        add("- **./mod_pyreload.so was rebuilt during the run**; the figures are "
+            "all from the build the run started with")
+    add("")
+    add("## Command")
+    add("")
+    cmd = "/usr/bin/python3 bench/run.py"
+    if settings.knobs():
+        cmd = f"{settings.knobs()} {cmd}"
+    if os.environ.get("MAKELEVEL"):
+        cmd = f"make bench  # ran: {cmd}"
+    add("```")
+    add(cmd)
+    add("```")
+    add("")
+    add(f"Settings: contenders {', '.join(settings.kinds)}; parts "
+        f"{', '.join(settings.parts)}; {settings.rounds} rounds, contenders "
+        f"alternating, one under load at a time; per contender and round a "
+        f"{settings.warmup} s warm-up, then `wrk -t1 -c{settings.conns} "
+        f"-d{settings.duration}s --latency` and `wrk -t1 -c1 "
+        f"-d{settings.duration}s --latency`. Figures are medians over the rounds.")
+    add("")
+    mpm_lines = MPM_CONF[settings.mpm].replace("\n", ", ")
+    add(f"Apache (every contender): MPM {settings.mpm} ({mpm_lines}), KeepAlive "
+        "On, MaxKeepAliveRequests 0, no access log, LogLevel warn.")
+    add("")
+
+    failures = res.get("failures", {})
+    if failures:
+        add("## Failures")
+        add("")
+        for k, msg in failures.items():
+            add(f"- **{k}**:")
+            add("```")
+            add(msg.rstrip())
+            add("```")
+        add("")
+
+    tp = res.get("throughput")
+    if tp:
+        c = tp.get("c", {})
+        add("## Throughput: hello world")
+        add("")
+        add(f"| contender | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+            "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
+            "framing |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for k in settings.kinds:
+            if k not in tp:
+                continue
+            r = tp[k]
+            add(f"| {k} | {f_rps(r['many_rps'])} | "
+                f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
+                f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
+                f"{f_rps(r['one_rps'])} | "
+                f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
+                f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
+                f"{r['spread'] * 100:.0f} % | {r['errors']} | "
+                f"{r['rss_mb']:.1f} | {r['procs']} | {r['framing']} |")
+        add("")
+        add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
+            "the rounds; a large spread means something else was using the CPU. "
+            "RSS: summed VmRSS of the server's children after the run. "
+            "framing: how the body was delimited. wrk runs on the same 2 cores, "
+            f"so at c{settings.conns} the client's share of the CPU caps every "
+            "contender, the C ceiling included.")
+        add("")
+        for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
+            ks = [k for k in settings.kinds if k in tp]
+            add(f"Ratios, req/s at {label} (row ÷ column):")
+            add("")
+            add("| | " + " | ".join(ks) + " |")
+            add("|---|" + "---:|" * len(ks))
+            for a in ks:
+                add(f"| {a} | " + " | ".join(
+                    f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
+            add("")
+        add("Per round (req/s c{0} / c1):".format(settings.conns))
+        add("")
+        for k in settings.kinds:
+            if k in tp:
+                add(f"- {k}: " + ", ".join(f"{a:,.0f} / {b:,.0f}"
+                                          for a, b in tp[k]["rounds"]))
+        add("")
+
+    ck = res.get("check")
+    if ck:
+        add("## Cost of checking: handler importing 20 modules")
+        add("")
+        add("`/deps` runs `deps/handler.py`, which imports dep01 … dep20 (files "
+            "next to it, ~30 lines each). Same servers as pyreload and "
+            "pyreload-nocheck above.")
+        add("")
+        if "cost" in ck:
+            add(f"| | req/s c{settings.conns} |")
+            add("|---|---:|")
+            add(f"| pyreload (checking every request) | {f_rps(ck['check_rps'])} |")
+            add(f"| pyreload-nocheck (PyReloadCheck Off) | {f_rps(ck['nocheck_rps'])} |")
+            add(f"| cost of checking | {ck['cost'] * 100:.1f} % |")
+            add("")
+            add("Per round (checking / off): " + ", ".join(
+                f"{a:,.0f} / {b:,.0f}" for a, b in ck["rounds"]))
+            add("")
+            add(f"Dependency tracking: {ck['tracking']}.")
+        else:
+            add(ck.get("error") or ck.get("skipped"))
+        add("")
+
+    rl = res.get("latency")
+    tname = settings.reload_target
+    if rl or res.get("cost") or res.get("memory"):
+        add(f"## Reload figures ({tname})")
+        add("")
+        add("One child process: event MPM, ServerLimit 1, StartServers 1, "
+            "ThreadsPerChild 16, LogLevel info; latency and cost share one "
+            "server, memory has a fresh one. Saves are atomic (temp file + "
+            "os.rename, mtime set strictly increasing).")
+        add("")
+    if rl:
+        add("### Reload latency")
+        add("")
+        add(f"{rl['saves']} saves, each with a new body marker, 2–10 ms apart; "
+            "one client thread requests in a loop on one keep-alive connection. "
+            "Latency = rename → first response carrying the new body.")
+        add("")
+        add("| median ms | p99 ms | max ms | saves seen | stale bodies after a new one "
+            "| responses | unchanged request ms |")
+        add("|---:|---:|---:|---:|---:|---:|---:|")
+        add(f"| {f_ms(rl['median_ms'])} | {f_ms(rl['p99_ms'])} | "
+            f"{f_ms(rl['max_ms'])} | {rl['measured']}/{rl['saves']} | "
+            f"{rl['stale']} | {rl['responses']} | {f_ms(rl['plain_ms'])} |")
+        if rl["bad"] or rl["error"]:
+            add("")
+            add(f"Unexpected: {rl['error'] or ''} {rl['bad']}")
+        add("")
+    co = res.get("cost")
+    if co:
+        add("### Reload cost")
+        add("")
+        add(f"Median of {settings.cost_reps} reloads per size after a first load "
+            "(a changed MARK line each time). CPython: compile()+exec() of the "
+            f"same file into a fresh module in `{SYSTEM_PYTHON} -I`, median of "
+            "several runs in the same bench run (gc.collect() before each run; "
+            "earlier modules are kept, so no deallocation is timed). The "
+            "in-Apache column is the same measurement inside a mod_wsgi "
+            "embedded child, i.e. through the shared libpython3.11.so that "
+            "Apache modules use (`/usr/bin/python3` has libpython linked in "
+            "statically), for reference.")
+        add("")
+        add("| lines | reload ms | measured by | CPython compile+exec ms | ratio "
+            "| CPython read+compile+exec ms | in-Apache compile+exec ms | ratio "
+            "| save → new body ms |")
+        add("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for n, r in co["rows"].items():
+            add(f"| {n:,} | {f_ms(r['reload_ms'])} | {r['method']} | "
+                f"{f_ms(r['cpython_ms'])} | {f_x(r['ratio'])} | "
+                f"{f_ms(r['cpython_read_ms'])} | {f_ms(r['wsgi_ms'])} | "
+                f"{f_x(ratio(r['reload_ms'], r['wsgi_ms']))} | "
+                f"{f_ms(r['client_ms'])} |")
+            for p in r["problems"]:
+                add(f"| | problem: {p} | | | | | | | |")
+        add("")
+        add(f"Unchanged request (client side): {f_ms(co['plain_ms'])} ms. "
+            f"Child VmRSS before / after this part: {co['rss_before']} / "
+            f"{co['rss_after']} KiB; then a handler ran gc.collect() in the child "
+            f"({co['gc']} objects): {co['rss_gc']} KiB. For scale, the same "
+            f"{settings.cost_reps + 1} loads per size in a plain "
+            f"`{SYSTEM_PYTHON}`, each replacing the last: "
+            f"{co.get('cpython_rss', '?')} KiB.")
+        add("")
+    mm = res.get("memory")
+    if mm:
+        add("### Memory over reloads")
+        add("")
+        add(f"Child VmRSS after {mm['warmup']} warm-up reloads, then "
+            f"{mm['reloads']:,} reloads (atomic save, one request, body checked).")
+        add("")
+        add("| before KiB | after KiB | growth KiB | per 1,000 reloads KiB | "
+            "per 10,000 MiB | ms per reload | wrong bodies | loads logged | "
+            "same child |")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        add(f"| {mm['before_kib']} | {mm['after_kib']} | {mm['growth_kib']} | "
+            f"{mm['per_1000_kib']:.1f} | {mm['per_10000_mib']:.2f} | "
+            f"{mm['ms_per_reload']:.2f} | {mm['mismatch']} | {mm['loads_logged']} | "
+            f"{'yes' if mm['same_child'] else 'NO'} |")
+        add("")
+        add("VmRSS (KiB) by reloads done: " + ", ".join(
+            f"{i:,}: {kib}" for i, kib in mm["samples"]))
+        add("")
+        if mm["extra_requests"]:
+            add(f"Requests that still got the previous body (then retried): "
+                f"{mm['extra_requests']}.")
+            add("")
+    for part, msg in res.get("part_errors", {}).items():
+        add(f"**{part} failed:** {msg}")
+        add("")
+
+    add("## Targets")
+    add("")
+    add("| target | result | figure |")
+    add("|---|---|---|")
+    for line in targets(settings, res):
+        add(line)
+    add("")
+    return "\n".join(L)
+
+
+def targets(settings, res):
+    tp = res.get("throughput") or {}
+    p = tp.get("pyreload")
+    out = []
+
+    def vs(other, need, label):
+        if p is None or other not in tp:
+            return target_line(label, None, "–")
+        r = ratio(p["many_rps"], tp[other]["many_rps"])
+        return target_line(label, r >= need,
+                           f"{r:.2f}× ({p['many_rps']:,.0f} vs "
+                           f"{tp[other]['many_rps']:,.0f} req/s)")
+    out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at c{settings.conns}"))
+    out.append(vs("wsgi-embedded", T_VS_PEER,
+                  f"pyreload ≥ {T_VS_PEER}× wsgi-embedded at c{settings.conns}"))
+    out.append(vs("modpython", T_VS_PEER,
+                  f"pyreload ≥ {T_VS_PEER}× modpython at c{settings.conns}"))
+    ck = res.get("check") or {}
+    if "cost" in ck:
+        out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (20 imported "
+                               "modules)", ck["cost"] <= T_CHECK_COST,
+                               f"{ck['cost'] * 100:.1f} % "
+                               f"({'dependency tracking' if ck['tracking'].startswith('yes') else 'handler file only'})"))
+    else:
+        out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} "
+                               "(20 imported modules)", None, "–"))
+    if p is not None and "pyreload-nocheck" in tp:
+        cost = 1.0 - p["many_rps"] / tp["pyreload-nocheck"]["many_rps"]
+        out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (hello, "
+                               "one file)", cost <= T_CHECK_COST,
+                               f"{cost * 100:.1f} %"))
+    tgt = "" if settings.reload_target == "pyreload" else \
+        f" [{settings.reload_target}]"
+    rl = res.get("latency")
+    if rl:
+        out.append(target_line(f"reload latency median < {T_RELOAD_MS} ms{tgt}",
+                               rl["median_ms"] < T_RELOAD_MS and not rl["missed"],
+                               f"{rl['median_ms']:.3f} ms (p99 {rl['p99_ms']:.3f}, "
+                               f"{rl['missed']} saves never seen)"))
+        out.append(target_line(f"no stale body after a new one{tgt}",
+                               rl["stale"] == 0 and not rl["error"],
+                               f"{rl['stale']} stale of {rl['responses']} responses"))
+    else:
+        out.append(target_line(f"reload latency median < {T_RELOAD_MS} ms", None, "–"))
+        out.append(target_line("no stale body after a new one", None, "–"))
+    co = res.get("cost")
+    if co:
+        for n, r in co["rows"].items():
+            out.append(target_line(
+                f"reload cost ≤ {T_COST_RATIO}× CPython compile+exec, "
+                f"{n:,} lines{tgt}", r["ratio"] <= T_COST_RATIO,
+                f"{r['ratio']:.2f}× ({r['reload_ms']:.3f} vs {r['cpython_ms']:.3f} ms)"))
+    else:
+        out.append(target_line(f"reload cost ≤ {T_COST_RATIO}× CPython", None, "–"))
+    mm = res.get("memory")
+    if mm:
+        out.append(target_line(
+            f"≤ {T_MEM_MIB_PER_10K:.0f} MiB RSS growth per 10,000 reloads{tgt}",
+            mm["per_10000_mib"] <= T_MEM_MIB_PER_10K and mm["same_child"]
+            and not mm["mismatch"],
+            f"{mm['per_10000_mib']:.2f} MiB ({mm['growth_kib']} KiB over "
+            f"{mm['reloads']:,}; {mm['mismatch']} wrong bodies)"))
+    else:
+        out.append(target_line(f"≤ {T_MEM_MIB_PER_10K:.0f} MiB RSS growth per "
+                               "10,000 reloads", None, "–"))
+    return out
+
+
+# --------------------------------------------------------------------------
+
+def on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    # Ctrl-C, kill and hang-up all unwind through main()'s finally, which
+    # stops every server (SIGINT explicitly: a background job inherits it
+    # ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    os.umask(0o022)
+    settings = Settings()
+    if settings.uses_pyreload() and not PYRELOAD_SO.exists():
+        raise BenchError(f"{PYRELOAD_SO} is missing: run `make` first, or set "
+                         "KINDS=c,wsgi-embedded,wsgi-daemon,modpython "
+                         "RELOAD_TARGET=wsgi-embedded")
+    started = time.time()
+    res = {"load_start": loadavg(), "failures": {}, "part_errors": {}}
+    stop_leftovers(settings.work)
+    if settings.work.exists():
+        shutil.rmtree(settings.work)
+    settings.work.mkdir(parents=True)
+    os.chmod(settings.work, 0o755)
+    res["others"] = apache_count()
+    info = machine_and_versions()
+    so_sha = snapshot_pyreload(settings.work) if settings.uses_pyreload() else None
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = settings.out.with_name(settings.out.name + ".tmp")
+    try:
+        log(f"building the C handler; work dir {settings.work}")
+        cmod = build_c_module(settings.work)
+        servers, res["failures"] = start_contenders(settings, cmod)
+        if "throughput" in settings.parts:
+            res["throughput"] = measure_throughput(servers, settings, res["failures"])
+        if "check" in settings.parts:
+            res["check"] = measure_check_cost(servers, settings, res["failures"])
+        if any(p in settings.parts for p in ("latency", "cost", "memory")):
+            run_reload_parts(settings, servers, res)
+    except BaseException as e:
+        res["incomplete"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        log("stopping servers")
+        stop_servers(list(Server.registry), settings.stop_wait)
+        res["load_end"] = loadavg()
+        res["so_changed"] = so_sha is not None and (
+            not PYRELOAD_SO.exists() or file_sha(PYRELOAD_SO) != so_sha)
+        report = render(settings, info, res, started, time.time() - started)
+        partial.write_text(report + "\n")
+        if not res.get("incomplete"):
+            os.replace(partial, settings.out)
+            print(report)
+            log(f"report written to {settings.out}")
+        else:
+            log(f"incomplete report left in {partial}")
+    return 1 if res["failures"] or res["part_errors"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
