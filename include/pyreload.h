@@ -166,6 +166,10 @@ int pyr_entry_require(pyr_entry_t *e, const char *callable);
 pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check,
                                const pyr_logger_t *log);
 
+/* How many times the entry's files were stat'ed: a check that finds nothing
+ * happened in their directories (inotify) looks at no file.  No GIL. */
+long pyr_entry_sweeps(const pyr_entry_t *e);
+
 /* The last load failure's traceback, or NULL; allocated from p.  No GIL. */
 char *pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p);
 const char *pyr_entry_path(const pyr_entry_t *e);

@@ -35,6 +35,7 @@ pyr_cache_create(apr_pool_t *pool)
     pthread_mutex_init(&c->build, NULL);
     c->entries = apr_hash_make(pool);
     c->roots = apr_array_make(pool, 4, sizeof(const char *));
+    c->notify = pyr_notify_create(pool);
     return c;
 }
 
@@ -108,6 +109,12 @@ pyr_cache_entry(pyr_cache_t *c, const char *path)
     return pyr_entry_new(c, path, NULL, NULL, 1, 0);
 }
 
+long
+pyr_entry_sweeps(const pyr_entry_t *e)
+{
+    return __atomic_load_n(&e->sweeps, __ATOMIC_RELAXED);
+}
+
 const char *
 pyr_entry_path(const pyr_entry_t *e)
 {
@@ -156,32 +163,17 @@ pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p)
 static void
 gen_finish(pyr_gen_t *g, const pyr_logger_t *log)
 {
-    PyObject *fn;
     int i;
 
-    fn = PyDict_GetItemWithError(PyModule_GetDict(g->module), pyr_str.purge);
-    if (fn && PyCallable_Check(fn)) {
-        PyObject *r;
+    if (pyr_call_hook(g->module, pyr_str.purge, NULL) < 0) {
+        char *tb = pyr_exc_format();
 
-        Py_INCREF(fn);
-        r = PyObject_CallNoArgs(fn);
-        Py_DECREF(fn);
-        if (r) {
-            Py_DECREF(r);
-        }
-        else {
-            char *tb = pyr_exc_format();
-
-            Py_BEGIN_ALLOW_THREADS
-            pyr_logf(log, PYR_LOG_ERR, "PYR0104: %s: __purge__() of generation %ld raised:",
-                     g->entry->path, g->number);
-            pyr_log_lines(log, PYR_LOG_ERR, "PYR0104: ", tb);
-            Py_END_ALLOW_THREADS
-            free(tb);
-        }
-    }
-    else if (!fn) {
-        PyErr_Clear();      /* a module dict that cannot be read has no hook */
+        Py_BEGIN_ALLOW_THREADS
+        pyr_logf(log, PYR_LOG_ERR, "PYR0104: %s: __purge__() of generation %ld raised:",
+                 g->entry->path, g->number);
+        pyr_log_lines(log, PYR_LOG_ERR, "PYR0104: ", tb);
+        Py_END_ALLOW_THREADS
+        free(tb);
     }
     for (i = 0; i < g->ncallables; i++) {
         Py_CLEAR(g->callables[i]);
@@ -365,9 +357,16 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
     pyr_gil_drop();
     pthread_mutex_unlock(&e->cache->build);
 
+    /* Watched before the next sweep sets the baseline: nothing is missed. */
+    w->notified = 1;
+    for (int i = 0; i < w->n; i++) {
+        w->notified &= pyr_notify_watch(e->cache->notify, w->item[i].e->path);
+    }
     pthread_mutex_lock(&e->lock);
     old = e->watch;
     e->watch = w;
+    __atomic_store_n(&e->clean_epoch, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->notified, w->notified, __ATOMIC_RELEASE);
     if (!failed) {
         free(e->error);
         e->error = NULL;
@@ -408,6 +407,15 @@ pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *
     }
 
     for (;;) {
+        uint64_t epoch = pyr_notify_epoch(e->cache->notify);
+
+        /* Nothing happened in any of its directories since the last sweep
+         * found the files as they were: no lock, no stat. */
+        if (epoch && __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE)
+            && epoch == __atomic_load_n(&e->clean_epoch, __ATOMIC_ACQUIRE)) {
+            return __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE) ? PYR_READY : PYR_FAILED;
+        }
+
         pthread_mutex_lock(&e->lock);
         w = e->watch;
         if (w) {
@@ -416,7 +424,17 @@ pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *
         pthread_mutex_unlock(&e->lock);
 
         if (w) {
+            __atomic_add_fetch(&e->sweeps, 1, __ATOMIC_RELAXED);
             changed = watch_changed(e, w);
+            if (changed == 0 && epoch) {
+                /* Only for the list that was swept: a newer one may name
+                 * files this sweep did not look at. */
+                pthread_mutex_lock(&e->lock);
+                if (e->watch == w) {
+                    __atomic_store_n(&e->clean_epoch, epoch, __ATOMIC_RELEASE);
+                }
+                pthread_mutex_unlock(&e->lock);
+            }
         }
         else {
             pyr_sig_t sig;
@@ -502,9 +520,13 @@ pyr_cache_destroy(pyr_cache_t *c)
         Py_CLEAR(e->capsule);
         free(e->error);
         e->error = NULL;
+        while (e->nnames > 0) {
+            free(e->names[--e->nnames]);
+        }
         watch_release(e->watch);
         e->watch = NULL;
     }
     Py_CLEAR(c->resolved);
     pyr_gil_drop();
+    pyr_notify_destroy(c->notify);
 }

@@ -8,6 +8,7 @@
 #define PYR_ENGINE_H
 
 #include "pyr_py.h"
+#include "notify.h"
 
 #include <apr_hash.h>
 #include <apr_tables.h>
@@ -37,6 +38,7 @@ struct pyr_gen {
  * a request can stat the files without holding the entry's lock. */
 typedef struct pyr_watch {
     int refs;
+    int notified;                   /* every file's directory is watched */
     int n;
     struct {
         pyr_entry_t *e;
@@ -67,6 +69,9 @@ struct pyr_entry {
     /* Atomic. */
     int has_gen;
     apr_time_t next_check;
+    uint64_t clean_epoch;           /* notify epoch of the last sweep that found nothing */
+    int notified;                   /* the current watch list's directories are watched */
+    long sweeps;                    /* stat sweeps of the watch list */
 
     /* GIL. */
     pyr_gen_t *current;
@@ -80,6 +85,7 @@ struct pyr_cache {
     apr_array_header_t *roots;      /* const char *: PyReloadPath directories */
     /* One rebuild at a time in a process: taken without the GIL, before it. */
     pthread_mutex_t build;
+    pyr_notify_t *notify;
     /* GIL. */
     PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
 };
@@ -89,6 +95,10 @@ pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
 void pyr_gen_ref(pyr_gen_t *g);
 void pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log);
+
+/* Call module.<name>(arg) (arg NULL: no argument) if the module defines a
+ * callable of that name.  0, also when absent, or -1 with an exception. */
+int pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg);
 
 /* loader.c: building new generations (GIL held, build mutex held). */
 typedef struct pyr_build pyr_build_t;

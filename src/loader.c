@@ -293,8 +293,8 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
 /* ------------------------------------------------------------------ */
 /* Building one module                                                 */
 
-static int
-call_hook(PyObject *module, PyObject *name, PyObject *arg)
+int
+pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg)
 {
     PyObject *fn, *r;
 
@@ -468,7 +468,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
         return NULL;
     }
     /* Old code hands its state over before the new body runs. */
-    if (old && call_hook(old, pyr_str.clone, mod) < 0) {
+    if (old && pyr_call_hook(old, pyr_str.clone, mod) < 0) {
         return NULL;
     }
     if (!(r = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod)))) {
@@ -476,7 +476,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     }
     Py_DECREF(r);
     /* New code knows old data formats; old code cannot know future ones. */
-    if (old && call_hook(mod, pyr_str.upgrade, old) < 0) {
+    if (old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
         return NULL;
     }
     return b->items[idx].module;
@@ -562,7 +562,10 @@ request_import(pyr_entry_t *d)
             nw->item[n].e = d;
             nw->item[n].sig = d->current->sig;
             nw->item[n].exists = 1;
+            nw->notified = w->notified && pyr_notify_watch(c->notify, d->path);
             pinned->entry->watch = nw;
+            __atomic_store_n(&pinned->entry->clean_epoch, 0, __ATOMIC_RELEASE);
+            __atomic_store_n(&pinned->entry->notified, nw->notified, __ATOMIC_RELEASE);
             if (__atomic_sub_fetch(&w->refs, 1, __ATOMIC_ACQ_REL) == 0) {
                 free(w);
             }

@@ -1,0 +1,28 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * notify.h: "did anything happen in the watched directories?" (notify.c).
+ */
+#ifndef PYR_NOTIFY_H
+#define PYR_NOTIFY_H
+
+#include <apr_pools.h>
+#include <stdint.h>
+
+typedef struct pyr_notify pyr_notify_t;
+
+/* One per process; never fails (without inotify, every answer is 0). */
+pyr_notify_t *pyr_notify_create(apr_pool_t *pool);
+void pyr_notify_destroy(pyr_notify_t *n);
+
+/* Watch the directory of path (and of the file it resolves to).  1 if
+ * changes to path are seen from now on, 0 if they may not be (no inotify, a
+ * network file system, no watch left).  No GIL. */
+int pyr_notify_watch(pyr_notify_t *n, const char *path);
+
+/* The current epoch: it moves whenever something happened in a watched
+ * directory.  0 means "cannot tell now": look at the files.  Lock-free, one
+ * system call.  No GIL. */
+uint64_t pyr_notify_epoch(pyr_notify_t *n);
+
+#endif
