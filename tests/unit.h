@@ -36,6 +36,29 @@ void ut_teardown(void);
 void ut_setup_nopython(void);
 void ut_teardown_nopython(void);
 
+/* Checked fixture: ut_setup plus a fresh cache (ut_cache) in its own pool. */
+extern pyr_cache_t *ut_cache;
+extern apr_pool_t *ut_pool;
+extern const pyr_check_t ut_every;     /* stat on every request */
+void ut_setup_cache(void);
+void ut_teardown_cache(void);
+
+/* Rewrite in place with a distinct mtime: a change whatever the file
+ * system's timestamp granularity. */
+void ut_edit(const char *name, const char *text);
+
+/* Refresh (asserting PYR_READY), pin, call slot(None), unpin: str() of the
+ * result, malloc'd. */
+char *ut_serve(pyr_entry_t *e, int slot);
+
+#define ck_serves(e, slot, want)                                             \
+    do {                                                                     \
+        char *got_ = ut_serve(e, slot);                                      \
+        ck_assert_msg(strcmp(got_, want) == 0, "served '%s', want '%s'\n%s",   \
+                      got_, want, ut_log_from("PYR"));                       \
+        free(got_);                                                          \
+    } while (0)
+
 /* Every line the engine logged during this test. */
 extern pyr_logger_t ut_log;
 int ut_log_count(const char *needle);

@@ -11,71 +11,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static apr_pool_t *pool;
-static pyr_cache_t *cache;
-static const pyr_check_t every = { 1, 0 };
-
-static void
-setup(void)
-{
-    ut_setup();
-    apr_pool_create(&pool, NULL);
-    cache = pyr_cache_create(pool);
-}
-
-static void
-teardown(void)
-{
-    pyr_cache_destroy(cache);
-    apr_pool_destroy(pool);
-    ut_teardown();
-}
-
-static void
-edit(const char *name, const char *text)
-{
-    static long tick;
-
-    ut_write(name, text);
-    ut_set_mtime(name, 1700000000, ++tick * 1000);
-}
-
-static char *
-serve(pyr_entry_t *e, int slot)
-{
-    pyr_gen_t *g;
-    char *out;
-
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
-    pyr_gil_take();
-    g = pyr_entry_acquire(e);
-    pyr_gil_drop();
-    out = ut_call(g, slot);
-    pyr_gil_take();
-    pyr_gen_release(g, &ut_log);
-    pyr_gil_drop();
-    return out;
-}
-
-#define ck_serves(e, slot, want)                                             \
-    do {                                                                     \
-        char *got_ = serve(e, slot);                                         \
-        ck_assert_msg(strcmp(got_, want) == 0, "served '%s', want '%s'\n%s",   \
-                      got_, want, ut_log_from("PYR"));                       \
-        free(got_);                                                          \
-    } while (0)
-
 START_TEST(test_helper_change_rebuilds_importer)
 {
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "import helper\ndef handler(req):\n    return helper.T\n");
-    edit("helper.py", "T = 'one'\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("h.py", "import helper\ndef handler(req):\n    return helper.T\n");
+    ut_edit("helper.py", "T = 'one'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "one");
-    edit("helper.py", "T = 'two'\n");
+    ut_edit("helper.py", "T = 'two'\n");
     ck_serves(e, slot, "two");
     ck_assert_int_eq(ut_log_count("helper ("), 1);
     ck_assert_int_eq(ut_log_count("generation 2 loaded"), 1);
@@ -91,16 +37,16 @@ START_TEST(test_roots_and_stdlib)
     int slot;
 
     ck_assert_int_eq(mkdir(ut_path("lib"), 0755), 0);
-    pyr_cache_add_root(cache, ut_path("lib"));
-    edit("h.py", "import json, libmod, sys\n"
+    pyr_cache_add_root(ut_cache, ut_path("lib"));
+    ut_edit("h.py", "import json, libmod, sys\n"
                  "def handler(req):\n"
                  "    return '%s %s %s' % (libmod.X, hasattr(json, 'dumps'), 'libmod' in sys.modules)\n");
-    edit("json.py", "raise RuntimeError('shadowed the standard library')\n");
-    edit("lib/libmod.py", "X = 'lib1'\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("json.py", "raise RuntimeError('shadowed the standard library')\n");
+    ut_edit("lib/libmod.py", "X = 'lib1'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "lib1 True False");
-    edit("lib/libmod.py", "X = 'lib2'\n");
+    ut_edit("lib/libmod.py", "X = 'lib2'\n");
     ck_serves(e, slot, "lib2 True False");
 }
 END_TEST
@@ -110,17 +56,17 @@ START_TEST(test_broken_dependency_keeps_old_set)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "import a, b\ndef handler(req):\n    return a.A + b.B\n");
-    edit("a.py", "A = 'a1'\n");
-    edit("b.py", "import a\nB = '/' + a.A\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("h.py", "import a, b\ndef handler(req):\n    return a.A + b.B\n");
+    ut_edit("a.py", "A = 'a1'\n");
+    ut_edit("b.py", "import a\nB = '/' + a.A\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "a1/a1");
-    edit("a.py", "A = 'a2'\nraise ValueError('half way')\n");
+    ut_edit("a.py", "A = 'a2'\nraise ValueError('half way')\n");
     ck_serves(e, slot, "a1/a1");
     ck_serves(e, slot, "a1/a1");
     ck_assert_int_eq(ut_log_count("ValueError: half way"), 1);
-    edit("a.py", "A = 'a3'\n");
+    ut_edit("a.py", "A = 'a3'\n");
     ck_serves(e, slot, "a3/a3");
 }
 END_TEST
@@ -130,17 +76,17 @@ START_TEST(test_shared_module_one_generation)
     pyr_entry_t *e1, *e2;
     int s1, s2;
 
-    edit("h1.py", "import shared\ndef handler(req):\n    return 'h1 %s %d' % (shared.S, shared.n['c'])\n");
-    edit("h2.py", "import shared\ndef handler(req):\n    return 'h2 %s %d' % (shared.S, shared.n['c'])\n");
-    edit("shared.py", "S = 's1'\nif 'n' not in globals(): n = {'c': 0}\n"
+    ut_edit("h1.py", "import shared\ndef handler(req):\n    return 'h1 %s %d' % (shared.S, shared.n['c'])\n");
+    ut_edit("h2.py", "import shared\ndef handler(req):\n    return 'h2 %s %d' % (shared.S, shared.n['c'])\n");
+    ut_edit("shared.py", "S = 's1'\nif 'n' not in globals(): n = {'c': 0}\n"
                       "def __clone__(new):\n    new.n = n\n    n['c'] += 1\n");
-    e1 = pyr_cache_entry(cache, ut_path("h1.py"));
-    e2 = pyr_cache_entry(cache, ut_path("h2.py"));
+    e1 = pyr_cache_entry(ut_cache, ut_path("h1.py"));
+    e2 = pyr_cache_entry(ut_cache, ut_path("h2.py"));
     s1 = pyr_entry_require(e1, "handler");
     s2 = pyr_entry_require(e2, "handler");
     ck_serves(e1, s1, "h1 s1 0");
     ck_serves(e2, s2, "h2 s1 0");
-    edit("shared.py", "S = 's2'\nif 'n' not in globals(): n = {'c': 0}\n"
+    ut_edit("shared.py", "S = 's2'\nif 'n' not in globals(): n = {'c': 0}\n"
                       "def __clone__(new):\n    new.n = n\n    n['c'] += 1\n");
     ck_serves(e1, s1, "h1 s2 1");
     ck_serves(e2, s2, "h2 s2 1");     /* one clone, not two */
@@ -155,17 +101,17 @@ START_TEST(test_pinned_set_for_in_flight_request)
     char *out;
     int slot;
 
-    edit("h.py", "def handler(req):\n    import dep\n    return dep.D\n");
-    edit("dep.py", "D = 'd1'\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("h.py", "def handler(req):\n    import dep\n    return dep.D\n");
+    ut_edit("dep.py", "D = 'd1'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "d1");
     /* A request in flight keeps its set, even for imports it makes later. */
     pyr_gil_take();
     old = pyr_entry_acquire(e);
     pyr_gil_drop();
-    edit("dep.py", "D = 'd2'\n");
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
+    ut_edit("dep.py", "D = 'd2'\n");
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
     out = ut_call(old, slot);
     ck_assert_str_eq(out, "d1");
     free(out);
@@ -184,17 +130,17 @@ START_TEST(test_quiet_checks_skip_stats)
     long before;
     int slot, i;
 
-    edit("h.py", "import d1, d2, d3\ndef handler(req):\n    return d1.V + d2.V + d3.V\n");
-    edit("d1.py", "V = '1'\n");
-    edit("d2.py", "V = '2'\n");
-    edit("d3.py", "V = '3'\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("h.py", "import d1, d2, d3\ndef handler(req):\n    return d1.V + d2.V + d3.V\n");
+    ut_edit("d1.py", "V = '1'\n");
+    ut_edit("d2.py", "V = '2'\n");
+    ut_edit("d3.py", "V = '3'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "123");
     ck_serves(e, slot, "123");
     before = pyr_entry_sweeps(e);
     for (i = 0; i < 200; i++) {
-        ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
+        ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
     }
     ck_assert_msg(pyr_entry_sweeps(e) - before <= 2, "%ld sweeps for 200 quiet checks",
                   pyr_entry_sweeps(e) - before);
@@ -212,7 +158,7 @@ suite_deps(void)
     Suite *s = suite_create("deps");
     TCase *tc = tcase_create("closure");
 
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, ut_setup_cache, ut_teardown_cache);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_helper_change_rebuilds_importer);
     tcase_add_test(tc, test_roots_and_stdlib);

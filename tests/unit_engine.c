@@ -14,72 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-static apr_pool_t *pool;
-static pyr_cache_t *cache;
-static const pyr_check_t every = { 1, 0 };
-
-static void
-setup(void)
-{
-    ut_setup();
-    apr_pool_create(&pool, NULL);
-    cache = pyr_cache_create(pool);
-}
-
-static void
-teardown(void)
-{
-    pyr_cache_destroy(cache);
-    apr_pool_destroy(pool);
-    ut_teardown();
-}
-
-/* Rewrite in place with a distinct mtime: a guaranteed change whatever the
- * file system's timestamp granularity. */
-static void
-edit(const char *name, const char *text)
-{
-    static long tick;
-
-    ut_write(name, text);
-    ut_set_mtime(name, 1700000000, ++tick * 1000);
-}
-
 static pyr_entry_t *
 entry(const char *name, int *slot)
 {
-    pyr_entry_t *e = pyr_cache_entry(cache, ut_path(name));
+    pyr_entry_t *e = pyr_cache_entry(ut_cache, ut_path(name));
 
     *slot = pyr_entry_require(e, "handler");
     return e;
 }
-
-/* Refresh, pin, call handler(None), unpin: the result's str(). */
-static char *
-serve(pyr_entry_t *e, int slot)
-{
-    pyr_gen_t *g;
-    char *out;
-
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
-    pyr_gil_take();
-    g = pyr_entry_acquire(e);
-    pyr_gil_drop();
-    ck_assert_ptr_nonnull(g);
-    out = ut_call(g, slot);
-    pyr_gil_take();
-    pyr_gen_release(g, &ut_log);
-    pyr_gil_drop();
-    return out;
-}
-
-#define ck_serves(e, slot, want)                                           \
-    do {                                                                   \
-        char *got_ = serve(e, slot);                                       \
-        ck_assert_msg(strcmp(got_, want) == 0, "served '%s', want '%s'\n%s", \
-                      got_, want, ut_log_from("PYR"));                     \
-        free(got_);                                                        \
-    } while (0)
 
 #define ck_eval(e, expr, want)                                             \
     do {                                                                   \
@@ -96,7 +38,7 @@ START_TEST(test_first_load_and_no_change)
     int slot;
     pyr_entry_t *e;
 
-    edit("h.py", "def handler(req):\n    return 'v1'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v1'\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "v1");
     ck_serves(e, slot, "v1");
@@ -114,10 +56,10 @@ START_TEST(test_reload_on_change)
     int slot;
     pyr_entry_t *e;
 
-    edit("h.py", "def handler(req):\n    return 'v1'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v1'\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "v1");
-    edit("h.py", "def handler(req):\n    return 'v2'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v2'\n");
     ck_serves(e, slot, "v2");
     ck_eval(e, "__generation__", "2");
     ut_write_atomic("h.py", "def handler(req):\n    return 'v3'\n");
@@ -135,8 +77,8 @@ START_TEST(test_same_name_two_directories)
 
     ck_assert_int_eq(mkdir(ut_path("a"), 0755), 0);
     ck_assert_int_eq(mkdir(ut_path("b"), 0755), 0);
-    edit("a/handler.py", "def handler(req):\n    return 'A'\n");
-    edit("b/handler.py", "def handler(req):\n    return 'B'\n");
+    ut_edit("a/handler.py", "def handler(req):\n    return 'A'\n");
+    ut_edit("b/handler.py", "def handler(req):\n    return 'B'\n");
     a = entry("a/handler.py", &s1);
     b = entry("b/handler.py", &s2);
     ck_serves(a, s1, "A");
@@ -174,16 +116,16 @@ START_TEST(test_origin_clone_example)
     int slot, i;
 
     snprintf(src, sizeof(src), origin_src, 0);
-    edit("h.py", src);
+    ut_edit("h.py", src);
     e = entry("h.py", &slot);
-    first = serve(e, slot);
+    first = ut_serve(e, slot);
     ck_assert_str_eq(strtok(strdup(first), " "), "0");
     for (i = 1; i <= 5; i++) {
         snprintf(src, sizeof(src), origin_src, i);
-        edit("h.py", src);
-        free(serve(e, slot));
+        ut_edit("h.py", src);
+        free(ut_serve(e, slot));
     }
-    last = serve(e, slot);
+    last = ut_serve(e, slot);
     ck_assert_msg(strncmp(last, "5 ", 2) == 0, "after 5 reloads: %s", last);
     /* The very same Lock object. */
     ck_assert_str_eq(strchr(first, ' '), strchr(last, ' '));
@@ -199,27 +141,27 @@ START_TEST(test_syntax_error_keeps_last_good_and_logs_once)
     char *err;
     int slot;
 
-    edit("h.py", "state = {'n': 0}\n"
+    ut_edit("h.py", "state = {'n': 0}\n"
                  "def __clone__(new):\n    new.state = state\n"
                  "if 'state' not in globals(): state = {'n': 0}\n"
                  "def handler(req):\n    state['n'] += 1\n    return 'good%d' % state['n']\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "good1");
-    edit("h.py", "def handler(req)\n    return 'broken'\n");
+    ut_edit("h.py", "def handler(req)\n    return 'broken'\n");
     ck_serves(e, slot, "good2");
     ck_serves(e, slot, "good3");
     ck_serves(e, slot, "good4");
     ck_assert_int_eq(ut_log_count("load failed"), 1);
     ck_assert_int_eq(ut_log_count("SyntaxError"), 1);
     ck_assert_int_eq(ut_log_count("generation 1 keeps serving"), 1);
-    err = pyr_entry_last_error(e, pool);
+    err = pyr_entry_last_error(e, ut_pool);
     ck_assert_ptr_nonnull(err);
     ck_assert_ptr_nonnull(strstr(err, "h.py\", line 1"));
     /* Fixed: the next request loads it, cloning the last good state. */
-    edit("h.py", "def handler(req):\n    state['n'] += 1\n    return 'fixed%d' % state['n']\n");
+    ut_edit("h.py", "def handler(req):\n    state['n'] += 1\n    return 'fixed%d' % state['n']\n");
     ck_serves(e, slot, "fixed5");
     ck_eval(e, "__generation__", "2");
-    ck_assert_ptr_null(pyr_entry_last_error(e, pool));
+    ck_assert_ptr_null(pyr_entry_last_error(e, ut_pool));
 }
 END_TEST
 
@@ -228,13 +170,13 @@ START_TEST(test_first_load_fails_then_fixed)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "raise RuntimeError('body failed')\n");
+    ut_edit("h.py", "raise RuntimeError('body failed')\n");
     e = entry("h.py", &slot);
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_FAILED);
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
     ck_assert_int_eq(ut_log_count("RuntimeError: body failed"), 1);
     ck_assert_int_eq(ut_log_count("nothing to serve"), 1);
-    edit("h.py", "def handler(req):\n    return 'ok'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'ok'\n");
     ck_serves(e, slot, "ok");
     ck_eval(e, "__generation__", "1");
 }
@@ -245,11 +187,11 @@ START_TEST(test_clone_raising_keeps_old)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "def __clone__(new):\n    raise ValueError('no clone today')\n"
+    ut_edit("h.py", "def __clone__(new):\n    raise ValueError('no clone today')\n"
                  "def handler(req):\n    return 'old'\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "old");
-    edit("h.py", "def handler(req):\n    return 'new'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'new'\n");
     ck_serves(e, slot, "old");
     ck_assert_int_eq(ut_log_count("ValueError: no clone today"), 1);
     ck_assert_int_eq(ut_log_count("in __clone__"), 1);
@@ -263,12 +205,12 @@ START_TEST(test_upgrade_converts_old_format)
     int slot;
 
     /* v1 keeps users as a list of names. */
-    edit("h.py", "users = ['ann', 'bob']\n"
+    ut_edit("h.py", "users = ['ann', 'bob']\n"
                  "def handler(req):\n    return ','.join(users)\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "ann,bob");
     /* v2 wants a dict name -> visits, and converts whatever it finds. */
-    edit("h.py", "FORMAT = 2\nusers = {}\n"
+    ut_edit("h.py", "FORMAT = 2\nusers = {}\n"
                  "def __upgrade__(old):\n"
                  "    global users\n"
                  "    assert old.__generation__ == __generation__ - 1\n"
@@ -281,7 +223,7 @@ START_TEST(test_upgrade_converts_old_format)
     ck_serves(e, slot, "ann=0,bob=0");
     ck_eval(e, "__generation__", "2");
     /* v3 of the same format carries the dict on. */
-    edit("h.py", "FORMAT = 2\nusers = {}\n"
+    ut_edit("h.py", "FORMAT = 2\nusers = {}\n"
                  "def __upgrade__(old):\n"
                  "    global users\n"
                  "    users = old.users if getattr(old, 'FORMAT', 1) == 2 else {}\n"
@@ -306,7 +248,7 @@ START_TEST(test_purge_after_last_request)
     int slot;
 
     snprintf(src, sizeof(src), purge_src, "v1");
-    edit("h.py", src);
+    ut_edit("h.py", src);
     e = entry("h.py", &slot);
     ck_serves(e, slot, "v1");
     /* A request in flight on generation 1. */
@@ -314,7 +256,7 @@ START_TEST(test_purge_after_last_request)
     pinned = pyr_entry_acquire(e);
     pyr_gil_drop();
     snprintf(src, sizeof(src), purge_src, "v2");
-    edit("h.py", src);
+    ut_edit("h.py", src);
     ck_serves(e, slot, "v2");
     ck_eval(e, "sys._purged", "[]");
     /* The old request still runs the old code with the old globals. */
@@ -329,7 +271,7 @@ START_TEST(test_purge_after_last_request)
     ck_eval(e, "sys._purged", "[1]");
     /* Nobody on generation 2 when 3 arrives: purged at once, once. */
     snprintf(src, sizeof(src), purge_src, "v3");
-    edit("h.py", src);
+    ut_edit("h.py", src);
     ck_serves(e, slot, "v3");
     ck_serves(e, slot, "v3");
     ck_eval(e, "sys._purged", "[1, 2]");
@@ -341,7 +283,7 @@ START_TEST(test_old_generations_are_freed)
     pyr_entry_t *e;
     int slot, i;
 
-    edit("h.py", "import sys, weakref\n"
+    ut_edit("h.py", "import sys, weakref\n"
                  "if not hasattr(sys, '_refs'): sys._refs = []\n"
                  "class Marker: pass\n"
                  "marker = Marker()\n"
@@ -350,7 +292,7 @@ START_TEST(test_old_generations_are_freed)
     e = entry("h.py", &slot);
     for (i = 0; i < 20; i++) {
         ut_set_mtime("h.py", 1700000100, i * 1000);
-        free(serve(e, slot));
+        free(ut_serve(e, slot));
     }
     ck_eval(e, "len(__import__('sys')._refs)", "20");
     ck_eval(e, "__import__('gc').collect() >= 0 and "
@@ -363,17 +305,17 @@ START_TEST(test_missing_file_then_back)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "hits = {'n': 0}\n"
+    ut_edit("h.py", "hits = {'n': 0}\n"
                  "def __clone__(new):\n    new.hits = hits\n"
                  "def handler(req):\n    hits['n'] += 1\n    return 'n=%d' % hits['n']\n");
     e = entry("h.py", &slot);
     ck_serves(e, slot, "n=1");
     ck_assert_int_eq(unlink(ut_path("h.py")), 0);
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_MISSING);
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_MISSING);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_MISSING);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_MISSING);
     ck_assert_int_eq(ut_log_count("PYR0103"), 1);
     /* Back, with new code; the state came across through __clone__. */
-    edit("h.py", "if 'hits' not in globals(): hits = {'n': 0}\n"
+    ut_edit("h.py", "if 'hits' not in globals(): hits = {'n': 0}\n"
                  "def __clone__(new):\n    new.hits = hits\n"
                  "def handler(req):\n    hits['n'] += 1\n    return 'back=%d' % hits['n']\n");
     ck_serves(e, slot, "back=2");
@@ -386,15 +328,15 @@ START_TEST(test_missing_callable_is_a_failed_load)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "def handler(req):\n    return 'v1'\n");
-    e = pyr_cache_entry(cache, ut_path("h.py"));
+    ut_edit("h.py", "def handler(req):\n    return 'v1'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "serve");
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
     ck_assert_int_eq(ut_log_count("defines no 'serve'"), 1);
-    edit("h.py", "serve = 42\n");
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_FAILED);
+    ut_edit("h.py", "serve = 42\n");
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
     ck_assert_int_eq(ut_log_count("not a callable"), 1);
-    edit("h.py", "def serve(req):\n    return 'served'\n");
+    ut_edit("h.py", "def serve(req):\n    return 'served'\n");
     ck_serves(e, slot, "served");
 }
 END_TEST
@@ -404,7 +346,7 @@ START_TEST(test_callable_declared_after_load)
     pyr_entry_t *e;
     int s1, s2;
 
-    edit("h.py", "def handler(req):\n    return 'h'\n"
+    ut_edit("h.py", "def handler(req):\n    return 'h'\n"
                  "def other(req):\n    return 'o'\n");
     e = entry("h.py", &s1);
     ck_serves(e, s1, "h");
@@ -420,16 +362,16 @@ START_TEST(test_check_off_freezes)
     pyr_entry_t *e;
     int slot;
 
-    edit("h.py", "def handler(req):\n    return 'v1'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v1'\n");
     e = entry("h.py", &slot);
     ck_assert_int_eq(pyr_entry_refresh(e, &off, &ut_log), PYR_READY);
-    edit("h.py", "def handler(req):\n    return 'v2'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v2'\n");
     ck_assert_int_eq(pyr_entry_refresh(e, &off, &ut_log), PYR_READY);
     ck_eval(e, "__generation__", "1");
     /* An interval: the first check looks, later ones wait. */
     ck_assert_int_eq(pyr_entry_refresh(e, &slow, &ut_log), PYR_READY);
     ck_eval(e, "__generation__", "2");
-    edit("h.py", "def handler(req):\n    return 'v3'\n");
+    ut_edit("h.py", "def handler(req):\n    return 'v3'\n");
     ck_assert_int_eq(pyr_entry_refresh(e, &slow, &ut_log), PYR_READY);
     ck_eval(e, "__generation__", "2");
     ck_serves(e, slot, "v3");   /* 'every' looks again */
@@ -444,7 +386,7 @@ START_TEST(test_bad_sources)
     char *err;
     int slot;
 
-    edit("h.py", latin1);
+    ut_edit("h.py", latin1);
     e = entry("h.py", &slot);
     ck_serves(e, slot, "3");
     ut_write("h.py", "x = 1\n\0\n");
@@ -455,17 +397,17 @@ START_TEST(test_bad_sources)
         fwrite("x = 1\n\0y = 2\n", 1, 13, f);
         fclose(f);
     }
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
     ck_assert_int_eq(ut_log_count("NUL byte"), 1);
     /* A runtime error in the body names the file and the line. */
-    edit("h.py", "x = 1\ny = 1 / 0\n");
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
-    err = pyr_entry_last_error(e, pool);
+    ut_edit("h.py", "x = 1\ny = 1 / 0\n");
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
+    err = pyr_entry_last_error(e, ut_pool);
     ck_assert_ptr_nonnull(strstr(err, "h.py\", line 2"));
     ck_assert_ptr_nonnull(strstr(err, "ZeroDivisionError"));
     /* SystemExit in a module body is a failed load, not an exit. */
-    edit("h.py", "raise SystemExit(3)\n");
-    ck_assert_int_eq(pyr_entry_refresh(e, &every, &ut_log), PYR_READY);
+    ut_edit("h.py", "raise SystemExit(3)\n");
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
     ck_assert_int_eq(ut_log_count("SystemExit: 3"), 1);
     ck_serves(e, slot, "3");
 }
@@ -491,7 +433,7 @@ reader(void *arg)
         char *out;
         long n;
 
-        if (pyr_entry_refresh(shared_entry, &every, &ut_log) != PYR_READY) {
+        if (pyr_entry_refresh(shared_entry, &ut_every, &ut_log) != PYR_READY) {
             (*bad)++;
             continue;
         }
@@ -522,9 +464,9 @@ START_TEST(test_concurrent_refresh)
                       "def handler(req):\n    return str(__generation__)\n";
     int i, edits = 60;
 
-    edit("h.py", src);
+    ut_edit("h.py", src);
     shared_entry = entry("h.py", &shared_slot);
-    free(serve(shared_entry, shared_slot));
+    free(ut_serve(shared_entry, shared_slot));
     stop_readers = 0;
     for (i = 0; i < READERS; i++) {
         pthread_create(&t[i], NULL, reader, &bad[i]);
@@ -532,7 +474,7 @@ START_TEST(test_concurrent_refresh)
     for (i = 0; i < edits; i++) {
         usleep(3000);
         if (i % 2) {
-            edit("h.py", src);
+            ut_edit("h.py", src);
         }
         else {
             ut_write_atomic("h.py", src);
@@ -545,7 +487,7 @@ START_TEST(test_concurrent_refresh)
         pthread_join(t[i], NULL);
         ck_assert_int_eq(bad[i], 0);
     }
-    free(serve(shared_entry, shared_slot));
+    free(ut_serve(shared_entry, shared_slot));
     {
         long gen = ut_eval_long(shared_entry, "__generation__");
         long clones = ut_eval_long(shared_entry, "clones['n']");
@@ -565,7 +507,7 @@ suite_engine(void)
     Suite *s = suite_create("engine");
     TCase *tc = tcase_create("reload");
 
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, ut_setup_cache, ut_teardown_cache);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_first_load_and_no_change);
     tcase_add_test(tc, test_reload_on_change);

@@ -244,6 +244,53 @@ ut_teardown(void)
     ut_teardown_nopython();
 }
 
+pyr_cache_t *ut_cache;
+apr_pool_t *ut_pool;
+const pyr_check_t ut_every = { 1, 0 };
+
+void
+ut_setup_cache(void)
+{
+    ut_setup();
+    apr_pool_create(&ut_pool, NULL);
+    ut_cache = pyr_cache_create(ut_pool);
+}
+
+void
+ut_teardown_cache(void)
+{
+    pyr_cache_destroy(ut_cache);
+    apr_pool_destroy(ut_pool);
+    ut_teardown();
+}
+
+void
+ut_edit(const char *name, const char *text)
+{
+    static long tick;
+
+    ut_write(name, text);
+    ut_set_mtime(name, 1700000000, ++tick * 1000);
+}
+
+char *
+ut_serve(pyr_entry_t *e, int slot)
+{
+    pyr_gen_t *g;
+    char *out;
+
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_READY);
+    pyr_gil_take();
+    g = pyr_entry_acquire(e);
+    pyr_gil_drop();
+    ck_assert_ptr_nonnull(g);
+    out = ut_call(g, slot);
+    pyr_gil_take();
+    pyr_gen_release(g, &ut_log);
+    pyr_gil_drop();
+    return out;
+}
+
 int
 main(void)
 {
