@@ -215,6 +215,22 @@ char *httpd_subst(const httpd_t *h, const char *text)
 {
     return subst2(text ? text : "", "@APP@", h->app, "@DIR@", h->dir);
 }
+/* "/proc/<pid><suffix>" into path (64 bytes), without snprintf: usable from a
+ * signal handler. */
+static void proc_path(char *path, pid_t pid, const char *suffix)
+{
+    char digits[24];
+    int nd = 0;
+    unsigned long v = (unsigned long)pid;
+    const char *pre = "/proc/";
+    size_t k = 0;
+    do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (*pre) path[k++] = *pre++;
+    while (nd) path[k++] = digits[--nd];
+    while (*suffix) path[k++] = *suffix++;
+    path[k] = '\0';
+}
+
 
 /* ------------------------------------------------------------------ */
 /* /proc (the async-signal-safe parts use only open/read/close)        */
@@ -227,18 +243,7 @@ static int proc_stat(pid_t pid, char *state, pid_t *ppid)
     ssize_t n;
     char *p;
     long pp = 0;
-    /* no snprintf: keep this usable from a signal handler */
-    {
-        char digits[24];
-        int nd = 0;
-        unsigned long v = (unsigned long)pid;
-        const char *pre = "/proc/";
-        size_t k = 0;
-        do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v);
-        while (*pre) path[k++] = *pre++;
-        while (nd) path[k++] = digits[--nd];
-        memcpy(path + k, "/stat", 6);
-    }
+    proc_path(path, pid, "/stat");
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     n = read(fd, buf, sizeof buf - 1);
@@ -270,17 +275,7 @@ static int is_apache(pid_t pid)
     char path[64], buf[32];
     int fd;
     ssize_t n;
-    {
-        char digits[24];
-        int nd = 0;
-        unsigned long v = (unsigned long)pid;
-        const char *pre = "/proc/";
-        size_t k = 0;
-        do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v);
-        while (*pre) path[k++] = *pre++;
-        while (nd) path[k++] = digits[--nd];
-        memcpy(path + k, "/comm", 6);
-    }
+    proc_path(path, pid, "/comm");
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     n = read(fd, buf, sizeof buf - 1);
