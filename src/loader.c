@@ -1001,6 +1001,7 @@ build_free(pyr_build_t *b)
     }
     free(b->items);
     free(b->old);
+    free(b->report);
 }
 
 /* Handler files: every declared callable must be there before publishing. */
@@ -1221,11 +1222,11 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
     if (failed) {
         *error = pyr_exc_format();
         *watch = watch_seen(&b, e);
-        free(b.report);
     }
     else {
         *watch = watch_of(e->current);
-        *report_out = b.report;
+        *report_out = b.report;     /* the caller's now */
+        b.report = NULL;
     }
     build_free(&b);
     return failed ? -1 : 0;
