@@ -779,13 +779,16 @@ static int write_conf(httpd_t *h)
             h->opts.loglevel ? h->opts.loglevel : "info", mpm, mpm);
     if (!h->opts.no_module)
         fprintf(f, "LoadModule pyreload_module %s\n", httpd_module_path());
-    if (!strcmp(mpm, "prefork"))
+    if (!strcmp(mpm, "prefork")) {
+        int procs = h->opts.procs > 0 ? h->opts.procs : 1;
         fprintf(f,
-                "StartServers 1\n"
-                "MinSpareServers 1\n"
-                "MaxSpareServers 1\n"
-                "ServerLimit 1\n"
-                "MaxRequestWorkers 1\n");
+                "StartServers %d\n"
+                "MinSpareServers %d\n"
+                "MaxSpareServers %d\n"
+                "ServerLimit %d\n"
+                "MaxRequestWorkers %d\n",
+                procs, procs, procs + 1, procs, procs);
+    }
     else
         fprintf(f,
                 "StartServers 1\n"

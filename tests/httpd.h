@@ -14,7 +14,8 @@
  *         startup.log              stdout+stderr of `apache2 -k start`
  *
  * listening on 127.0.0.1:<free port>, with ONE child process (event/worker:
- * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1), started
+ * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
+ * httpd_opts_t.procs processes for tests with concurrent clients), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
  *
  * Typical use, one server per TCase, started in the parent (check's unchecked
@@ -81,6 +82,8 @@ typedef struct httpd_opts {
     const char *loglevel;        /* LogLevel argument; NULL: "info" */
     int threads;                 /* event/worker ThreadsPerChild (= MaxRequestWorkers,
                                     one child); 0: 16 */
+    int procs;                   /* prefork: child processes (a concurrent test needs
+                                    one per client); 0: 1.  event/worker: ignored */
     int no_module;               /* 1: do not LoadModule pyreload (fixture tests) */
     const char *const *env;      /* extra "NAME=VALUE" for apache2 (@APP@/@DIR@
                                     substituted); NULL-terminated */
