@@ -111,6 +111,22 @@ int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
 int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
 
 /* ------------------------------------------------------------------ */
+/* perm.c: whether a file may be run                                   */
+
+/* 0 when path is safe to run: the file is not writable by others, and no
+ * directory a name of the path is looked up in (symlinks followed) is
+ * writable by others without the sticky bit.  1 when it is not: msg says
+ * which file or directory and the chmod that fixes it.  Otherwise an errno
+ * value (the path cannot be examined; reading it will say why).  A path
+ * that names a directory is held to the directory rule.  No GIL. */
+int pyr_perm_check(const char *path, char *msg, size_t len);
+
+/* 1 when this process (its effective user: the server's User) may write
+ * path or its directory, with msg saying which; 0 otherwise, and always
+ * as root.  A warning, not a refusal.  No GIL. */
+int pyr_perm_self_writable(const char *path, char *msg, size_t len);
+
+/* ------------------------------------------------------------------ */
 /* spec.c: "FILE[::CALLABLE]"                                          */
 
 /* Split arg into file and callable ("handler" when absent).  Returns NULL or

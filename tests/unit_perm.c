@@ -1,0 +1,191 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * unit_perm.c: which files may be run (src/perm.c), table-driven over temp
+ * trees of files, directories and symlinks with chosen modes.
+ */
+#include "unit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* One node of a tree under ut_dir: a directory ('d'), a file ('f') or a
+ * symlink ('l', to target); made in order, then chmod'ed. */
+typedef struct {
+    char kind;
+    const char *name;
+    int mode;
+    const char *target;
+} node_t;
+
+typedef struct {
+    const char *what;
+    node_t tree[8];
+    const char *check;          /* relative to ut_dir */
+    int want;                   /* 0 safe, 1 refused, or an errno value */
+    const char *says[3];        /* in the message; @ is ut_dir */
+} perm_case_t;
+
+static const perm_case_t CASES[] = {
+    {"plain file", {{'d', "a", 0755}, {'f', "a/h.py", 0644}}, "a/h.py", 0, {NULL}},
+    {"group-writable file", {{'d', "a", 0775}, {'f', "a/h.py", 0664}}, "a/h.py", 0, {NULL}},
+    {"world-writable file", {{'d', "a", 0755}, {'f', "a/h.py", 0666}}, "a/h.py", 1,
+     {"@/a/h.py", "writable by any user", "chmod o-w @/a/h.py"}},
+    {"others may only write", {{'d', "a", 0755}, {'f', "a/h.py", 0602}}, "a/h.py", 1,
+     {"chmod o-w @/a/h.py"}},
+    {"world-writable directory", {{'d', "a", 0777}, {'f', "a/h.py", 0644}}, "a/h.py", 1,
+     {"@/a/h.py", "directory @/a ", "chmod o-w @/a (or chmod +t @/a)"}},
+    {"sticky world-writable directory", {{'d', "a", 01777}, {'f', "a/h.py", 0644}},
+     "a/h.py", 0, {NULL}},
+    {"world-writable ancestor", {{'d', "a", 0777}, {'d', "a/b", 0755}, {'f', "a/b/h.py", 0644}},
+     "a/b/h.py", 1, {"directory @/a ", "chmod o-w @/a"}},
+    {"symlink to a world-writable file",
+     {{'d', "a", 0755}, {'d', "r", 0755}, {'f', "r/real.py", 0666},
+      {'l', "a/h.py", 0, "../r/real.py"}},
+     "a/h.py", 1, {"@/a/h.py", "chmod o-w @/r/real.py"}},
+    {"symlink in a world-writable directory",
+     {{'d', "a", 0777}, {'d', "r", 0755}, {'f', "r/real.py", 0644},
+      {'l', "a/h.py", 0, "../r/real.py"}},
+     "a/h.py", 1, {"directory @/a ", "chmod o-w @/a"}},
+    {"symlinked directory that is world-writable",
+     {{'d', "a", 0755}, {'d', "r", 0777}, {'f', "r/h.py", 0644}, {'l', "a/cur", 0, "../r"}},
+     "a/cur/h.py", 1, {"directory @/r ", "chmod o-w @/r"}},
+    {"absolute symlink to a safe file",
+     {{'d', "a", 0755}, {'d', "r", 0755}, {'f', "r/h.py", 0644}, {'l', "a/h.py", 0, "@/r/h.py"}},
+     "a/h.py", 0, {NULL}},
+    /* ".." in a directory means its parent whoever may write it */
+    {"dot-dot out of a world-writable directory",
+     {{'d', "a", 0755}, {'d', "w", 0777}, {'f', "a/h.py", 0644}},
+     "w/../a/h.py", 0, {NULL}},
+    {"dot-dot in a safe tree",
+     {{'d', "a", 0755}, {'d', "a/b", 0755}, {'f', "a/h.py", 0644}},
+     "a/b/../h.py", 0, {NULL}},
+    {"missing file", {{'d', "a", 0755}}, "a/h.py", ENOENT, {NULL}},
+    {"file as a directory", {{'d', "a", 0755}, {'f', "a/h.py", 0644}}, "a/h.py/x.py",
+     ENOTDIR, {NULL}},
+    {"symlink loop", {{'d', "a", 0755}, {'l', "a/x", 0, "y"}, {'l', "a/y", 0, "x"}},
+     "a/x", ELOOP, {NULL}},
+    {"safe directory", {{'d', "a", 0755}, {'d', "a/lib", 0755}}, "a/lib", 0, {NULL}},
+    {"sticky directory", {{'d', "a", 0755}, {'d', "a/lib", 01777}}, "a/lib", 0, {NULL}},
+    {"world-writable directory itself", {{'d', "a", 0755}, {'d', "a/lib", 0777}}, "a/lib", 1,
+     {"@/a/lib", "chmod o-w @/a/lib (or chmod +t @/a/lib)"}},
+};
+
+/* text with @ replaced by ut_dir; static buffer per slot (2 live at once). */
+static const char *
+at(const char *text)
+{
+    static char bufs[2][1024];
+    static int next;
+    char *b = bufs[next++ % 2], *o = b;
+
+    for (; *text && o < b + sizeof(bufs[0]) - 300; text++) {
+        if (*text == '@') {
+            o += snprintf(o, 300, "%s", ut_dir);
+        }
+        else {
+            *o++ = *text;
+        }
+    }
+    *o = '\0';
+    return b;
+}
+
+static void
+make_tree(const node_t *tree)
+{
+    int i;
+
+    for (i = 0; i < 8 && tree[i].kind; i++) {
+        const char *p = ut_path(tree[i].name);
+
+        switch (tree[i].kind) {
+        case 'd':
+            ck_assert_int_eq(mkdir(p, 0700), 0);
+            break;
+        case 'f':
+            ut_write(tree[i].name, "X = 1\n");
+            break;
+        case 'l':
+            ck_assert_int_eq(symlink(at(tree[i].target), p), 0);
+            continue;
+        }
+        ck_assert_int_eq(chmod(p, (mode_t)tree[i].mode), 0);
+    }
+}
+
+START_TEST(test_perm_table)
+{
+    const perm_case_t *c = &CASES[_i];
+    char msg[1024] = "";
+    int rv, i;
+
+    make_tree(c->tree);
+    rv = pyr_perm_check(ut_path(c->check), msg, sizeof(msg));
+    ck_assert_msg(rv == c->want, "[%s] %s: %d, want %d (%s)", c->what, c->check, rv,
+                  c->want, msg);
+    for (i = 0; i < 3 && c->says[i]; i++) {
+        ck_assert_msg(strstr(msg, at(c->says[i])) != NULL, "[%s] message lacks '%s':\n%s",
+                      c->what, at(c->says[i]), msg);
+    }
+}
+END_TEST
+
+/* Relative paths are seen from the working directory, ancestors included. */
+START_TEST(test_perm_relative_path)
+{
+    char msg[512] = "", cwd[512];
+
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    make_tree((node_t[]){{'d', "w", 0777}, {'d', "w/a", 0755}, {'f', "w/a/h.py", 0644}, {0}});
+    ck_assert_int_eq(chdir(ut_path("w/a")), 0);
+    ck_assert_int_eq(pyr_perm_check("h.py", msg, sizeof(msg)), 1);
+    ck_assert_msg(strstr(msg, at("directory @/w ")) != NULL, "%s", msg);
+    ck_assert_int_eq(chdir(cwd), 0);
+}
+END_TEST
+
+/* The server's own user (here: nobody, through seteuid) may write the file
+ * or its directory: a warning, not a refusal. */
+START_TEST(test_perm_writable_by_self)
+{
+    char msg[512] = "";
+
+    if (geteuid() != 0) {
+        return;     /* needs root to become another user */
+    }
+    make_tree((node_t[]){{'d', "a", 0755}, {'f', "a/mine.py", 0644}, {'f', "a/root.py", 0644},
+                         {'d', "b", 0755}, {'f', "b/h.py", 0644}, {0}});
+    ck_assert_int_eq(chmod(ut_dir, 0755), 0);
+    ck_assert_int_eq(chown(ut_path("a/mine.py"), 65534, 65534), 0);
+    ck_assert_int_eq(chown(ut_path("b"), 65534, 65534), 0);
+    /* root itself may write anything: never a warning */
+    ck_assert_int_eq(pyr_perm_self_writable(ut_path("a/mine.py"), msg, sizeof(msg)), 0);
+    ck_assert_int_eq(seteuid(65534), 0);
+    ck_assert_int_eq(pyr_perm_self_writable(ut_path("a/root.py"), msg, sizeof(msg)), 0);
+    ck_assert_int_eq(pyr_perm_self_writable(ut_path("a/mine.py"), msg, sizeof(msg)), 1);
+    ck_assert_msg(strstr(msg, ut_path("a/mine.py")) != NULL, "%s", msg);
+    ck_assert_int_eq(pyr_perm_self_writable(ut_path("b/h.py"), msg, sizeof(msg)), 1);
+    ck_assert_msg(strstr(msg, ut_path("b")) != NULL, "%s", msg);
+    ck_assert_int_eq(seteuid(0), 0);
+}
+END_TEST
+
+Suite *
+suite_perm(void)
+{
+    Suite *s = suite_create("perm");
+    TCase *tc = tcase_create("modes");
+
+    tcase_add_checked_fixture(tc, ut_setup_nopython, ut_teardown_nopython);
+    tcase_add_loop_test(tc, test_perm_table, 0, (int)(sizeof CASES / sizeof CASES[0]));
+    tcase_add_test(tc, test_perm_relative_path);
+    tcase_add_test(tc, test_perm_writable_by_self);
+    suite_add_tcase(s, tc);
+    return s;
+}
