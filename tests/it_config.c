@@ -53,6 +53,10 @@ static const bad_case_t BAD[] = {
     {"PyReloadCheckInterval 10ms\n", {"PyReloadCheckInterval"}},
     {"PyReloadCheckInterval \"\"\n", {"PyReloadCheckInterval"}},
     {"PyReloadOption onlyname\n", {"PyReloadOption"}},
+    {"PyReloadSafeFiles maybe\n", {"PyReloadSafeFiles"}},
+    {"<Location /x>\n  PyReloadSafeFiles Off\n</Location>\n", {"PyReloadSafeFiles"}},
+    {"<VirtualHost 127.0.0.1:*>\n  PyReloadSafeFiles Off\n</VirtualHost>\n",
+     {"PyReloadSafeFiles", "VirtualHost"}},
 };
 
 START_TEST(test_bad_config_refused)
@@ -86,6 +90,7 @@ static const char GOOD_CONF[] =
     "PyReloadCheck On\n"
     "PyReloadCheckInterval 0\n"
     "PyReloadOption a b\n"
+    "PyReloadSafeFiles On\n"
     "<Location /a>\n"
     "  PyReloadHandler @APP@/ok.py\n"
     "  PyReloadDebug on\n"

@@ -1,0 +1,369 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * it_safety.c: code anyone may write is never run (against a real apache2).
+ *
+ *   - start-up: a PyReloadHandler file (or PyReloadPath directory) that any
+ *     user may write or swap stops apache2 (`apache2 -t` too), with a
+ *     message naming the file and the chmod that fixes it;
+ *   - load time: a reloadable file (handler or imported module) that became
+ *     unsafe fails to load like a broken one: the last good code keeps
+ *     serving, one clear line in the log, no traceback;
+ *   - PyReloadSafeFiles Off lets a development machine run them;
+ *   - a file the server's own User may write is run, with one warning.
+ */
+#define _GNU_SOURCE
+#include "httpd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define T0 1700000000
+
+static httpd_t *srv;
+static long tick;
+
+static void
+put(httpd_t *h, const char *name, const char *text)
+{
+    ck_assert_int_eq(httpd_write(h, name, text), 0);
+    ck_assert_int_eq(httpd_set_mtime(h, name, T0, ++tick * 1000), 0);
+}
+
+static void
+mode(httpd_t *h, const char *name, mode_t m)
+{
+    char *p = httpd_path(h, name);
+
+    ck_assert_msg(chmod(p, m) == 0, "chmod %s", p);
+    free(p);
+}
+
+static char *
+get_status(httpd_t *h, const char *path, long status)
+{
+    http_resp_t *r = http_get(h, path);
+    char *body;
+
+    ck_assert_msg(r->status == status, "%s: status %ld, want %ld: %.1500s", path,
+                  r->status, status, r->body);
+    body = strdup(r->body);
+    http_free(r);
+    return body;
+}
+
+#define expect(h, path, want)                                                \
+    do {                                                                     \
+        char *got_ = get_status(h, path, 200);                               \
+        ck_assert_msg(strcmp(got_, want) == 0, "%s: '%s', want '%s'", path,  \
+                      got_, want);                                           \
+        free(got_);                                                          \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Start-up                                                            */
+
+static const char OK_PY[] =
+    "import pyreload\n"
+    "def handler(req):\n    req.write('ok')\n    return pyreload.OK\n";
+
+typedef struct {
+    const char *what;
+    const char *config;
+    const char *file;           /* chmod'ed to mode before the start */
+    mode_t mode;
+    int starts;
+    const char *says[3];        /* in the start-up output (@APP@, @DIR@) */
+} start_case_t;
+
+static const start_case_t STARTS[] = {
+    {"world-writable handler",
+     "<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\n", "ok.py", 0666, 0,
+     {"PYR0020", "@APP@/ok.py", "chmod o-w @APP@/ok.py"}},
+    {"world-writable handler directory",
+     "PyReloadHandler @APP@/ok.py::handler\n", ".", 0777, 0,
+     {"PYR0020", "@APP@/ok.py", "chmod o-w @APP@ (or chmod +t @APP@)"}},
+    {"world-writable PyReloadPath",
+     "PyReloadPath @DIR@/lib\n<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\n",
+     "../lib", 0777, 0, {"PYR0020", "@DIR@/lib", "chmod o-w @DIR@/lib"}},
+    {"sticky world-writable directory",
+     "<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\n", ".", 01777, 1, {NULL}},
+    {"group-writable handler",
+     "<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\n", "ok.py", 0664, 1, {NULL}},
+    {"world-writable handler, PyReloadSafeFiles Off (after the handler)",
+     "<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\nPyReloadSafeFiles Off\n",
+     "ok.py", 0666, 1, {NULL}},
+};
+
+/* `apache2 -t` on the configuration the fixture wrote: its exit status. */
+static int
+configtest(httpd_t *h, char **out)
+{
+    char cmd[512], buf[4096];
+    size_t n;
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "/usr/sbin/apache2 -t -f %s 2>&1", h->conf);
+    p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    n = fread(buf, 1, sizeof(buf) - 1, p);
+    buf[n] = '\0';
+    *out = strdup(buf);
+    return WEXITSTATUS(pclose(p));
+}
+
+START_TEST(test_unsafe_refused_at_start)
+{
+    static const httpd_file_t files[] = {{"ok.py", OK_PY}, {"../lib/.keep", ""}, {NULL, NULL}};
+    const start_case_t *c = &STARTS[_i];
+    httpd_opts_t o = {.config = c->config, .files = files};
+    httpd_t *h = httpd_new(&o);
+    char *out;
+    int rc, i;
+
+    ck_assert_ptr_nonnull(h);
+    mode(h, c->file, c->mode);
+    rc = httpd_start(h);
+    if (c->starts) {
+        if (rc != 0) {
+            httpd_dump_log_tail(h, 40);
+        }
+        ck_assert_msg(rc == 0, "[%s] apache2 refused to start:\n%s", c->what,
+                      h->startup_output);
+        expect(h, strstr(c->config, "<Location /ok>") ? "/ok" : "/", "ok");
+        httpd_stop(h);
+        mode(h, c->file, c->file[0] == '.' ? 0755 : 0644);
+        httpd_free(h);
+        return;
+    }
+    if (rc == 0) {
+        httpd_stop(h);
+        ck_abort_msg("[%s] apache2 started", c->what);
+    }
+    for (i = 0; i < 3 && c->says[i]; i++) {
+        char *want = httpd_subst(h, c->says[i]);
+
+        ck_assert_msg(strstr(h->startup_output, want) != NULL,
+                      "[%s] start-up output lacks \"%s\":\n%s", c->what, want,
+                      h->startup_output);
+        free(want);
+    }
+    rc = configtest(h, &out);
+    ck_assert_msg(rc != 0 && strstr(out, "PYR0020") && !strstr(out, "Syntax OK"),
+                  "[%s] apache2 -t: %d\n%s", c->what, rc, out);
+    free(out);
+    /* the temp dir is removed by the fixture: give the modes back */
+    mode(h, c->file, 0755);
+    httpd_free(h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Load time                                                           */
+
+static const char H_PY[] =
+    "import pyreload, helper, libmod\n"
+    "V = '%s'\n"
+    "def handler(req):\n"
+    "    if req.args == 'late':\n"
+    "        import latemod\n"
+    "        req.write(latemod.L)\n"
+    "    elif req.args == 'pkg':\n"
+    "        from pkg import mod\n"
+    "        req.write(mod.P)\n"
+    "    else:\n"
+    "        req.write('%%s %%s %%s' %% (V, helper.H, libmod.L))\n"
+    "    return pyreload.OK\n";
+
+static void
+handler_v(httpd_t *h, const char *v)
+{
+    char src[sizeof(H_PY) + 16];
+
+    snprintf(src, sizeof(src), H_PY, v);
+    put(h, "h.py", src);
+}
+
+static void
+lsetup(void)
+{
+    static const httpd_file_t files[] = {
+        {"helper.py", "H = 'h1'\n"},
+        {"latemod.py", "L = 'late'\n"},
+        {"pkg/__init__.py", ""},
+        {"pkg/mod.py", "P = 'p1'\n"},
+        {"../lib/libmod.py", "L = 'l1'\n"},
+        {NULL, NULL}
+    };
+    httpd_opts_t o = {
+        .config = "PyReloadPath @DIR@/lib\n"
+                  "<Location /h>\n  PyReloadHandler @APP@/h.py\n</Location>\n",
+        .files = files };
+
+    srv = httpd_new(&o);
+    ck_assert_ptr_nonnull(srv);
+    handler_v(srv, "v1");
+    if (httpd_start(srv) != 0) {
+        httpd_dump_log_tail(srv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+static void
+lteardown(void)
+{
+    httpd_free(srv);
+    srv = NULL;
+}
+
+/* One load failure for file, said plainly: the file, the fix, no traceback. */
+static void
+refused_once(size_t mark, const char *file, const char *fix)
+{
+    char *path = httpd_subst(srv, file), *want = httpd_subst(srv, fix), *log;
+
+    ck_assert(httpd_log_wait(srv, mark, "PYR0102", 1, 2000));
+    log = httpd_log_since(srv, mark);
+    ck_assert_msg(httpd_log_count(srv, mark, want) == 1 && strstr(log, path)
+                  && !strstr(log, "Traceback"), "want one '%s' for %s, no traceback:\n%s",
+                  want, path, log);
+    free(log);
+    free(path);
+    free(want);
+}
+
+START_TEST(test_unsafe_module_keeps_last_good)
+{
+    size_t mark;
+    int i;
+
+    expect(srv, "/h", "v1 h1 l1");
+    /* An imported module becomes world-writable (and is edited). */
+    mark = httpd_log_mark(srv);
+    put(srv, "helper.py", "H = 'h2'\n");
+    mode(srv, "helper.py", 0666);
+    for (i = 0; i < 3; i++) {
+        expect(srv, "/h", "v1 h1 l1");
+    }
+    refused_once(mark, "@APP@/helper.py", "chmod o-w @APP@/helper.py");
+    mode(srv, "helper.py", 0644);
+    expect(srv, "/h", "v1 h2 l1");
+
+    /* The handler itself. */
+    mark = httpd_log_mark(srv);
+    handler_v(srv, "v2");
+    mode(srv, "h.py", 0606);
+    expect(srv, "/h", "v1 h2 l1");
+    expect(srv, "/h", "v1 h2 l1");
+    refused_once(mark, "@APP@/h.py", "chmod o-w @APP@/h.py");
+    mode(srv, "h.py", 0644);
+    expect(srv, "/h", "v2 h2 l1");
+
+    /* A module under a PyReloadPath root. */
+    mark = httpd_log_mark(srv);
+    put(srv, "../lib/libmod.py", "L = 'l2'\n");
+    mode(srv, "../lib/libmod.py", 0666);
+    expect(srv, "/h", "v2 h2 l1");
+    refused_once(mark, "@DIR@/lib/libmod.py", "chmod o-w @DIR@/lib/libmod.py");
+    mode(srv, "../lib/libmod.py", 0644);
+    expect(srv, "/h", "v2 h2 l2");
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+/* Modules first imported at request time: the import raises, the handler
+ * answers 500, the log says why. */
+START_TEST(test_unsafe_module_at_request_time)
+{
+    size_t mark = httpd_log_mark(srv);
+    char *log;
+
+    mode(srv, "latemod.py", 0666);
+    free(get_status(srv, "/h?late", 500));
+    ck_assert(httpd_log_wait(srv, mark, "chmod o-w", 1, 2000));
+    log = httpd_log_since(srv, mark);
+    ck_assert_msg(strstr(log, httpd_path(srv, "latemod.py")) != NULL, "%s", log);
+    free(log);
+    mode(srv, "latemod.py", 0644);
+    expect(srv, "/h?late", "late");
+
+    /* a package directory anyone may write */
+    mark = httpd_log_mark(srv);
+    mode(srv, "pkg", 0777);
+    free(get_status(srv, "/h?pkg", 500));
+    ck_assert(httpd_log_wait(srv, mark, "chmod +t", 1, 2000));
+    mode(srv, "pkg", 0755);
+    expect(srv, "/h?pkg", "p1");
+    expect(srv, "/h", "v2 h2 l2");
+}
+END_TEST
+
+/* The server's User (www-data) may write a file: it runs, with a warning,
+ * once per file in a process. */
+START_TEST(test_writable_by_server_user_warns_once)
+{
+    char *p = httpd_path(srv, "helper.py");
+    size_t mark = httpd_log_mark(srv);
+    char *line;
+
+    expect(srv, "/h", "v2 h2 l2");
+    put(srv, "helper.py", "H = 'h3'\n");
+    ck_assert_int_eq(chown(p, 33, 33), 0);        /* www-data on Debian */
+    expect(srv, "/h", "v2 h3 l2");
+    ck_assert(httpd_log_wait(srv, mark, "PYR0122", 1, 2000));
+    line = httpd_log_line(srv, mark, "PYR0122");
+    ck_assert_msg(strstr(line, p) && strstr(line, "warn"), "%s", line);
+    put(srv, "helper.py", "H = 'h4'\n");
+    expect(srv, "/h", "v2 h4 l2");
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0122"), 1);
+    ck_assert_int_eq(chown(p, 0, 0), 0);
+    free(line);
+    free(p);
+}
+END_TEST
+
+/* PyReloadSafeFiles Off: a development machine runs what it is given. */
+START_TEST(test_safe_files_off)
+{
+    static const httpd_file_t files[] = {{"ok.py", OK_PY}, {NULL, NULL}};
+    httpd_opts_t o = {.config = "PyReloadSafeFiles Off\n"
+                                "<Location /ok>\n  PyReloadHandler @APP@/ok.py\n</Location>\n",
+                      .files = files};
+    httpd_t *h = httpd_new(&o);
+
+    ck_assert_ptr_nonnull(h);
+    mode(h, "ok.py", 0666);
+    mode(h, ".", 0777);
+    ck_assert_msg(httpd_start(h) == 0, "%s", h->startup_output);
+    expect(h, "/ok", "ok");
+    put(h, "ok.py", "import pyreload\n"
+                    "def handler(req):\n    req.write('ok2')\n    return pyreload.OK\n");
+    mode(h, "ok.py", 0666);
+    expect(h, "/ok", "ok2");
+    httpd_stop(h);
+    mode(h, ".", 0755);
+    httpd_free(h);
+}
+END_TEST
+
+Suite *
+suite_safety(void)
+{
+    Suite *s = suite_create("safety");
+    TCase *sc = httpd_tcase("start", 90, NULL, NULL);
+    TCase *lc = httpd_tcase("load", 60, lsetup, lteardown);
+
+    tcase_add_loop_test(sc, test_unsafe_refused_at_start, 0,
+                        (int)(sizeof STARTS / sizeof STARTS[0]));
+    tcase_add_test(sc, test_safe_files_off);
+    suite_add_tcase(s, sc);
+    tcase_add_test(lc, test_unsafe_module_keeps_last_good);
+    tcase_add_test(lc, test_unsafe_module_at_request_time);
+    tcase_add_test(lc, test_writable_by_server_user_warns_once);
+    suite_add_tcase(s, lc);
+    return s;
+}
