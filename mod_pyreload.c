@@ -35,6 +35,10 @@ module AP_MODULE_DECLARE_DATA pyreload_module;
 static pyr_cache_t *cache;
 static server_rec *main_server;
 
+/* Every PyReloadHandler of the configuration being read (pconf), for the
+ * start-up check of its file once PyReloadSafeFiles is known. */
+static apr_array_header_t *configured;
+
 /* ------------------------------------------------------------------ */
 /* Configuration                                                       */
 
@@ -75,7 +79,25 @@ create_srv_conf(apr_pool_t *p, server_rec *s)
     pyr_srv_conf_t *c = apr_pcalloc(p, sizeof(*c));
 
     c->paths = apr_array_make(p, 4, sizeof(const char *));
+    c->safe_files = PYR_UNSET;
     return c;
+}
+
+/* "<Location /x>, /etc/apache2/sites-enabled/app.conf:12": which directive
+ * a log line is about. */
+static const char *
+directive_where(cmd_parms *cmd)
+{
+    const ap_directive_t *d = cmd->directive, *sec = d ? d->parent : NULL;
+
+    if (!d) {
+        return "";
+    }
+    if (sec) {
+        return apr_psprintf(cmd->pool, "%s %s, %s:%d", sec->directive, sec->args,
+                            d->filename, d->line_num);
+    }
+    return apr_psprintf(cmd->pool, "%s:%d", d->filename, d->line_num);
 }
 
 static const char *
@@ -103,8 +125,12 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
     h = apr_pcalloc(cmd->pool, sizeof(*h));
     h->path = path;
     h->callable = callable;
+    h->where = directive_where(cmd);
     h->slot = -1;
     c->handler = h;
+    if (configured) {
+        APR_ARRAY_PUSH(configured, const pyr_handler_t *) = h;
+    }
     return NULL;
 }
 
@@ -157,6 +183,20 @@ set_interval(cmd_parms *cmd, void *mconfig, const char *arg)
 }
 
 static const char *
+set_safe_files(cmd_parms *cmd, void *mconfig, int on)
+{
+    pyr_srv_conf_t *sc;
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    sc = ap_get_module_config(cmd->server->module_config, &pyreload_module);
+    sc->safe_files = on;
+    return NULL;
+}
+
+static const char *
 add_option(cmd_parms *cmd, void *mconfig, const char *name, const char *value)
 {
     apr_table_set(((pyr_dir_conf_t *)mconfig)->options, name, value);
@@ -179,11 +219,69 @@ static const command_rec pyreload_cmds[] = {
                   "(default 0: on every request)"),
     AP_INIT_TAKE2("PyReloadOption", add_option, NULL, RSRC_CONF | ACCESS_CONF,
                   "NAME VALUE: a setting handlers read as req.options[NAME]"),
+    AP_INIT_FLAG("PyReloadSafeFiles", set_safe_files, NULL, RSRC_CONF,
+                 "Off: run Python files that any user may write (a development "
+                 "machine; default On: refuse them); server-wide"),
     {NULL}
 };
 
 /* ------------------------------------------------------------------ */
 /* Hooks                                                               */
+
+static int
+safe_files_on(server_rec *s)
+{
+    pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
+
+    return sc->safe_files != 0;
+}
+
+static int
+pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    configured = apr_array_make(pconf, 8, sizeof(const pyr_handler_t *));
+    return OK;
+}
+
+/* Code anyone may write is refused before the server starts (and by
+ * `apache2 -t`): every PyReloadHandler file and PyReloadPath directory.
+ * Files found later (imports, edits) are checked when they load. */
+static int
+check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    char msg[1024];
+    server_rec *vs;
+    int i, bad = 0;
+
+    if (!safe_files_on(s)) {
+        return OK;
+    }
+    for (i = 0; configured && i < configured->nelts; i++) {
+        const pyr_handler_t *h = APR_ARRAY_IDX(configured, i, const pyr_handler_t *);
+
+        if (pyr_perm_check(h->path, msg, sizeof(msg)) == 1) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
+                         "PyReloadHandler (%s): %s; or, on a development machine only, "
+                         "PyReloadSafeFiles Off", h->where, msg);
+            bad = 1;
+        }
+    }
+    for (vs = s; vs; vs = vs->next) {
+        pyr_srv_conf_t *sc = ap_get_module_config(vs->module_config, &pyreload_module);
+
+        for (i = 0; i < sc->paths->nelts; i++) {
+            const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
+
+            if (pyr_perm_check(dir, msg, sizeof(msg)) == 1) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
+                             "PyReloadPath: %s; or, on a development machine only, "
+                             "PyReloadSafeFiles Off", msg);
+                bad = 1;
+            }
+        }
+    }
+    return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
+}
 
 static void
 stdio_log(void *baton, int level, const char *line)
@@ -239,6 +337,8 @@ child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     cache = pyr_cache_create(pchild);
+    pyr_cache_set_safe_files(cache, safe_files_on(s));
+    pyr_cache_set_logger(cache, &opts.stdio);
     for (i = 0; i < paths->nelts; i++) {
         pyr_cache_add_root(cache, APR_ARRAY_IDX(paths, i, const char *));
     }
@@ -259,6 +359,8 @@ pyreload_handler(request_rec *r)
 static void
 register_hooks(apr_pool_t *p)
 {
+    ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }

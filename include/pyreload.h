@@ -169,6 +169,14 @@ pyr_entry_t *pyr_cache_entry(pyr_cache_t *cache, const char *path);
  * reloadable module, reload with their importers.  No GIL; thread-safe. */
 void pyr_cache_add_root(pyr_cache_t *cache, const char *dir);
 
+/* Whether files anyone may write are refused (on, the default) or run
+ * (PyReloadSafeFiles Off, a development machine).  Before any request.  */
+void pyr_cache_set_safe_files(pyr_cache_t *cache, int on);
+
+/* Where the cache logs what happens outside a refresh (a module imported
+ * for the first time while a request runs).  Copied; before any request. */
+void pyr_cache_set_logger(pyr_cache_t *cache, const pyr_logger_t *log);
+
 /* Declare that requests will call this attribute; a load only publishes when
  * every declared callable exists and is callable.  Returns the slot to pass
  * to pyr_gen_callable().  No GIL; thread-safe; idempotent per name. */

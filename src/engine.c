@@ -56,6 +56,18 @@ pyr_cache_add_root(pyr_cache_t *c, const char *dir)
     pthread_mutex_unlock(&c->lock);
 }
 
+void
+pyr_cache_set_safe_files(pyr_cache_t *c, int on)
+{
+    c->unsafe_ok = !on;
+}
+
+void
+pyr_cache_set_logger(pyr_cache_t *c, const pyr_logger_t *log)
+{
+    c->log = *log;
+}
+
 /* FNV-1a: a handler's __name__, unique per path. */
 static char *
 handler_name(apr_pool_t *p, const char *path)

@@ -76,6 +76,7 @@ struct pyr_entry {
     /* GIL. */
     pyr_gen_t *current;
     long published;
+    int warned_writable;            /* the server's User may write it: said once */
 };
 
 struct pyr_cache {
@@ -86,6 +87,8 @@ struct pyr_cache {
     /* One rebuild at a time in a process: taken without the GIL, before it. */
     pthread_mutex_t build;
     pyr_notify_t *notify;
+    int unsafe_ok;                  /* PyReloadSafeFiles Off: run what anyone may write */
+    pyr_logger_t log;               /* outside a refresh; log.log may be NULL */
     /* GIL. */
     PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
 };

@@ -19,6 +19,7 @@
 typedef struct pyr_handler {
     const char *path;           /* absolute */
     const char *callable;
+    const char *where;          /* the directive's section, file and line, for logs */
     pyr_entry_t *entry;         /* atomic; NULL until bound */
     int slot;
 } pyr_handler_t;
@@ -34,6 +35,7 @@ typedef struct pyr_dir_conf {
 
 typedef struct pyr_srv_conf {
     apr_array_header_t *paths;  /* const char *: PyReloadPath */
+    int safe_files;             /* PYR_UNSET, 0, 1; main server only */
 } pyr_srv_conf_t;
 
 /* request.c */

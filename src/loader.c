@@ -70,6 +70,7 @@ struct pyr_build {
     int nold, capold;
     char *report;               /* info lines, '\n'-separated */
     const char *why;            /* the changed files, for the report */
+    char *refused;              /* a file anyone may write was met: the message */
 };
 
 static __thread pyr_build_t *building;
@@ -315,10 +316,45 @@ pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg)
     return 0;
 }
 
+/* Code anyone may write never runs (unless PyReloadSafeFiles Off); code the
+ * server's own User may write runs, with a warning once per file.  The
+ * refusal is recorded in the build, so that it fails even if the importer
+ * catches the exception.  0, or -1 with PermissionError set. */
+static int
+safe_to_run(pyr_build_t *b, pyr_entry_t *e)
+{
+    const pyr_logger_t *log = b->log ? b->log : e->cache->log.log ? &e->cache->log : NULL;
+    char msg[1024];
+    int unsafe = 0, writable = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    if (!e->cache->unsafe_ok) {
+        unsafe = pyr_perm_check(e->path, msg, sizeof(msg)) == 1;
+    }
+    if (!unsafe && !e->warned_writable) {
+        writable = pyr_perm_self_writable(e->path, msg, sizeof(msg));
+        if (writable && log) {
+            pyr_logf(log, PYR_LOG_WARNING, "PYR0122: %s", msg);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (writable) {
+        e->warned_writable = 1;
+    }
+    if (!unsafe) {
+        return 0;
+    }
+    if (!b->refused) {
+        b->refused = strdup(msg);
+    }
+    PyErr_SetString(PyExc_PermissionError, msg);
+    return -1;
+}
+
 /* Compile e's source (or reuse the current code when the file is the same:
  * only a dependency changed).  New reference, or NULL with an exception. */
 static PyObject *
-compile_source(pyr_entry_t *e, item_t *it)
+compile_source(pyr_build_t *b, pyr_entry_t *e, item_t *it)
 {
     PyCompilerFlags flags = {0, PY_MINOR_VERSION};
     PyObject *fname, *code;
@@ -326,6 +362,9 @@ compile_source(pyr_entry_t *e, item_t *it)
     size_t len = 0;
     int rv;
 
+    if (safe_to_run(b, e) < 0) {
+        return NULL;
+    }
     if (e->current && e->current->code) {
         pyr_sig_t now;
 
@@ -455,7 +494,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     if (b->why && !e->is_handler) {
         report(b, "PYR0101: %s (%s) rebuilt: %s", e->name, e->path, b->why);
     }
-    if (!(code = compile_source(e, it))) {
+    if (!(code = compile_source(b, e, it))) {
         return NULL;
     }
     it = &b->items[idx];
@@ -530,6 +569,7 @@ request_import(pyr_entry_t *d)
         if (!d->current) {
             memset(&b, 0, sizeof(b));
             b.cache = c;
+            b.log = c->log.log ? &c->log : NULL;
             building = &b;
             m = build_module(&b, d);
             building = NULL;
@@ -1002,6 +1042,7 @@ build_free(pyr_build_t *b)
     free(b->items);
     free(b->old);
     free(b->report);
+    free(b->refused);
 }
 
 /* Handler files: every declared callable must be there before publishing. */
@@ -1216,10 +1257,19 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
         failed = 1;
     }
     building = NULL;
-    if (!failed && publish(&b) < 0) {
+    /* A refused file fails the build even if its importer caught the error. */
+    if (!failed && !b.refused && publish(&b) < 0) {
         failed = 1;
     }
-    if (failed) {
+    if (b.refused) {
+        /* Not a bug in the code: the message says it all, no traceback. */
+        PyErr_Clear();
+        *error = malloc(strlen(b.refused) + 2);
+        sprintf(*error, "%s\n", b.refused);
+        *watch = watch_seen(&b, e);
+        failed = 1;
+    }
+    else if (failed) {
         *error = pyr_exc_format();
         *watch = watch_seen(&b, e);
     }
