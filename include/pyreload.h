@@ -177,9 +177,12 @@ void pyr_cache_set_safe_files(pyr_cache_t *cache, int on);
  * for the first time while a request runs).  Copied; before any request. */
 void pyr_cache_set_logger(pyr_cache_t *cache, const pyr_logger_t *log);
 
-/* Declare that requests will call this attribute; a load only publishes when
- * every declared callable exists and is callable.  Returns the slot to pass
- * to pyr_gen_callable().  No GIL; thread-safe; idempotent per name. */
+/* Declare that requests will call this attribute.  A load publishes unless
+ * a declared callable that the current generation has is missing from the
+ * new one (an edit that deletes a function in use keeps the last good code);
+ * one that was never there does not hold the file back from the other
+ * configurations: pyr_gen_callable() fails for it alone.  Returns the slot
+ * to pass to pyr_gen_callable().  No GIL; thread-safe; idempotent per name. */
 int pyr_entry_require(pyr_entry_t *e, const char *callable);
 
 /* Bring the entry up to date with its files: stat the handler file and every
@@ -209,6 +212,9 @@ void pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log);
  * pyr_gen_callable() returns NULL with an exception set when missing. */
 PyObject *pyr_gen_module(pyr_gen_t *g);
 PyObject *pyr_gen_callable(pyr_gen_t *g, int slot);
+/* After pyr_gen_callable() failed: 1 the first time this generation lacks
+ * that slot (log it then), 0 after.  GIL. */
+int pyr_gen_tell_missing(pyr_gen_t *g, int slot);
 long pyr_gen_number(const pyr_gen_t *g);
 
 #endif /* PYRELOAD_H */

@@ -252,10 +252,11 @@ pyr_gen_callable(pyr_gen_t *g, int slot)
     PyObject *name, *fn;
     pyr_entry_t *e = g->entry;
 
-    if (slot >= 0 && slot < g->ncallables) {
+    if (slot >= 0 && slot < g->ncallables && g->callables[slot]) {
         return g->callables[slot];
     }
-    /* Declared after this generation was published: look it up now. */
+    /* Declared after this generation was published, or missing from it:
+     * look it up now (and say why it cannot be called). */
     if (slot < 0 || slot >= __atomic_load_n(&e->nnames, __ATOMIC_ACQUIRE)) {
         PyErr_SetString(PyExc_RuntimeError, "too many callables declared for one file");
         return NULL;
@@ -273,6 +274,16 @@ pyr_gen_callable(pyr_gen_t *g, int slot)
     }
     Py_DECREF(name);
     return fn;
+}
+
+int
+pyr_gen_tell_missing(pyr_gen_t *g, int slot)
+{
+    if (slot < 0 || slot >= PYR_MAX_CALLABLES || g->told[slot]) {
+        return 0;
+    }
+    g->told[slot] = 1;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ */

@@ -23,8 +23,9 @@ struct pyr_gen {
     PyObject *module;               /* owned */
     PyObject *code;                 /* owned: reused when only a dependency changed */
     pyr_sig_t sig;                  /* the source it was built from */
-    PyObject *callables[PYR_MAX_CALLABLES];     /* owned; handler files only */
+    PyObject *callables[PYR_MAX_CALLABLES];     /* owned or NULL (missing); handlers */
     int ncallables;
+    unsigned char told[PYR_MAX_CALLABLES];      /* GIL: a missing one was logged */
     long number;
     /* GIL.  Requests pinning it, and generations that imported it. */
     long refs;

@@ -1045,27 +1045,37 @@ build_free(pyr_build_t *b)
     free(b->refused);
 }
 
-/* Handler files: every declared callable must be there before publishing. */
+/* Handler files: a callable that a configuration uses must not disappear.
+ * One the current generation has and the new one lacks fails the load (the
+ * last good code keeps serving, as for any broken edit); one never found
+ * belongs to the configuration that names it, not to the file: out[i] is
+ * NULL and only that configuration's requests fail. */
 static int
 check_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
 {
     int i, n = __atomic_load_n(&e->nnames, __ATOMIC_ACQUIRE);
     PyObject *dict = PyModule_GetDict(module);
+    PyObject *had = e->current ? PyModule_GetDict(e->current->module) : NULL;
 
     for (i = 0; i < n; i++) {
         PyObject *fn = PyDict_GetItemString(dict, e->names[i]);    /* borrowed */
+        PyObject *old = had ? PyDict_GetItemString(had, e->names[i]) : NULL;
 
+        out[i] = fn && PyCallable_Check(fn) ? fn : NULL;
+        if (out[i] || !old || !PyCallable_Check(old)) {
+            continue;
+        }
         if (!fn) {
             PyErr_Format(PyExc_AttributeError, "%s defines no '%s' (named by "
-                         "PyReloadHandler)", e->path, e->names[i]);
-            return -1;
+                         "PyReloadHandler, and defined by the code serving now)",
+                         e->path, e->names[i]);
         }
-        if (!PyCallable_Check(fn)) {
-            PyErr_Format(PyExc_TypeError, "'%s' in %s is a %.100s, not a callable",
-                         e->names[i], e->path, Py_TYPE(fn)->tp_name);
-            return -1;
+        else {
+            PyErr_Format(PyExc_TypeError, "'%s' in %s is a %.100s, not a callable "
+                         "(named by PyReloadHandler)", e->names[i], e->path,
+                         Py_TYPE(fn)->tp_name);
         }
-        out[i] = fn;
+        return -1;
     }
     *nout = n;
     return 0;
@@ -1116,7 +1126,7 @@ publish(pyr_build_t *b)
         if (it->e->is_handler) {
             check_callables(it->e, g->module, g->callables, &g->ncallables);
             for (j = 0; j < g->ncallables; j++) {
-                Py_INCREF(g->callables[j]);
+                Py_XINCREF(g->callables[j]);
             }
         }
         g->deps = it->ndeps ? malloc((size_t)it->ndeps * sizeof(*g->deps)) : NULL;

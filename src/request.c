@@ -489,6 +489,7 @@ typedef struct {
     int status;         /* what the hook returns */
     int failed;         /* a 500 of ours: log 'why', and show it if debugging */
     char *why;          /* malloc'd traceback or message */
+    int missing;        /* the file lacks the callable: 1 log it, -1 said already */
 } outcome_t;
 
 static void
@@ -587,7 +588,7 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     PyObject *fn, *result = NULL;
     request_t *req;
     apr_bucket_brigade *bb;
-    outcome_t o = { OK, 0, NULL };
+    outcome_t o = { OK, 0, NULL, 0 };
     int passed = 0, rc;
 
     if (!pyr_interp_ready()) {
@@ -638,6 +639,11 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
         Py_DECREF(fn);
     }
     judge(req, result, h->callable, &o);
+    if (!fn) {
+        /* The file serves its other configurations; this one is told once
+         * per generation, not on every request. */
+        o.missing = pyr_gen_tell_missing(g, h->slot) ? 1 : -1;
+    }
     Py_XDECREF(result);
     passed = req->passed;
     /* From here on the object outlives its request only as a husk. */
@@ -658,7 +664,13 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     }
 
 report:
-    if (o.failed) {
+    if (o.missing > 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0120: %s has no callable '%s' "
+                      "(named by PyReloadHandler in %s); answering 500 there until it "
+                      "has (said once per generation of the file)", h->path, h->callable,
+                      h->where ? h->where : "?");
+    }
+    else if (o.failed && !o.missing) {
         const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);
 
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; answering 500:",

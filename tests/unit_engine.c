@@ -323,21 +323,47 @@ START_TEST(test_missing_file_then_back)
 }
 END_TEST
 
-START_TEST(test_missing_callable_is_a_failed_load)
+/* A callable never found belongs to the configuration naming it: the file
+ * is published for the others, and that slot alone fails (told once per
+ * generation).  One that the serving code has and an edit removes is a
+ * failed load: the last good code keeps serving. */
+START_TEST(test_missing_callable_is_per_slot)
 {
     pyr_entry_t *e;
-    int slot;
+    pyr_gen_t *g;
+    int hs, ss;
 
     ut_edit("h.py", "def handler(req):\n    return 'v1'\n");
     e = pyr_cache_entry(ut_cache, ut_path("h.py"));
-    slot = pyr_entry_require(e, "serve");
-    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
+    ss = pyr_entry_require(e, "serve");
+    hs = pyr_entry_require(e, "handler");
+    ck_serves(e, hs, "v1");
+    ck_assert_int_eq(ut_log_count("PYR0102"), 0);
+    pyr_gil_take();
+    g = pyr_entry_acquire(e);
+    ck_assert_ptr_null(pyr_gen_callable(g, ss));
+    ck_assert(PyErr_ExceptionMatches(PyExc_AttributeError));
+    PyErr_Clear();
+    ck_assert_int_eq(pyr_gen_tell_missing(g, ss), 1);
+    ck_assert_int_eq(pyr_gen_tell_missing(g, ss), 0);
+    pyr_gen_release(g, &ut_log);
+    pyr_gil_drop();
+
+    ut_edit("h.py", "serve = 42\ndef handler(req):\n    return 'v2'\n");
+    ck_serves(e, hs, "v2");
+    ck_serves(e, ss, "EXC:TypeError");
+    ut_edit("h.py", "def serve(req):\n    return 'served'\n"
+                    "def handler(req):\n    return 'v3'\n");
+    ck_serves(e, ss, "served");
+    ck_serves(e, hs, "v3");
+    /* Removing (or breaking) a callable in use does not publish. */
+    ut_edit("h.py", "def handler(req):\n    return 'v4'\n");
+    ck_serves(e, hs, "v3");
     ck_assert_int_eq(ut_log_count("defines no 'serve'"), 1);
-    ut_edit("h.py", "serve = 42\n");
-    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
+    ut_edit("h.py", "serve = 1\ndef handler(req):\n    return 'v5'\n");
+    ck_serves(e, hs, "v3");
     ck_assert_int_eq(ut_log_count("not a callable"), 1);
-    ut_edit("h.py", "def serve(req):\n    return 'served'\n");
-    ck_serves(e, slot, "served");
+    ck_eval(e, "__generation__", "3");
 }
 END_TEST
 
@@ -520,7 +546,7 @@ suite_engine(void)
     tcase_add_test(tc, test_purge_after_last_request);
     tcase_add_test(tc, test_old_generations_are_freed);
     tcase_add_test(tc, test_missing_file_then_back);
-    tcase_add_test(tc, test_missing_callable_is_a_failed_load);
+    tcase_add_test(tc, test_missing_callable_is_per_slot);
     tcase_add_test(tc, test_callable_declared_after_load);
     tcase_add_test(tc, test_check_off_freezes);
     tcase_add_test(tc, test_bad_sources);
