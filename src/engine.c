@@ -68,9 +68,10 @@ pyr_cache_set_logger(pyr_cache_t *c, const pyr_logger_t *log)
     c->log = *log;
 }
 
-/* FNV-1a: a handler's __name__, unique per path. */
+/* FNV-1a: a handler's __name__, or a reload root's package, unique per path
+ * (names.c). */
 static char *
-handler_name(apr_pool_t *p, const char *path)
+unique_name(apr_pool_t *p, const char *path)
 {
     uint64_t h = 14695981039346656037ULL;
     const unsigned char *s;
@@ -98,8 +99,15 @@ pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *ro
         slash = strrchr(e->path, '/');
         e->dir = slash ? apr_pstrmemdup(c->pool, e->path, (apr_size_t)(slash - e->path))
                        : apr_pstrdup(c->pool, ".");
-        e->name = is_handler ? handler_name(c->pool, path) : apr_pstrdup(c->pool, name);
         e->root = root ? apr_pstrdup(c->pool, root) : e->dir;
+        if (is_handler) {
+            e->name = e->import_name = unique_name(c->pool, path);
+        }
+        else {
+            e->import_name = apr_pstrdup(c->pool, name);
+            e->prefix = unique_name(c->pool, e->root);
+            e->name = apr_pstrcat(c->pool, e->prefix, ".", name, NULL);
+        }
         e->is_handler = is_handler;
         e->is_package = is_package;
         pthread_mutex_init(&e->lock, NULL);
@@ -190,6 +198,7 @@ gen_finish(pyr_gen_t *g, const pyr_logger_t *log)
     for (i = 0; i < g->ncallables; i++) {
         Py_CLEAR(g->callables[i]);
     }
+    pyr_names_forget(g->entry, g->module);
     Py_CLEAR(g->module);
     Py_CLEAR(g->code);
     for (i = 0; i < g->ndeps; i++) {
@@ -528,6 +537,7 @@ pyr_cache_destroy(pyr_cache_t *c)
             for (i = 0; i < g->ncallables; i++) {
                 Py_CLEAR(g->callables[i]);
             }
+            pyr_names_forget(e, g->module);
             Py_CLEAR(g->module);
             Py_CLEAR(g->code);
         }
@@ -550,6 +560,7 @@ pyr_cache_destroy(pyr_cache_t *c)
         e->watch = NULL;
     }
     Py_CLEAR(c->resolved);
+    pyr_names_fini(c);
     pyr_gil_drop();
     pyr_notify_destroy(c->notify);
 }

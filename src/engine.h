@@ -51,7 +51,9 @@ typedef struct pyr_watch {
 struct pyr_entry {
     pyr_cache_t *cache;
     char *path;
-    char *name;                     /* __name__ */
+    char *name;                     /* __name__, its key in sys.modules (names.c) */
+    char *import_name;              /* "a.b" as imported (logs); handlers: = name */
+    char *prefix;                   /* the root's package in sys.modules, or NULL */
     char *dir;                      /* the file's directory */
     char *root;                     /* where its absolute imports are looked up */
     int is_handler;                 /* handler files are nobody's import */
@@ -92,6 +94,7 @@ struct pyr_cache {
     pyr_logger_t log;               /* outside a refresh; log.log may be NULL */
     /* GIL. */
     PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
+    PyObject *packages;             /* prefix -> the root's package (names.c) */
 };
 
 /* engine.c */
@@ -120,6 +123,18 @@ int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
  * importlib.import_module).  GIL, at interpreter start. */
 int pyr_loader_init(void);
 void pyr_loader_fini(void);
+
+/* names.c: generations in sys.modules (GIL).
+ * enter: while e's new module runs its body, sys.modules[e->name] is it;
+ * leave puts back what was there (*saved), keeping a pending exception.
+ * publish: each entries[i]->name maps to modules[i], before the entries'
+ * current generations are swapped (on failure they are put back: -1).
+ * forget: remove e's name if it maps to module.  fini: the root packages. */
+int pyr_names_enter(pyr_entry_t *e, PyObject *module, PyObject **saved);
+void pyr_names_leave(pyr_entry_t *e, PyObject **saved);
+int pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n);
+void pyr_names_forget(pyr_entry_t *e, PyObject *module);
+void pyr_names_fini(pyr_cache_t *c);
 
 /* The handler generation the calling thread's request is pinned to. */
 extern __thread pyr_gen_t *pyr_pinned;

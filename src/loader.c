@@ -462,7 +462,7 @@ init_globals(pyr_entry_t *e, PyObject *dict, long number)
 static PyObject *
 build_module(pyr_build_t *b, pyr_entry_t *e)
 {
-    PyObject *code, *mod, *r;
+    PyObject *code, *mod, *r, *saved;
     PyObject *old = e->current ? e->current->module : NULL;    /* borrowed */
     item_t *it;
     int idx = find_item(b, e), i;
@@ -492,7 +492,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     }
 
     if (b->why && !e->is_handler) {
-        report(b, "PYR0101: %s (%s) rebuilt: %s", e->name, e->path, b->why);
+        report(b, "PYR0101: %s (%s) rebuilt: %s", e->import_name, e->path, b->why);
     }
     if (!(code = compile_source(b, e, it))) {
         return NULL;
@@ -510,15 +510,20 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     if (old && pyr_call_hook(old, pyr_str.clone, mod) < 0) {
         return NULL;
     }
-    if (!(r = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod)))) {
+    /* Code run at import time finds the new module by its name (dataclasses,
+     * pickle in __upgrade__); the name goes back to the serving generation
+     * until the whole set is published. */
+    if (pyr_names_enter(e, mod, &saved) < 0) {
         return NULL;
     }
-    Py_DECREF(r);
+    r = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod));
+    Py_XDECREF(r);
     /* New code knows old data formats; old code cannot know future ones. */
-    if (old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
-        return NULL;
+    if (r && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
+        r = NULL;
     }
-    return b->items[idx].module;
+    pyr_names_leave(e, &saved);
+    return r ? b->items[idx].module : NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -669,26 +674,48 @@ importer_of(PyObject *globals)
     return PyCapsule_GetPointer(cap, NULL);
 }
 
-/* The absolute name of a relative import, as importlib computes it; NULL
- * with no exception when it cannot be resolved here (leave it to Python). */
+/* The absolute import name ("a.b", as resolved under the reload roots) of
+ * a relative import, as importlib computes it from the importer's
+ * __package__.  A package under a reload root carries the root's prefix
+ * (names.c), which is not part of the import name; a bare prefix is the
+ * root, which is no package for relative imports, as in Python.  NULL with
+ * no exception when it cannot be resolved here (leave it to Python), or
+ * with ImportError as Python raises it. */
 static PyObject *
-absolute_name(PyObject *globals, PyObject *name, int level)
+absolute_name(pyr_entry_t *importer, PyObject *package, PyObject *name, int level)
 {
-    PyObject *package = PyDict_GetItemString(globals, "__package__");     /* borrowed */
-    Py_ssize_t end;
+    Py_ssize_t start = 0, end;
+    const char *pkg;
     PyObject *base;
 
-    if (!package || !PyUnicode_Check(package) || PyUnicode_GET_LENGTH(package) == 0) {
+    if (!package || !PyUnicode_Check(package) || PyUnicode_GET_LENGTH(package) == 0
+        || !(pkg = PyUnicode_AsUTF8(package))) {
         return NULL;
+    }
+    if (importer->prefix) {
+        size_t pl = strlen(importer->prefix);
+
+        if (strcmp(pkg, importer->prefix) == 0) {
+            PyErr_SetString(PyExc_ImportError,
+                            "attempted relative import with no known parent package");
+            return NULL;
+        }
+        if (strncmp(pkg, importer->prefix, pl) == 0 && pkg[pl] == '.') {
+            start = (Py_ssize_t)pl + 1;     /* the prefix is ASCII: bytes = chars */
+        }
     }
     end = PyUnicode_GET_LENGTH(package);
     while (--level > 0) {
-        end = PyUnicode_FindChar(package, '.', 0, end, -1);
+        end = PyUnicode_FindChar(package, '.', start, end, -1);
         if (end < 0) {
+            if (start > 0) {
+                PyErr_SetString(PyExc_ImportError,
+                                "attempted relative import beyond top-level package");
+            }
             return NULL;
         }
     }
-    if (!(base = PyUnicode_Substring(package, 0, end))) {
+    if (!(base = PyUnicode_Substring(package, start, end))) {
         return NULL;
     }
     if (PyUnicode_GET_LENGTH(name) == 0) {
@@ -799,7 +826,8 @@ hook_import(PyObject *self, PyObject *args, PyObject *kw)
         return PyObject_Call(orig_import, args, kw);
     }
     if (level > 0) {
-        absname = absolute_name(globals, name, level);
+        absname = absolute_name(importer, PyDict_GetItemString(globals, "__package__"),
+                                name, level);
     }
     else {
         absname = Py_NewRef(name);
@@ -835,15 +863,13 @@ hook_import_module(PyObject *self, PyObject *args, PyObject *kw)
         level++;
     }
     if (level > 0) {
-        PyObject *g, *rest;
+        PyObject *rest;
 
         if (!PyUnicode_Check(package)) {
             return PyObject_Call(orig_import_module, args, kw);
         }
-        g = Py_BuildValue("{sO}", "__package__", package);
         rest = PyUnicode_Substring(name, level, PyUnicode_GET_LENGTH(name));
-        absname = g && rest ? absolute_name(g, rest, (int)level) : NULL;
-        Py_XDECREF(g);
+        absname = rest ? absolute_name(importer, package, rest, (int)level) : NULL;
         Py_XDECREF(rest);
     }
     else {
@@ -1081,6 +1107,29 @@ check_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
     return 0;
 }
 
+/* sys.modules: every name of the build to its new module (or none). */
+static int
+publish_names(pyr_build_t *b)
+{
+    pyr_entry_t **es = PyMem_Calloc((size_t)b->nitems + 1, sizeof(*es));
+    PyObject **ms = PyMem_Calloc((size_t)b->nitems + 1, sizeof(*ms));
+    int i, rv = -1;
+
+    if (!es || !ms) {
+        PyErr_NoMemory();
+    }
+    else {
+        for (i = 0; i < b->nitems; i++) {
+            es[i] = b->items[i].e;
+            ms[i] = b->items[i].module;
+        }
+        rv = pyr_names_publish(es, ms, b->nitems);
+    }
+    PyMem_Free(es);
+    PyMem_Free(ms);
+    return rv;
+}
+
 /* Every module of the build becomes current at once. */
 static int
 publish(pyr_build_t *b)
@@ -1115,6 +1164,13 @@ publish(pyr_build_t *b)
         g->sig = it->sig;
         g->number = it->e->published + 1;
         gens[i] = g;
+    }
+    if (publish_names(b) < 0) {
+        for (i = 0; i < b->nitems; i++) {
+            PyMem_Free(gens[i]);
+        }
+        PyMem_Free(gens);
+        return -1;
     }
     for (i = 0; i < b->nitems; i++) {
         item_t *it = &b->items[i];

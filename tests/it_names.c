@@ -256,7 +256,7 @@ START_TEST(test_failed_build_restores_sys_modules)
     put(srv, "dc.py", a);
     put(srv, "dcmod.py", b);
     expect(srv, "/dc", "v2 m2 ok");
-    ck_assert_int_eq(httpd_log_count(srv, mark, "m3 is broken"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "RuntimeError: m3 is broken"), 1);
     expect(srv, "/late", "left=[]");
     expect(srv, "/late", "left=[]");
     free(a);

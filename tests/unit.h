@@ -18,6 +18,7 @@ Suite *suite_interp(void);
 Suite *suite_engine(void);
 Suite *suite_deps(void);
 Suite *suite_perm(void);
+Suite *suite_names(void);
 
 /* A fresh directory for the running test; removed by ut_teardown. */
 extern char ut_dir[];

@@ -47,7 +47,7 @@ START_TEST(test_first_load_and_no_change)
     ck_assert_int_eq(ut_log_count("generation 1 loaded"), 1);
     ck_eval(e, "__generation__", "1");
     ck_eval(e, "__file__", ut_path("h.py"));
-    ck_eval(e, "__name__ in __import__('sys').modules", "False");
+    ck_eval(e, "__import__('sys').modules[__name__].__dict__ is globals()", "True");
 }
 END_TEST
 

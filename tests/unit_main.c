@@ -304,6 +304,7 @@ main(void)
     srunner_add_suite(sr, suite_engine());
     srunner_add_suite(sr, suite_deps());
     srunner_add_suite(sr, suite_perm());
+    srunner_add_suite(sr, suite_names());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
