@@ -320,13 +320,19 @@ START_TEST(test_missing_callable_is_per_configuration)
     free(line);
     ck_assert_int_eq(httpd_log_count(h, mark, "PYR0102"), 0);
 
-    /* An edit is served at /hello; /serve says it once more. */
-    hello(h, "v2", "");
-    expect(h, "/hello", "hello v2");
+    /* touch: a new generation, still served at /hello; /serve says it once
+     * more.  Then an edit, the same. */
+    ck_assert_int_eq(httpd_set_mtime(h, "hello.py", T0, ++tick * 1000), 0);
+    expect(h, "/hello", "hello v1");
     free(get_status(h, "/serve", 500));
     free(get_status(h, "/serve", 500));
     ck_assert(httpd_log_wait(h, mark, "PYR0120", 2, 2000));
     ck_assert_int_eq(httpd_log_count(h, mark, "PYR0120"), 2);
+    hello(h, "v2", "");
+    expect(h, "/hello", "hello v2");
+    free(get_status(h, "/serve", 500));
+    ck_assert(httpd_log_wait(h, mark, "PYR0120", 3, 2000));
+    ck_assert_int_eq(httpd_log_count(h, mark, "PYR0120"), 3);
 
     /* Defined: both are served. */
     hello(h, "v3", "def serve(req):\n    req.write('serve v3')\n    return pyreload.OK\n");
