@@ -61,7 +61,7 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
 	    $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
 
-tests/it_runner: $(IT_SRC) tests/httpd.h Makefile
+tests/it_runner: $(IT_SRC) tests/httpd.h tests/it_util.h Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
 
 # Install only what is missing, so that a machine that has it all needs no network.

@@ -14,45 +14,13 @@
  *     per generation, naming the configuration), the other is served and
  *     reloads, whichever is asked first.
  */
-#include "httpd.h"
+#include "it_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static httpd_t *srv;
-static long tick;
-
-#define T0 1700000000
-
-/* Write a file and give it a fresh mtime: a change whatever the clock. */
-static void
-put(httpd_t *h, const char *name, const char *text)
-{
-    ck_assert_int_eq(httpd_write(h, name, text), 0);
-    ck_assert_int_eq(httpd_set_mtime(h, name, T0, ++tick * 1000), 0);
-}
-
-static char *
-get_status(httpd_t *h, const char *path, long status)
-{
-    http_resp_t *r = http_get(h, path);
-    char *body;
-
-    ck_assert_msg(r->status == status, "%s: status %ld, want %ld: %.1500s", path,
-                  r->status, status, r->body);
-    body = strdup(r->body);
-    http_free(r);
-    return body;
-}
-
-#define expect(h, path, want)                                                \
-    do {                                                                     \
-        char *got_ = get_status(h, path, 200);                               \
-        ck_assert_msg(strcmp(got_, want) == 0, "%s: '%s', want '%s'", path,  \
-                      got_, want);                                           \
-        free(got_);                                                          \
-    } while (0)
 
 /* ------------------------------------------------------------------ */
 /* Modules by __name__                                                 */
@@ -187,8 +155,8 @@ msetup(void)
 
     srv = httpd_new(&o);
     ck_assert_ptr_nonnull(srv);
-    put(srv, "dc.py", a);
-    put(srv, "dcmod.py", b);
+    it_put(srv, "dc.py", a);
+    it_put(srv, "dcmod.py", b);
     free(a);
     free(b);
     if (httpd_start(srv) != 0) {
@@ -206,18 +174,18 @@ mteardown(void)
 
 START_TEST(test_future_annotations_dataclass_pickle)
 {
-    expect(srv, "/dc", "v1 m1 ok");
+    it_expect(srv, "/dc", "v1 m1 ok");
     ck_assert(httpd_log_no_crash(srv, 0));
 }
 END_TEST
 
 START_TEST(test_two_apps_same_module_name)
 {
-    expect(srv, "/one", "one True True");
-    expect(srv, "/two", "two True True");
-    put(srv, "two/models.py", MODELS_PY("two-b"));
-    expect(srv, "/two", "two-b True True");
-    expect(srv, "/one", "one True True");
+    it_expect(srv, "/one", "one True True");
+    it_expect(srv, "/two", "two True True");
+    it_put(srv, "two/models.py", MODELS_PY("two-b"));
+    it_expect(srv, "/two", "two-b True True");
+    it_expect(srv, "/one", "one True True");
 }
 END_TEST
 
@@ -227,16 +195,16 @@ START_TEST(test_reload_replaces_and_old_pickles_load)
 {
     char *dump, *path, *a, *b;
 
-    expect(srv, "/dc", "v1 m1 ok");
-    dump = get_status(srv, "/dc?dump", 200);
+    it_expect(srv, "/dc", "v1 m1 ok");
+    dump = it_get(srv, "/dc?dump", 200);
     a = dc_source("v2", "def twice(self): return 2 * self.x");
     b = dcmod_source("m2", "");
-    put(srv, "dc.py", a);
-    put(srv, "dcmod.py", b);
-    expect(srv, "/dc", "v2 m2 ok");
+    it_put(srv, "dc.py", a);
+    it_put(srv, "dcmod.py", b);
+    it_expect(srv, "/dc", "v2 m2 ok");
     path = malloc(strlen(dump) + 16);
     sprintf(path, "/dc?load=%s", dump);
-    expect(srv, path, "loaded v2 True");
+    it_expect(srv, path, "loaded v2 True");
     free(path);
     free(dump);
     free(a);
@@ -252,13 +220,13 @@ START_TEST(test_failed_build_restores_sys_modules)
     char *a = dc_source("v3", "def twice(self): return 2 * self.x");
     char *b = dcmod_source("m3", "raise RuntimeError('m3 is broken')");
 
-    expect(srv, "/dc", "v2 m2 ok");
-    put(srv, "dc.py", a);
-    put(srv, "dcmod.py", b);
-    expect(srv, "/dc", "v2 m2 ok");
+    it_expect(srv, "/dc", "v2 m2 ok");
+    it_put(srv, "dc.py", a);
+    it_put(srv, "dcmod.py", b);
+    it_expect(srv, "/dc", "v2 m2 ok");
     ck_assert_int_eq(httpd_log_count(srv, mark, "RuntimeError: m3 is broken"), 1);
-    expect(srv, "/late", "left=[]");
-    expect(srv, "/late", "left=[]");
+    it_expect(srv, "/late", "left=[]");
+    it_expect(srv, "/late", "left=[]");
     free(a);
     free(b);
 }
@@ -280,7 +248,7 @@ hello(httpd_t *h, const char *version, const char *extra)
     char src[512];
 
     snprintf(src, sizeof(src), HELLO_PY, version, extra);
-    put(h, "hello.py", src);
+    it_put(h, "hello.py", src);
 }
 
 START_TEST(test_missing_callable_is_per_configuration)
@@ -303,11 +271,11 @@ START_TEST(test_missing_callable_is_per_configuration)
     }
     mark = httpd_log_mark(h);
     if (serve_first) {
-        free(get_status(h, "/serve", 500));
+        free(it_get(h, "/serve", 500));
     }
-    expect(h, "/hello", "hello v1");
+    it_expect(h, "/hello", "hello v1");
     for (i = 0; i < 3; i++) {
-        free(get_status(h, "/serve", 500));
+        free(it_get(h, "/serve", 500));
     }
     /* Said once for this generation, naming the file, the callable and the
      * configuration that wants it. */
@@ -322,30 +290,30 @@ START_TEST(test_missing_callable_is_per_configuration)
 
     /* touch: a new generation, still served at /hello; /serve says it once
      * more.  Then an edit, the same. */
-    ck_assert_int_eq(httpd_set_mtime(h, "hello.py", T0, ++tick * 1000), 0);
-    expect(h, "/hello", "hello v1");
-    free(get_status(h, "/serve", 500));
-    free(get_status(h, "/serve", 500));
+    it_touch(h, "hello.py");
+    it_expect(h, "/hello", "hello v1");
+    free(it_get(h, "/serve", 500));
+    free(it_get(h, "/serve", 500));
     ck_assert(httpd_log_wait(h, mark, "PYR0120", 2, 2000));
     ck_assert_int_eq(httpd_log_count(h, mark, "PYR0120"), 2);
     hello(h, "v2", "");
-    expect(h, "/hello", "hello v2");
-    free(get_status(h, "/serve", 500));
+    it_expect(h, "/hello", "hello v2");
+    free(it_get(h, "/serve", 500));
     ck_assert(httpd_log_wait(h, mark, "PYR0120", 3, 2000));
     ck_assert_int_eq(httpd_log_count(h, mark, "PYR0120"), 3);
 
     /* Defined: both are served. */
     hello(h, "v3", "def serve(req):\n    req.write('serve v3')\n    return pyreload.OK\n");
-    expect(h, "/serve", "serve v3");
-    expect(h, "/hello", "hello v3");
+    it_expect(h, "/serve", "serve v3");
+    it_expect(h, "/hello", "hello v3");
 
     /* A callable that was there and is removed: the edit does not publish,
      * the last good code keeps serving both. */
     mark = httpd_log_mark(h);
-    put(h, "hello.py", "import pyreload\n"
+    it_put(h, "hello.py", "import pyreload\n"
                        "def serve(req):\n    req.write('serve v4')\n    return pyreload.OK\n");
-    expect(h, "/hello", "hello v3");
-    expect(h, "/serve", "serve v3");
+    it_expect(h, "/hello", "hello v3");
+    it_expect(h, "/serve", "serve v3");
     ck_assert(httpd_log_wait(h, mark, "PYR0102", 1, 2000));
     ck_assert_int_eq(httpd_log_count(h, mark, "defines no 'handler'"), 1);
     ck_assert(httpd_log_no_crash(h, 0));

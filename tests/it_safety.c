@@ -13,7 +13,7 @@
  *   - a file the server's own User may write is run, with one warning.
  */
 #define _GNU_SOURCE
-#include "httpd.h"
+#include "it_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,47 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define T0 1700000000
-
 static httpd_t *srv;
-static long tick;
-
-static void
-put(httpd_t *h, const char *name, const char *text)
-{
-    ck_assert_int_eq(httpd_write(h, name, text), 0);
-    ck_assert_int_eq(httpd_set_mtime(h, name, T0, ++tick * 1000), 0);
-}
-
-static void
-mode(httpd_t *h, const char *name, mode_t m)
-{
-    char *p = httpd_path(h, name);
-
-    ck_assert_msg(chmod(p, m) == 0, "chmod %s", p);
-    free(p);
-}
-
-static char *
-get_status(httpd_t *h, const char *path, long status)
-{
-    http_resp_t *r = http_get(h, path);
-    char *body;
-
-    ck_assert_msg(r->status == status, "%s: status %ld, want %ld: %.1500s", path,
-                  r->status, status, r->body);
-    body = strdup(r->body);
-    http_free(r);
-    return body;
-}
-
-#define expect(h, path, want)                                                \
-    do {                                                                     \
-        char *got_ = get_status(h, path, 200);                               \
-        ck_assert_msg(strcmp(got_, want) == 0, "%s: '%s', want '%s'", path,  \
-                      got_, want);                                           \
-        free(got_);                                                          \
-    } while (0)
 
 /* ------------------------------------------------------------------ */
 /* Start-up                                                            */
@@ -126,7 +86,7 @@ START_TEST(test_unsafe_refused_at_start)
     int rc, i;
 
     ck_assert_ptr_nonnull(h);
-    mode(h, c->file, c->mode);
+    it_chmod(h, c->file, c->mode);
     rc = httpd_start(h);
     if (c->starts) {
         if (rc != 0) {
@@ -134,9 +94,9 @@ START_TEST(test_unsafe_refused_at_start)
         }
         ck_assert_msg(rc == 0, "[%s] apache2 refused to start:\n%s", c->what,
                       h->startup_output);
-        expect(h, strstr(c->config, "<Location /ok>") ? "/ok" : "/", "ok");
+        it_expect(h, strstr(c->config, "<Location /ok>") ? "/ok" : "/", "ok");
         httpd_stop(h);
-        mode(h, c->file, c->file[0] == '.' ? 0755 : 0644);
+        it_chmod(h, c->file, c->file[0] == '.' ? 0755 : 0644);
         httpd_free(h);
         return;
     }
@@ -157,7 +117,7 @@ START_TEST(test_unsafe_refused_at_start)
                   "[%s] apache2 -t: %d\n%s", c->what, rc, out);
     free(out);
     /* the temp dir is removed by the fixture: give the modes back */
-    mode(h, c->file, 0755);
+    it_chmod(h, c->file, 0755);
     httpd_free(h);
 }
 END_TEST
@@ -185,7 +145,7 @@ handler_v(httpd_t *h, const char *v)
     char src[sizeof(H_PY) + 16];
 
     snprintf(src, sizeof(src), H_PY, v);
-    put(h, "h.py", src);
+    it_put(h, "h.py", src);
 }
 
 static void
@@ -241,36 +201,36 @@ START_TEST(test_unsafe_module_keeps_last_good)
     size_t mark;
     int i;
 
-    expect(srv, "/h", "v1 h1 l1");
+    it_expect(srv, "/h", "v1 h1 l1");
     /* An imported module becomes world-writable (and is edited). */
     mark = httpd_log_mark(srv);
-    put(srv, "helper.py", "H = 'h2'\n");
-    mode(srv, "helper.py", 0666);
+    it_put(srv, "helper.py", "H = 'h2'\n");
+    it_chmod(srv, "helper.py", 0666);
     for (i = 0; i < 3; i++) {
-        expect(srv, "/h", "v1 h1 l1");
+        it_expect(srv, "/h", "v1 h1 l1");
     }
     refused_once(mark, "@APP@/helper.py", "chmod o-w @APP@/helper.py");
-    mode(srv, "helper.py", 0644);
-    expect(srv, "/h", "v1 h2 l1");
+    it_chmod(srv, "helper.py", 0644);
+    it_expect(srv, "/h", "v1 h2 l1");
 
     /* The handler itself. */
     mark = httpd_log_mark(srv);
     handler_v(srv, "v2");
-    mode(srv, "h.py", 0606);
-    expect(srv, "/h", "v1 h2 l1");
-    expect(srv, "/h", "v1 h2 l1");
+    it_chmod(srv, "h.py", 0606);
+    it_expect(srv, "/h", "v1 h2 l1");
+    it_expect(srv, "/h", "v1 h2 l1");
     refused_once(mark, "@APP@/h.py", "chmod o-w @APP@/h.py");
-    mode(srv, "h.py", 0644);
-    expect(srv, "/h", "v2 h2 l1");
+    it_chmod(srv, "h.py", 0644);
+    it_expect(srv, "/h", "v2 h2 l1");
 
     /* A module under a PyReloadPath root. */
     mark = httpd_log_mark(srv);
-    put(srv, "../lib/libmod.py", "L = 'l2'\n");
-    mode(srv, "../lib/libmod.py", 0666);
-    expect(srv, "/h", "v2 h2 l1");
+    it_put(srv, "../lib/libmod.py", "L = 'l2'\n");
+    it_chmod(srv, "../lib/libmod.py", 0666);
+    it_expect(srv, "/h", "v2 h2 l1");
     refused_once(mark, "@DIR@/lib/libmod.py", "chmod o-w @DIR@/lib/libmod.py");
-    mode(srv, "../lib/libmod.py", 0644);
-    expect(srv, "/h", "v2 h2 l2");
+    it_chmod(srv, "../lib/libmod.py", 0644);
+    it_expect(srv, "/h", "v2 h2 l2");
     ck_assert(httpd_log_no_crash(srv, 0));
 }
 END_TEST
@@ -282,23 +242,23 @@ START_TEST(test_unsafe_module_at_request_time)
     size_t mark = httpd_log_mark(srv);
     char *log;
 
-    mode(srv, "latemod.py", 0666);
-    free(get_status(srv, "/h?late", 500));
+    it_chmod(srv, "latemod.py", 0666);
+    free(it_get(srv, "/h?late", 500));
     ck_assert(httpd_log_wait(srv, mark, "chmod o-w", 1, 2000));
     log = httpd_log_since(srv, mark);
     ck_assert_msg(strstr(log, httpd_path(srv, "latemod.py")) != NULL, "%s", log);
     free(log);
-    mode(srv, "latemod.py", 0644);
-    expect(srv, "/h?late", "late");
+    it_chmod(srv, "latemod.py", 0644);
+    it_expect(srv, "/h?late", "late");
 
     /* a package directory anyone may write */
     mark = httpd_log_mark(srv);
-    mode(srv, "pkg", 0777);
-    free(get_status(srv, "/h?pkg", 500));
+    it_chmod(srv, "pkg", 0777);
+    free(it_get(srv, "/h?pkg", 500));
     ck_assert(httpd_log_wait(srv, mark, "chmod +t", 1, 2000));
-    mode(srv, "pkg", 0755);
-    expect(srv, "/h?pkg", "p1");
-    expect(srv, "/h", "v2 h2 l2");
+    it_chmod(srv, "pkg", 0755);
+    it_expect(srv, "/h?pkg", "p1");
+    it_expect(srv, "/h", "v2 h2 l2");
 }
 END_TEST
 
@@ -310,15 +270,15 @@ START_TEST(test_writable_by_server_user_warns_once)
     size_t mark = httpd_log_mark(srv);
     char *line;
 
-    expect(srv, "/h", "v2 h2 l2");
-    put(srv, "helper.py", "H = 'h3'\n");
+    it_expect(srv, "/h", "v2 h2 l2");
+    it_put(srv, "helper.py", "H = 'h3'\n");
     ck_assert_int_eq(chown(p, 33, 33), 0);        /* www-data on Debian */
-    expect(srv, "/h", "v2 h3 l2");
+    it_expect(srv, "/h", "v2 h3 l2");
     ck_assert(httpd_log_wait(srv, mark, "PYR0122", 1, 2000));
     line = httpd_log_line(srv, mark, "PYR0122");
     ck_assert_msg(strstr(line, p) && strstr(line, "warn"), "%s", line);
-    put(srv, "helper.py", "H = 'h4'\n");
-    expect(srv, "/h", "v2 h4 l2");
+    it_put(srv, "helper.py", "H = 'h4'\n");
+    it_expect(srv, "/h", "v2 h4 l2");
     ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0122"), 1);
     ck_assert_int_eq(chown(p, 0, 0), 0);
     free(line);
@@ -336,16 +296,16 @@ START_TEST(test_safe_files_off)
     httpd_t *h = httpd_new(&o);
 
     ck_assert_ptr_nonnull(h);
-    mode(h, "ok.py", 0666);
-    mode(h, ".", 0777);
+    it_chmod(h, "ok.py", 0666);
+    it_chmod(h, ".", 0777);
     ck_assert_msg(httpd_start(h) == 0, "%s", h->startup_output);
-    expect(h, "/ok", "ok");
-    put(h, "ok.py", "import pyreload\n"
+    it_expect(h, "/ok", "ok");
+    it_put(h, "ok.py", "import pyreload\n"
                     "def handler(req):\n    req.write('ok2')\n    return pyreload.OK\n");
-    mode(h, "ok.py", 0666);
-    expect(h, "/ok", "ok2");
+    it_chmod(h, "ok.py", 0666);
+    it_expect(h, "/ok", "ok2");
     httpd_stop(h);
-    mode(h, ".", 0755);
+    it_chmod(h, ".", 0755);
     httpd_free(h);
 }
 END_TEST
