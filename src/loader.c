@@ -334,7 +334,7 @@ safe_to_run(pyr_build_t *b, pyr_entry_t *e)
     if (!unsafe && !e->warned_writable) {
         writable = pyr_perm_self_writable(e->path, msg, sizeof(msg));
         if (writable && log) {
-            pyr_logf(log, PYR_LOG_WARNING, "PYR0122: %s", msg);
+            pyr_logf(log, PYR_LOG_WARNING, "PYR0121: %s", msg);
         }
     }
     Py_END_ALLOW_THREADS
@@ -465,7 +465,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     PyObject *code, *mod, *r, *saved;
     PyObject *old = e->current ? e->current->module : NULL;    /* borrowed */
     item_t *it;
-    int idx = find_item(b, e), i;
+    int idx = find_item(b, e), i, ok;
 
     if (idx >= 0) {
         return b->items[idx].module;
@@ -517,13 +517,14 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
         return NULL;
     }
     r = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod));
+    ok = r != NULL;
     Py_XDECREF(r);
     /* New code knows old data formats; old code cannot know future ones. */
-    if (r && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
-        r = NULL;
+    if (ok && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
+        ok = 0;
     }
     pyr_names_leave(e, &saved);
-    return r ? b->items[idx].module : NULL;
+    return ok ? b->items[idx].module : NULL;
 }
 
 /* ------------------------------------------------------------------ */

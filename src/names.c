@@ -78,7 +78,10 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
         Py_XDECREF(doc);
     }
     if (rv == 0) {
-        rv = PyObject_SetAttrString(pkg, "__package__", PyModule_GetNameObject(pkg));
+        PyObject *name = PyModule_GetNameObject(pkg);
+
+        rv = name ? PyObject_SetAttrString(pkg, "__package__", name) : -1;
+        Py_XDECREF(name);
     }
     if (rv == 0 && (rv = PyDict_SetItemString(c->packages, e->prefix, pkg)) == 0) {
         rv = PyDict_SetItemString(mods, e->prefix, pkg);

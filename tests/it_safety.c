@@ -274,12 +274,12 @@ START_TEST(test_writable_by_server_user_warns_once)
     it_put(srv, "helper.py", "H = 'h3'\n");
     ck_assert_int_eq(chown(p, 33, 33), 0);        /* www-data on Debian */
     it_expect(srv, "/h", "v2 h3 l2");
-    ck_assert(httpd_log_wait(srv, mark, "PYR0122", 1, 2000));
-    line = httpd_log_line(srv, mark, "PYR0122");
+    ck_assert(httpd_log_wait(srv, mark, "PYR0121", 1, 2000));
+    line = httpd_log_line(srv, mark, "PYR0121");
     ck_assert_msg(strstr(line, p) && strstr(line, "warn"), "%s", line);
     it_put(srv, "helper.py", "H = 'h4'\n");
     it_expect(srv, "/h", "v2 h4 l2");
-    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0122"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0121"), 1);
     ck_assert_int_eq(chown(p, 0, 0), 0);
     free(line);
     free(p);
