@@ -176,16 +176,57 @@ START_TEST(test_perm_writable_by_self)
 }
 END_TEST
 
+/* The engine refuses such files when it loads them: a failed load with a
+ * plain message, even if the importer catches the error; off, it runs them. */
+START_TEST(test_engine_refuses_unsafe_files)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "try:\n    import opt\nexcept Exception:\n    opt = None\n"
+                    "import dep\ndef handler(req):\n    return dep.D + str(opt is None)\n");
+    ut_edit("dep.py", "D = 'd1'\n");
+    ut_edit("opt.py", "");
+    ck_assert_int_eq(chmod(ut_path("h.py"), 0666), 0);
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ck_assert_int_eq(pyr_entry_refresh(e, &ut_every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(ut_log_count("chmod o-w"), 1);
+    ck_assert_int_eq(ut_log_count("Traceback"), 0);
+    ck_assert_int_eq(chmod(ut_path("h.py"), 0644), 0);
+    ck_serves(e, slot, "d1False");
+
+    /* A module the importer would do without is still refused. */
+    ut_edit("opt.py", "X = 1\n");
+    ck_assert_int_eq(chmod(ut_path("opt.py"), 0646), 0);
+    ck_serves(e, slot, "d1False");
+    ck_assert_int_eq(ut_log_count("chmod o-w"), 2);
+    ck_assert_msg(strstr(ut_log_text(), "opt.py: it is writable by any user") != NULL, "%s",
+                  ut_log_from("PYR0102"));
+
+    pyr_cache_set_safe_files(ut_cache, 0);
+    ut_edit("dep.py", "D = 'd2'\n");
+    ck_assert_int_eq(chmod(ut_path("dep.py"), 0666), 0);
+    ck_serves(e, slot, "d2False");
+    ck_assert_int_eq(ut_log_count("Traceback"), 0);
+}
+END_TEST
+
 Suite *
 suite_perm(void)
 {
     Suite *s = suite_create("perm");
     TCase *tc = tcase_create("modes");
+    TCase *ec = tcase_create("engine");
 
     tcase_add_checked_fixture(tc, ut_setup_nopython, ut_teardown_nopython);
     tcase_add_loop_test(tc, test_perm_table, 0, (int)(sizeof CASES / sizeof CASES[0]));
     tcase_add_test(tc, test_perm_relative_path);
     tcase_add_test(tc, test_perm_writable_by_self);
     suite_add_tcase(s, tc);
+    tcase_add_checked_fixture(ec, ut_setup_cache, ut_teardown_cache);
+    tcase_set_timeout(ec, 30);
+    tcase_add_test(ec, test_engine_refuses_unsafe_files);
+    suite_add_tcase(s, ec);
     return s;
 }
