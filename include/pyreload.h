@@ -111,7 +111,8 @@ int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
 
 /* Read a whole file and the signature of what was read.  The read is retried
  * when the file changes under it, and for up to 100 ms while it is absent or
- * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated.  0 or an errno value (EAGAIN: never stable). */
+ * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated.
+ * 0 or an errno value (EAGAIN: never stable). */
 int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
 
 /* ------------------------------------------------------------------ */
