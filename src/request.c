@@ -27,8 +27,12 @@ APLOG_USE_MODULE(pyreload);
 /* Below this, req.write() copies into the brigade and sends nothing. */
 #define PENDING_LIMIT (64 * 1024)
 
+/* Any thread may call a req.  The fields below r are used only by the thread
+ * that may touch the request (guard.c): under the GIL after a check, or
+ * inside the guard with the GIL released. */
 typedef struct {
     PyObject_HEAD
+    pyr_guard_t *guard;         /* owned; shared with the tables */
     request_rec *r;             /* NULL once the request has finished */
     const pyr_dir_conf_t *cfg;
     apr_bucket_brigade *bb;     /* output not yet passed to the filters */
@@ -41,12 +45,11 @@ typedef struct {
 
 static PyTypeObject request_type;
 
+/* Raises RuntimeError once the request has finished; may release the GIL
+ * while another thread is inside it, so check before reading self->r. */
 #define LIVE(self, fail)                                                    \
     do {                                                                    \
-        if (!(self)->r) {                                                   \
-            PyErr_SetString(PyExc_RuntimeError,                             \
-                            "this request has finished; a req object is "   \
-                            "only valid during its own request");           \
+        if (pyr_guard_check((self)->guard) < 0) {                           \
             return fail;                                                    \
         }                                                                   \
     } while (0)
@@ -70,9 +73,10 @@ enum { A_METHOD, A_URI, A_UNPARSED_URI, A_PATH_INFO, A_ARGS, A_PROTOCOL,
 static PyObject *
 req_get_str(request_t *self, void *which)
 {
-    request_rec *r = self->r;
+    request_rec *r;
 
     LIVE(self, NULL);
+    r = self->r;
     switch ((int)(intptr_t)which) {
     case A_METHOD:       return path_text(r->method);
     case A_URI:          return path_text(r->uri);
@@ -87,42 +91,41 @@ req_get_str(request_t *self, void *which)
     Py_RETURN_NONE;
 }
 
+enum { T_HEADERS_IN, T_HEADERS_OUT, T_ERR_HEADERS_OUT, T_OPTIONS };
+
+/* The table holds the guard, not req: no cycle (req owns the table). */
 static PyObject *
-lazy_table(request_t *self, PyObject **slot, apr_table_t *t, int readonly)
+req_get_table(request_t *self, void *which)
 {
+    PyObject **slot;
+    apr_table_t *t;
+    int readonly = 0;
+
     LIVE(self, NULL);
-    if (!*slot) {
-        *slot = pyr_table_new(t, (PyObject *)self, (void *const *)&self->r, readonly);
-        if (!*slot) {
-            return NULL;
-        }
+    switch ((int)(intptr_t)which) {
+    case T_HEADERS_IN:
+        slot = &self->headers_in;
+        t = self->r->headers_in;
+        readonly = 1;
+        break;
+    case T_HEADERS_OUT:
+        slot = &self->headers_out;
+        t = self->r->headers_out;
+        break;
+    case T_ERR_HEADERS_OUT:
+        slot = &self->err_headers_out;
+        t = self->r->err_headers_out;
+        break;
+    default:
+        slot = &self->options;
+        t = self->cfg->options;
+        readonly = 1;
+        break;
+    }
+    if (!*slot && !(*slot = pyr_table_new(t, self->guard, readonly))) {
+        return NULL;
     }
     return Py_NewRef(*slot);
-}
-
-static PyObject *
-req_get_headers_in(request_t *self, void *u)
-{
-    return lazy_table(self, &self->headers_in, self->r ? self->r->headers_in : NULL, 1);
-}
-
-static PyObject *
-req_get_headers_out(request_t *self, void *u)
-{
-    return lazy_table(self, &self->headers_out, self->r ? self->r->headers_out : NULL, 0);
-}
-
-static PyObject *
-req_get_err_headers_out(request_t *self, void *u)
-{
-    return lazy_table(self, &self->err_headers_out,
-                      self->r ? self->r->err_headers_out : NULL, 0);
-}
-
-static PyObject *
-req_get_options(request_t *self, void *u)
-{
-    return lazy_table(self, &self->options, self->cfg->options, 1);
 }
 
 static PyObject *
@@ -187,27 +190,34 @@ req_set_status(request_t *self, PyObject *v, void *u)
 /* Output                                                              */
 
 /* Hand the pending brigade (and a flush, if asked) to the output filters
- * with the GIL released.  0, or -1 with OSError set. */
+ * with the GIL released, inside the guard.  0, or -1 with OSError (or
+ * RuntimeError) set. */
 static int
 pass_pending(request_t *self, int flush)
 {
-    request_rec *r = self->r;
+    request_rec *r;
     apr_status_t rv;
+    int aborted;
 
+    if (pyr_guard_enter(self->guard) < 0) {
+        return -1;
+    }
+    r = self->r;
     if (flush) {
         APR_BRIGADE_INSERT_TAIL(self->bb,
                                 apr_bucket_flush_create(r->connection->bucket_alloc));
     }
+    self->pending = 0;
+    self->passed = 1;
     Py_BEGIN_ALLOW_THREADS
     rv = ap_pass_brigade(r->output_filters, self->bb);
     apr_brigade_cleanup(self->bb);
+    aborted = r->connection->aborted;
+    pyr_guard_leave(self->guard);
     Py_END_ALLOW_THREADS
-    self->pending = 0;
-    self->passed = 1;
     if (rv != APR_SUCCESS) {
         PyErr_Format(PyExc_OSError, "sending the response failed (the client may "
-                     "have gone): %s",
-                     r->connection->aborted ? "connection aborted" : "filter error");
+                     "have gone): %s", aborted ? "connection aborted" : "filter error");
         return -1;
     }
     return 0;
@@ -221,7 +231,6 @@ req_write(request_t *self, PyObject *data)
     Py_ssize_t n;
     int rv = 0;
 
-    LIVE(self, NULL);
     if (PyUnicode_Check(data)) {
         if (!(p = PyUnicode_AsUTF8AndSize(data, &n))) {
             return NULL;
@@ -240,7 +249,11 @@ req_write(request_t *self, PyObject *data)
                             Py_TYPE(data)->tp_name);
     }
 
-    if (n >= PENDING_LIMIT) {
+    /* From the check on, the GIL is kept until pass_pending(), if any. */
+    if (pyr_guard_check(self->guard) < 0) {
+        rv = -1;
+    }
+    else if (n >= PENDING_LIMIT) {
         /* Large: no copy.  The buffer stays exported (so it cannot change)
          * while the transient bucket is passed without the GIL; filters that
          * keep it set it aside, which copies. */
@@ -267,7 +280,6 @@ req_write(request_t *self, PyObject *data)
 static PyObject *
 req_flush(request_t *self, PyObject *u)
 {
-    LIVE(self, NULL);
     if (pass_pending(self, 1) < 0) {
         return NULL;
     }
@@ -292,9 +304,9 @@ http_error(int status, const char *message)
 static PyObject *
 req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    request_rec *r = self->r;
     Py_ssize_t want = -1, have = 0, cap;
     PyObject *out;
+    int rc = OK;
 
     LIVE(self, NULL);
     if (nargs > 1) {
@@ -309,28 +321,16 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (!self->body_ready) {
-        int rc;
-
-        Py_BEGIN_ALLOW_THREADS
-        rc = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
-        if (rc == OK) {
-            (void)ap_should_client_block(r);    /* sends 100-continue if asked */
-        }
-        Py_END_ALLOW_THREADS
-        if (rc != OK) {
-            return http_error(rc, "the request body cannot be read");
-        }
-        self->body_ready = 1;
-    }
 
     cap = want >= 0 ? want : 8192;
     if (!(out = PyBytes_FromStringAndSize(NULL, cap))) {
         return NULL;
     }
     while (want < 0 || have < want) {
-        long got;
+        request_rec *r;
+        apr_off_t limit = 0, before = 0;
         apr_size_t room;
+        long got = 0;
 
         if (have == cap) {
             cap *= 2;
@@ -339,24 +339,49 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         room = (apr_size_t)(cap - have);
+        /* Each piece inside the guard: threads that read the same body take
+         * turns, and the request cannot end under them. */
+        if (pyr_guard_enter(self->guard) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        r = self->r;
         Py_BEGIN_ALLOW_THREADS
-        got = ap_get_client_block(r, PyBytes_AS_STRING(out) + have, room);
+        if (!self->body_ready) {
+            rc = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
+            if (rc == OK) {
+                (void)ap_should_client_block(r);    /* sends 100-continue if asked */
+                self->body_ready = 1;
+            }
+        }
+        if (rc == OK) {
+            got = ap_get_client_block(r, PyBytes_AS_STRING(out) + have, room);
+            if (got > 0) {
+                self->body_read += got;
+            }
+            else if (got < 0) {
+                limit = ap_get_limit_req_body(r);
+                before = self->body_read;
+            }
+        }
+        pyr_guard_leave(self->guard);
         Py_END_ALLOW_THREADS
+        if (rc != OK) {
+            Py_DECREF(out);
+            return http_error(rc, "the request body cannot be read");
+        }
         if (got == 0) {
             break;
         }
         if (got < 0) {
-            apr_off_t limit = ap_get_limit_req_body(r);
-
             Py_DECREF(out);
-            if (limit > 0 && self->body_read + (apr_off_t)room > limit) {
+            if (limit > 0 && before + (apr_off_t)room > limit) {
                 return http_error(HTTP_REQUEST_ENTITY_TOO_LARGE,
                                   "the request body is larger than LimitRequestBody");
             }
             return http_error(HTTP_BAD_REQUEST, "reading the request body failed");
         }
         have += got;
-        self->body_read += got;
     }
     if (have != cap && _PyBytes_Resize(&out, have) < 0) {
         return NULL;
@@ -370,9 +395,9 @@ static PyObject *
 req_log_error(request_t *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"message", "level", NULL};
-    const char *msg;
+    const char *msg;            /* borrowed from args, which outlive the call */
     int level = APLOG_ERR;
-    request_rec *r = self->r;
+    request_rec *r;
 
     LIVE(self, NULL);
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|i:log_error", kwlist, &msg, &level)) {
@@ -382,9 +407,13 @@ req_log_error(request_t *self, PyObject *args, PyObject *kw)
         return PyErr_Format(PyExc_ValueError, "level must be one of pyreload.APLOG_*, "
                             "from %d to %d", APLOG_EMERG, APLOG_DEBUG);
     }
-    msg = apr_pstrdup(r->pool, msg);
+    if (pyr_guard_enter(self->guard) < 0) {
+        return NULL;
+    }
+    r = self->r;
     Py_BEGIN_ALLOW_THREADS
     ap_log_rerror(APLOG_MARK, level, 0, r, "%s", msg);
+    pyr_guard_leave(self->guard);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -396,13 +425,14 @@ req_dealloc(request_t *self)
     Py_CLEAR(self->headers_out);
     Py_CLEAR(self->err_headers_out);
     Py_CLEAR(self->options);
+    pyr_guard_unref(self->guard);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
 req_repr(request_t *self)
 {
-    if (!self->r) {
+    if (!pyr_guard_live(self->guard)) {
         return PyUnicode_FromString("<pyreload.Request (finished)>");
     }
     return PyUnicode_FromFormat("<pyreload.Request %s %s>", self->r->method,
@@ -411,6 +441,8 @@ req_repr(request_t *self)
 
 #define STR_ATTR(name, which, doc) \
     {name, (getter)req_get_str, NULL, doc, (void *)(intptr_t)(which)}
+#define TABLE_ATTR(name, which, doc) \
+    {name, (getter)req_get_table, NULL, doc, (void *)(intptr_t)(which)}
 
 static PyGetSetDef req_getset[] = {
     STR_ATTR("method", A_METHOD, "The request method, e.g. 'GET'."),
@@ -422,11 +454,11 @@ static PyGetSetDef req_getset[] = {
     STR_ATTR("hostname", A_HOSTNAME, "The host the client asked for."),
     STR_ATTR("remote_addr", A_REMOTE_ADDR, "The client's address."),
     STR_ATTR("filename", A_FILENAME, "The file httpd mapped the URI to."),
-    {"headers_in", (getter)req_get_headers_in, NULL, "Request headers (read-only).", NULL},
-    {"headers_out", (getter)req_get_headers_out, NULL, "Response headers.", NULL},
-    {"err_headers_out", (getter)req_get_err_headers_out, NULL,
-     "Response headers kept on error responses too.", NULL},
-    {"options", (getter)req_get_options, NULL, "PyReloadOption values.", NULL},
+    TABLE_ATTR("headers_in", T_HEADERS_IN, "Request headers (read-only)."),
+    TABLE_ATTR("headers_out", T_HEADERS_OUT, "Response headers."),
+    TABLE_ATTR("err_headers_out", T_ERR_HEADERS_OUT,
+               "Response headers kept on error responses too."),
+    TABLE_ATTR("options", T_OPTIONS, "PyReloadOption values."),
     {"content_type", (getter)req_get_content_type, (setter)req_set_content_type,
      "The response's Content-Type.", NULL},
     {"status", (getter)req_get_status, (setter)req_set_status,
@@ -585,7 +617,8 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     pyr_entry_t *e;
     pyr_gen_t *g;
     PyObject *fn, *result = NULL;
-    request_t *req;
+    pyr_guard_t *guard;
+    request_t *req = NULL;
     apr_bucket_brigade *bb;
     outcome_t o = { OK, 0, NULL };
     int passed = 0, rc;
@@ -614,7 +647,8 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
 
     pyr_gil_take();
     g = pyr_entry_acquire(e);
-    if (!(req = PyObject_New(request_t, &request_type))) {
+    if (!(guard = pyr_guard_new()) || !(req = PyObject_New(request_t, &request_type))) {
+        pyr_guard_unref(guard);
         o.why = pyr_exc_format();
         o.status = HTTP_INTERNAL_SERVER_ERROR;
         o.failed = 1;
@@ -622,6 +656,7 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
         pyr_gil_drop();
         goto report;
     }
+    req->guard = guard;         /* req's reference */
     req->r = r;
     req->cfg = cfg;
     req->bb = bb;
@@ -639,8 +674,10 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     }
     judge(req, result, h->callable, &o);
     Py_XDECREF(result);
+    /* Threads that kept req: the one inside it finishes, the others get
+     * RuntimeError from now on, and r and bb are ours again. */
+    pyr_guard_close(guard);
     passed = req->passed;
-    /* From here on the object outlives its request only as a husk. */
     req->r = NULL;
     Py_DECREF(req);
     pyr_gen_release(g, &log);
