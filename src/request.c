@@ -20,7 +20,10 @@
 #include "http_request.h"
 #include "util_filter.h"
 
+#include <apr_portable.h>
 #include <apr_strings.h>
+
+#include <sys/socket.h>
 
 APLOG_USE_MODULE(pyreload);
 
@@ -179,7 +182,12 @@ req_set_status(request_t *self, PyObject *v, void *u)
         return -1;
     }
     if (s < 100 || s > 599) {
-        PyErr_Format(PyExc_ValueError, "status must be from 100 to 599, not %ld", s);
+        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld", s);
+        return -1;
+    }
+    if (s < 200) {
+        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld: a 1xx "
+                     "is not a final status (httpd sends 100 Continue itself)", s);
         return -1;
     }
     self->r->status = (int)s;
@@ -523,6 +531,20 @@ typedef struct {
     char *why;          /* malloc'd traceback or message */
 } outcome_t;
 
+/* A 1xx would go out as the final response, and the client would wait for
+ * the real one: a 500 of ours instead. */
+static void
+not_final(const char *what, const char *how, long v, outcome_t *o)
+{
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), "%s %s %ld: a 1xx is not a final status; a handler must "
+             "answer with a status from 200 to 599\n", what, how, v);
+    o->status = HTTP_INTERNAL_SERVER_ERROR;
+    o->failed = 1;
+    o->why = strdup(buf);
+}
+
 static void
 judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
 {
@@ -543,7 +565,11 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             Py_XDECREF(value);
             Py_XDECREF(tb);
             PyErr_Clear();
-            o->status = (v >= 100 && v <= 599) ? (int)v : HTTP_INTERNAL_SERVER_ERROR;
+            if (v >= 100 && v < 200) {
+                not_final(what, "raised pyreload.HTTPError", v, o);
+                return;
+            }
+            o->status = (v >= 200 && v <= 599) ? (int)v : HTTP_INTERNAL_SERVER_ERROR;
             return;
         }
         o->status = HTTP_INTERNAL_SERVER_ERROR;
@@ -560,7 +586,11 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             o->status = OK;
             return;
         }
-        else if (v == DECLINED || v == DONE || (v >= 100 && v <= 599)) {
+        else if (v >= 100 && v < 200) {
+            not_final(what, "returned", v, o);
+            return;
+        }
+        else if (v == DECLINED || v == DONE || (v >= 200 && v <= 599)) {
             o->status = (int)v;
             return;
         }
@@ -574,13 +604,47 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             PyErr_Clear();
         }
         snprintf(buf, sizeof(buf), "%s returned %.200s (a %.100s); a handler must "
-                 "return an int: pyreload.OK, an HTTP status from 100 to 599, "
+                 "return an int: pyreload.OK, an HTTP status from 200 to 599, "
                  "pyreload.DECLINED or pyreload.DONE\n", what, rs ? rs : "?",
                  Py_TYPE(result)->tp_name);
         Py_XDECREF(repr);
         o->status = HTTP_INTERNAL_SERVER_ERROR;
         o->failed = 1;
         o->why = strdup(buf);
+    }
+}
+
+/* The status line has gone: all we can do is make the client see a broken
+ * response rather than a complete-looking one.  A 502 error bucket is how
+ * mod_proxy says that a backend broke mid-response: httpd's chunk filter then
+ * leaves out the last chunk, and the connection is closed after it.  A body
+ * that is not chunked (HTTP/1.0, a Content-Length set by the handler) has no
+ * end marker to leave out: the connection is reset instead, since a plain
+ * close is how such a body ends normally.  HTTP/2 resets the stream on the
+ * error bucket by itself. */
+static void
+cut_short(request_rec *r, apr_bucket_brigade *bb)
+{
+    conn_rec *c = r->connection;
+
+    r->no_cache = 1;
+    c->keepalive = AP_CONN_CLOSE;
+    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
+                                                       c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    (void)ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    if (!r->chunked && r->proto_num < HTTP_VERSION(2, 0) && !c->master) {
+        apr_socket_t *s = ap_get_conn_socket(c);
+        apr_os_sock_t fd;
+        struct linger lg = { 1, 0 };
+
+        /* SO_LINGER 0: the close sends RST; aborted: no lingering FIN first. */
+        if (s && apr_os_sock_get(&fd, s) == APR_SUCCESS) {
+            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        c->aborted = 1;
     }
 }
 
@@ -698,18 +762,18 @@ report:
     if (o.failed) {
         const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);
 
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; answering 500:",
-                      where);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
+                      passed ? "the response had started: cutting it short"
+                             : "answering 500");
         pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
     }
+    else if (passed) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s returned %d after "
+                      "the response had started (flush() or a large write): cutting it "
+                      "short", h->path, h->callable, o.status);
+    }
     if (passed) {
-        /* The status line is gone already: all we can do is make the client
-         * see a broken response rather than a complete-looking one. */
-        APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(o.status, NULL, r->pool,
-                                r->connection->bucket_alloc));
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(r->connection->bucket_alloc));
-        r->connection->keepalive = AP_CONN_CLOSE;
-        (void)ap_pass_brigade(r->output_filters, bb);
+        cut_short(r, bb);
         free(o.why);
         return OK;
     }
