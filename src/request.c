@@ -660,16 +660,25 @@ debug_page(request_rec *r, apr_bucket_brigade *bb, const char *title, const char
     return ap_pass_brigade(r->output_filters, bb) == APR_SUCCESS ? OK : AP_FILTER_ERROR;
 }
 
+/* PyReloadDebug On: the latest load failure, if any, as a 500 page; also
+ * when a last good generation could serve, so that a developer sees a broken
+ * save at once and until it is fixed (Debug Off keeps the last good code
+ * serving).  DECLINED when the latest load did not fail. */
 static int
-cannot_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_entry_t *e)
+load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
 {
-    char *tb;
+    char *tb = pyr_entry_last_error(e, r->pool);
 
-    if (cfg->debug != 1 || !(tb = pyr_entry_last_error(e, r->pool))) {
-        return HTTP_INTERNAL_SERVER_ERROR;
+    if (!tb) {
+        return DECLINED;
     }
     return debug_page(r, apr_brigade_create(r->pool, r->connection->bucket_alloc),
-                      "mod_pyreload: the handler file failed to load:", tb);
+                      apr_psprintf(r->pool, has_good
+                                   ? "mod_pyreload: the latest version of %s failed to "
+                                     "load (without PyReloadDebug On, the last good "
+                                     "version would answer):"
+                                   : "mod_pyreload: %s failed to load:",
+                                   pyr_entry_path(e)), tb);
 }
 
 int
@@ -700,10 +709,18 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     check.enabled = cfg->check != 0;
     check.interval = cfg->interval;
     switch (pyr_entry_refresh(e, &check, &log)) {
-    case PYR_READY:   break;
+    case PYR_READY:
+        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
+            return rc;
+        }
+        break;
     case PYR_MISSING: return HTTP_NOT_FOUND;
     case PYR_DENIED:  return HTTP_FORBIDDEN;
-    case PYR_FAILED:  return cannot_serve(r, cfg, e);
+    case PYR_FAILED:
+        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 0)) != DECLINED) {
+            return rc;
+        }
+        return HTTP_INTERNAL_SERVER_ERROR;
     default:          return HTTP_INTERNAL_SERVER_ERROR;
     }
 
