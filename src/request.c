@@ -181,13 +181,9 @@ req_set_status(request_t *self, PyObject *v, void *u)
     if (s == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (s < 100 || s > 599) {
-        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld", s);
-        return -1;
-    }
-    if (s < 200) {
-        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld: a 1xx "
-                     "is not a final status (httpd sends 100 Continue itself)", s);
+    if (s < 200 || s > 599) {
+        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld%s", s,
+                     s >= 100 && s < 200 ? ": a 1xx is not a final status" : "");
         return -1;
     }
     self->r->status = (int)s;
@@ -785,7 +781,7 @@ report:
         pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
     }
     else if (passed) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s returned %d after "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s answered %d after "
                       "the response had started (flush() or a large write): cutting it "
                       "short", h->path, h->callable, o.status);
     }
