@@ -17,6 +17,8 @@ DEMO_PORT     ?= 8080
 # Packages a fresh Debian 12 needs; installed only when one is missing.
 DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-openssl-dev pkg-config
 DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python
+# The deploy suite (tests/it_deploy.c) runs the real tools.
+DEB_TEST   = git rsync vim tar
 
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)
@@ -34,7 +36,7 @@ CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/engine.c src/loader.c src/notify.c \
-             src/table.c src/pymod.c src/perm.c src/names.c
+             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c
 # httpd-side Python glue.
 GLUE_SRC   = src/request.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
@@ -66,7 +68,7 @@ tests/it_runner: $(IT_SRC) tests/httpd.h tests/it_util.h Makefile
 
 # Install only what is missing, so that a machine that has it all needs no network.
 deps:
-	@./tools/ensure-packages $(DEB_BUILD)
+	@./tools/ensure-packages $(DEB_BUILD) $(DEB_TEST)
 
 deps-bench:
 	@./tools/ensure-packages $(DEB_BUILD) $(DEB_BENCH)

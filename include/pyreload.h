@@ -103,11 +103,16 @@ typedef struct pyr_sig {
 
 /* stat(2) the path (following symlinks).  0, or an errno value. No GIL. */
 int pyr_sig_stat(const char *path, pyr_sig_t *sig);
+/* The same, but a file briefly absent or unreadable (ENOENT, ENOTDIR,
+ * EACCES: a tool re-creating it) is looked at again for up to 100 ms before
+ * that is the answer.  No GIL. */
+int pyr_sig_stat_settled(const char *path, pyr_sig_t *sig);
 int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
 
 /* Read a whole file and the signature of what was read.  The read is retried
- * when the file changes under it; after that, -1 with *err set.  *data is
- * malloc'd and NUL-terminated.  0 or an errno value (EAGAIN: never stable). */
+ * when the file changes under it, and for up to 100 ms while it is absent or
+ * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated.
+ * 0 or an errno value (EAGAIN: never stable). */
 int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
 
 /* ------------------------------------------------------------------ */

@@ -327,9 +327,11 @@ stat_failure(pyr_entry_t *e, int rv, const pyr_logger_t *log)
 }
 
 /* 1 if a file of the watch list differs from what it was; -errno if the
- * handler file itself cannot be stat'ed.  No GIL, no lock. */
+ * handler file itself cannot be stat'ed.  patient: a file that was there and
+ * is now absent or unreadable gets a moment to come back (a tool deleting
+ * and re-creating it) before that counts.  No GIL, no lock. */
 static int
-watch_changed(pyr_entry_t *e, const pyr_watch_t *w)
+watch_changed(pyr_entry_t *e, const pyr_watch_t *w, int patient)
 {
     int i;
 
@@ -337,6 +339,9 @@ watch_changed(pyr_entry_t *e, const pyr_watch_t *w)
         pyr_sig_t now;
         int rv = pyr_sig_stat(w->item[i].e->path, &now);
 
+        if (rv != 0 && patient && w->item[i].exists) {
+            rv = pyr_sig_stat_settled(w->item[i].e->path, &now);
+        }
         if (rv != 0 && w->item[i].e == e) {
             return -rv;
         }
@@ -346,6 +351,40 @@ watch_changed(pyr_entry_t *e, const pyr_watch_t *w)
         }
     }
     return 0;
+}
+
+/* Watch every file of w where its path leads now.  1 if all are watched.
+ * No GIL, no lock. */
+static int
+watch_files(pyr_notify_t *n, const pyr_watch_t *w)
+{
+    int i, ok = 1;
+
+    for (i = 0; i < w->n; i++) {
+        ok &= pyr_notify_watch(n, w->item[i].e->path);
+    }
+    return ok;
+}
+
+/* The watches of w's files may have gone stale since they were set (a
+ * symlink re-pointed, a directory replaced): set them where the paths lead
+ * now, before a sweep makes "no event" mean "no change" again.  No GIL. */
+static void
+rewatch(pyr_entry_t *e, pyr_watch_t *w)
+{
+    uint64_t gen = pyr_notify_gen(e->cache->notify);
+    int ok;
+
+    if (!gen || gen == __atomic_load_n(&e->watch_gen, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    ok = watch_files(e->cache->notify, w);
+    pthread_mutex_lock(&e->lock);
+    if (e->watch == w) {
+        __atomic_store_n(&e->notified, ok, __ATOMIC_RELEASE);
+        __atomic_store_n(&e->watch_gen, gen, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&e->lock);
 }
 
 static void
@@ -379,7 +418,8 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
     pyr_watch_t *w = NULL, *old;
     char *error = NULL, *report = NULL, *copy;
     long before, number;
-    int failed;
+    uint64_t gen;
+    int failed, notified;
 
     pthread_mutex_lock(&e->cache->build);
     pyr_gil_take();
@@ -389,16 +429,17 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
     pyr_gil_drop();
     pthread_mutex_unlock(&e->cache->build);
 
-    /* Watched before the next sweep sets the baseline: nothing is missed. */
-    w->notified = 1;
-    for (int i = 0; i < w->n; i++) {
-        w->notified &= pyr_notify_watch(e->cache->notify, w->item[i].e->path);
-    }
+    /* Watched before the next sweep sets the baseline: nothing is missed.
+     * The generation is read first: if it moves meanwhile, they are watched
+     * again. */
+    gen = pyr_notify_gen(e->cache->notify);
+    notified = watch_files(e->cache->notify, w);
     pthread_mutex_lock(&e->lock);
     old = e->watch;
     e->watch = w;
     __atomic_store_n(&e->clean_epoch, 0, __ATOMIC_RELEASE);
-    __atomic_store_n(&e->notified, w->notified, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->notified, notified, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->watch_gen, gen, __ATOMIC_RELEASE);
     if (!failed) {
         free(e->error);
         e->error = NULL;
@@ -422,27 +463,27 @@ pyr_status_t
 pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *log)
 {
     pyr_watch_t *w;
-    int changed, was_missing;
+    int changed, was_missing, patient;
+    int has_gen = __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE);
 
-    if (__atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE)) {
-        if (!check->enabled) {
+    if (has_gen && !check->enabled) {
+        return PYR_READY;
+    }
+    if (check->interval > 0) {
+        apr_time_t now = apr_time_now();
+
+        if (has_gen && now < __atomic_load_n(&e->next_check, __ATOMIC_RELAXED)) {
             return PYR_READY;
         }
-        if (check->interval > 0) {
-            apr_time_t now = apr_time_now();
-
-            if (now < __atomic_load_n(&e->next_check, __ATOMIC_RELAXED)) {
-                return PYR_READY;
-            }
-            __atomic_store_n(&e->next_check, now + check->interval, __ATOMIC_RELAXED);
-        }
+        /* This is a look, the first load included: the interval runs from it. */
+        __atomic_store_n(&e->next_check, now + check->interval, __ATOMIC_RELAXED);
     }
 
     for (;;) {
         uint64_t epoch = pyr_notify_epoch(e->cache->notify);
 
-        /* Nothing happened in any of its directories since the last sweep
-         * found the files as they were: no lock, no stat. */
+        /* Nothing happened on the way to any of its files since the last
+         * sweep found them as they were: no lock, no stat. */
         if (epoch && __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE)
             && epoch == __atomic_load_n(&e->clean_epoch, __ATOMIC_ACQUIRE)) {
             return __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE) ? PYR_READY : PYR_FAILED;
@@ -453,11 +494,15 @@ pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *
         if (w) {
             __atomic_add_fetch(&w->refs, 1, __ATOMIC_ACQ_REL);
         }
+        /* Once a file has a good generation, a brief absence is waited out;
+         * an absence already reported is not waited for again. */
+        patient = !e->missing && __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE);
         pthread_mutex_unlock(&e->lock);
 
         if (w) {
+            rewatch(e, w);
             __atomic_add_fetch(&e->sweeps, 1, __ATOMIC_RELAXED);
-            changed = watch_changed(e, w);
+            changed = watch_changed(e, w, patient);
             if (changed == 0 && epoch) {
                 /* Only for the list that was swept: a newer one may name
                  * files this sweep did not look at. */

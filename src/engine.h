@@ -39,7 +39,6 @@ struct pyr_gen {
  * a request can stat the files without holding the entry's lock. */
 typedef struct pyr_watch {
     int refs;
-    int notified;                   /* every file's directory is watched */
     int n;
     struct {
         pyr_entry_t *e;
@@ -73,7 +72,8 @@ struct pyr_entry {
     int has_gen;
     apr_time_t next_check;
     uint64_t clean_epoch;           /* notify epoch of the last sweep that found nothing */
-    int notified;                   /* the current watch list's directories are watched */
+    uint64_t watch_gen;             /* notify generation the watch list was watched under */
+    int notified;                   /* ... and every file of it is watched */
     long sweeps;                    /* stat sweeps of the watch list */
 
     /* GIL. */

@@ -161,6 +161,24 @@ is_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* is_file(), but a module that has a good generation may be briefly absent
+ * (a tool re-creating it): it gets a moment to come back.  No GIL. */
+static int
+is_module_file(pyr_cache_t *c, const char *path)
+{
+    pyr_entry_t *e;
+    pyr_sig_t sig;
+
+    if (is_file(path)) {
+        return 1;
+    }
+    pthread_mutex_lock(&c->lock);
+    e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
+    pthread_mutex_unlock(&c->lock);
+    return e && __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE)
+        && pyr_sig_stat_settled(path, &sig) == 0;
+}
+
 /* "a.b.c" under one root: the entries of a, a.b and a.b.c, or 0 if the
  * name is not there.  No GIL (stats, and the cache lock). */
 static int
@@ -185,13 +203,13 @@ resolve_in(pyr_cache_t *c, const char *root, const char *absname,
         }
         strncat(prefix, p, len);
         snprintf(path, sizeof(path), "%s/%.*s/__init__.py", dir, (int)len, p);
-        if (is_file(path)) {
+        if (is_module_file(c, path)) {
             out[n++] = pyr_entry_new(c, path, prefix, root, 0, 1);
             snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/%.*s", (int)len, p);
         }
         else {
             snprintf(path, sizeof(path), "%s/%.*s.py", dir, (int)len, p);
-            if (dot || !is_file(path)) {
+            if (dot || !is_module_file(c, path)) {
                 return 0;
             }
             out[n++] = pyr_entry_new(c, path, prefix, root, 0, 0);
@@ -608,10 +626,10 @@ request_import(pyr_entry_t *d)
             nw->item[n].e = d;
             nw->item[n].sig = d->current->sig;
             nw->item[n].exists = 1;
-            nw->notified = w->notified && pyr_notify_watch(c->notify, d->path);
             pinned->entry->watch = nw;
+            /* The next check watches the new list, then sweeps it. */
             __atomic_store_n(&pinned->entry->clean_epoch, 0, __ATOMIC_RELEASE);
-            __atomic_store_n(&pinned->entry->notified, nw->notified, __ATOMIC_RELEASE);
+            __atomic_store_n(&pinned->entry->watch_gen, 0, __ATOMIC_RELEASE);
             if (__atomic_sub_fetch(&w->refs, 1, __ATOMIC_ACQ_REL) == 0) {
                 free(w);
             }

@@ -15,14 +15,22 @@ typedef struct pyr_notify pyr_notify_t;
 pyr_notify_t *pyr_notify_create(apr_pool_t *pool);
 void pyr_notify_destroy(pyr_notify_t *n);
 
-/* Watch the directory of path (and of the file it resolves to).  1 if
- * changes to path are seen from now on, 0 if they may not be (no inotify, a
- * network file system, no watch left).  No GIL. */
+/* Watch every directory the lookup of path goes through (the parents of
+ * its symlinks, where they lead, the real file's directory), as it resolves
+ * under the current generation.  1 if changes to path are seen from now on
+ * (until the generation moves), 0 if they may not be (no inotify, a network
+ * file system, no watch left).  No GIL. */
 int pyr_notify_watch(pyr_notify_t *n, const char *path);
 
-/* The current epoch: it moves whenever something happened in a watched
- * directory.  0 means "cannot tell now": look at the files.  Lock-free, one
- * system call.  No GIL. */
+/* The generation of the watches: it moves when something on the way to a
+ * watched path was created, deleted or renamed, or a watched directory went
+ * away.  A path watched under an older generation may not be watched where
+ * it now leads: watch it again.  0: no inotify.  Lock-free.  No GIL. */
+uint64_t pyr_notify_gen(pyr_notify_t *n);
+
+/* The current epoch: it moves whenever something happened to a watched
+ * path (after the generation, when that moves too).  0 means "cannot tell
+ * now": look at the files.  Lock-free, one system call.  No GIL. */
 uint64_t pyr_notify_epoch(pyr_notify_t *n);
 
 #endif

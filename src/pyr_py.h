@@ -19,13 +19,28 @@ extern PyObject *pyr_HTTPError;                 /* pyreload.HTTPError, owned by 
 /* stdio.c: sys.stdout and sys.stderr into the error log.  GIL. */
 int pyr_stdio_install(const pyr_logger_t *log);
 
-/* table.c: a case-insensitive mapping over an apr_table_t.
- * alive points at a pointer owned by owner (kept alive by the table) that
- * becomes NULL when the table's memory is gone, e.g. a finished request's
- * request_rec; NULL alive means "always valid" (configuration tables). */
+/* guard.c: whether a request is still running, and who is using it; shared
+ * by req and its tables (see guard.c).  Every function: GIL, unless said. */
+typedef struct pyr_guard pyr_guard_t;
+pyr_guard_t *pyr_guard_new(void);               /* live; NULL + MemoryError */
+void pyr_guard_ref(pyr_guard_t *g);
+void pyr_guard_unref(pyr_guard_t *g);           /* NULL is fine */
+/* Wait (GIL released) while another thread is inside the request, then:
+ * live 1/0; check 0, or -1 with RuntimeError once it has finished. */
+int pyr_guard_live(pyr_guard_t *g);
+int pyr_guard_check(pyr_guard_t *g);
+/* As check, and then the request is the caller's alone until leave, which
+ * is called WITHOUT the GIL (release it first if need be). */
+int pyr_guard_enter(pyr_guard_t *g);
+void pyr_guard_leave(pyr_guard_t *g);           /* no GIL */
+/* The request thread, when the request ends: every later call raises. */
+void pyr_guard_close(pyr_guard_t *g);
+
+/* table.c: a case-insensitive mapping over an apr_table_t.  guard, if not
+ * NULL, says when the table's memory is gone (a finished request's); the
+ * table keeps a reference to it.  NULL: always valid (configuration). */
 extern PyTypeObject pyr_TableType;
-PyObject *pyr_table_new(apr_table_t *t, PyObject *owner, void *const *alive,
-                        int readonly);
+PyObject *pyr_table_new(apr_table_t *t, pyr_guard_t *guard, int readonly);
 
 /* Strings we look up on every load or request, interned once (interp.c). */
 typedef struct pyr_strings {

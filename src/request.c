@@ -20,15 +20,22 @@
 #include "http_request.h"
 #include "util_filter.h"
 
+#include <apr_portable.h>
 #include <apr_strings.h>
+
+#include <sys/socket.h>
 
 APLOG_USE_MODULE(pyreload);
 
 /* Below this, req.write() copies into the brigade and sends nothing. */
 #define PENDING_LIMIT (64 * 1024)
 
+/* Any thread may call a req.  The fields below r are used only by the thread
+ * that may touch the request (guard.c): under the GIL after a check, or
+ * inside the guard with the GIL released. */
 typedef struct {
     PyObject_HEAD
+    pyr_guard_t *guard;         /* owned; shared with the tables */
     request_rec *r;             /* NULL once the request has finished */
     const pyr_dir_conf_t *cfg;
     apr_bucket_brigade *bb;     /* output not yet passed to the filters */
@@ -41,12 +48,11 @@ typedef struct {
 
 static PyTypeObject request_type;
 
+/* Raises RuntimeError once the request has finished; may release the GIL
+ * while another thread is inside it, so check before reading self->r. */
 #define LIVE(self, fail)                                                    \
     do {                                                                    \
-        if (!(self)->r) {                                                   \
-            PyErr_SetString(PyExc_RuntimeError,                             \
-                            "this request has finished; a req object is "   \
-                            "only valid during its own request");           \
+        if (pyr_guard_check((self)->guard) < 0) {                           \
             return fail;                                                    \
         }                                                                   \
     } while (0)
@@ -70,9 +76,10 @@ enum { A_METHOD, A_URI, A_UNPARSED_URI, A_PATH_INFO, A_ARGS, A_PROTOCOL,
 static PyObject *
 req_get_str(request_t *self, void *which)
 {
-    request_rec *r = self->r;
+    request_rec *r;
 
     LIVE(self, NULL);
+    r = self->r;
     switch ((int)(intptr_t)which) {
     case A_METHOD:       return path_text(r->method);
     case A_URI:          return path_text(r->uri);
@@ -87,42 +94,41 @@ req_get_str(request_t *self, void *which)
     Py_RETURN_NONE;
 }
 
+enum { T_HEADERS_IN, T_HEADERS_OUT, T_ERR_HEADERS_OUT, T_OPTIONS };
+
+/* The table holds the guard, not req: no cycle (req owns the table). */
 static PyObject *
-lazy_table(request_t *self, PyObject **slot, apr_table_t *t, int readonly)
+req_get_table(request_t *self, void *which)
 {
+    PyObject **slot;
+    apr_table_t *t;
+    int readonly = 0;
+
     LIVE(self, NULL);
-    if (!*slot) {
-        *slot = pyr_table_new(t, (PyObject *)self, (void *const *)&self->r, readonly);
-        if (!*slot) {
-            return NULL;
-        }
+    switch ((int)(intptr_t)which) {
+    case T_HEADERS_IN:
+        slot = &self->headers_in;
+        t = self->r->headers_in;
+        readonly = 1;
+        break;
+    case T_HEADERS_OUT:
+        slot = &self->headers_out;
+        t = self->r->headers_out;
+        break;
+    case T_ERR_HEADERS_OUT:
+        slot = &self->err_headers_out;
+        t = self->r->err_headers_out;
+        break;
+    default:
+        slot = &self->options;
+        t = self->cfg->options;
+        readonly = 1;
+        break;
+    }
+    if (!*slot && !(*slot = pyr_table_new(t, self->guard, readonly))) {
+        return NULL;
     }
     return Py_NewRef(*slot);
-}
-
-static PyObject *
-req_get_headers_in(request_t *self, void *u)
-{
-    return lazy_table(self, &self->headers_in, self->r ? self->r->headers_in : NULL, 1);
-}
-
-static PyObject *
-req_get_headers_out(request_t *self, void *u)
-{
-    return lazy_table(self, &self->headers_out, self->r ? self->r->headers_out : NULL, 0);
-}
-
-static PyObject *
-req_get_err_headers_out(request_t *self, void *u)
-{
-    return lazy_table(self, &self->err_headers_out,
-                      self->r ? self->r->err_headers_out : NULL, 0);
-}
-
-static PyObject *
-req_get_options(request_t *self, void *u)
-{
-    return lazy_table(self, &self->options, self->cfg->options, 1);
 }
 
 static PyObject *
@@ -175,8 +181,9 @@ req_set_status(request_t *self, PyObject *v, void *u)
     if (s == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (s < 100 || s > 599) {
-        PyErr_Format(PyExc_ValueError, "status must be from 100 to 599, not %ld", s);
+    if (s < 200 || s > 599) {
+        PyErr_Format(PyExc_ValueError, "status must be from 200 to 599, not %ld%s", s,
+                     s >= 100 && s < 200 ? ": a 1xx is not a final status" : "");
         return -1;
     }
     self->r->status = (int)s;
@@ -187,27 +194,34 @@ req_set_status(request_t *self, PyObject *v, void *u)
 /* Output                                                              */
 
 /* Hand the pending brigade (and a flush, if asked) to the output filters
- * with the GIL released.  0, or -1 with OSError set. */
+ * with the GIL released, inside the guard.  0, or -1 with OSError (or
+ * RuntimeError) set. */
 static int
 pass_pending(request_t *self, int flush)
 {
-    request_rec *r = self->r;
+    request_rec *r;
     apr_status_t rv;
+    int aborted;
 
+    if (pyr_guard_enter(self->guard) < 0) {
+        return -1;
+    }
+    r = self->r;
     if (flush) {
         APR_BRIGADE_INSERT_TAIL(self->bb,
                                 apr_bucket_flush_create(r->connection->bucket_alloc));
     }
+    self->pending = 0;
+    self->passed = 1;
     Py_BEGIN_ALLOW_THREADS
     rv = ap_pass_brigade(r->output_filters, self->bb);
     apr_brigade_cleanup(self->bb);
+    aborted = r->connection->aborted;
+    pyr_guard_leave(self->guard);
     Py_END_ALLOW_THREADS
-    self->pending = 0;
-    self->passed = 1;
     if (rv != APR_SUCCESS) {
         PyErr_Format(PyExc_OSError, "sending the response failed (the client may "
-                     "have gone): %s",
-                     r->connection->aborted ? "connection aborted" : "filter error");
+                     "have gone): %s", aborted ? "connection aborted" : "filter error");
         return -1;
     }
     return 0;
@@ -221,7 +235,6 @@ req_write(request_t *self, PyObject *data)
     Py_ssize_t n;
     int rv = 0;
 
-    LIVE(self, NULL);
     if (PyUnicode_Check(data)) {
         if (!(p = PyUnicode_AsUTF8AndSize(data, &n))) {
             return NULL;
@@ -240,7 +253,11 @@ req_write(request_t *self, PyObject *data)
                             Py_TYPE(data)->tp_name);
     }
 
-    if (n >= PENDING_LIMIT) {
+    /* From the check on, the GIL is kept until pass_pending(), if any. */
+    if (pyr_guard_check(self->guard) < 0) {
+        rv = -1;
+    }
+    else if (n >= PENDING_LIMIT) {
         /* Large: no copy.  The buffer stays exported (so it cannot change)
          * while the transient bucket is passed without the GIL; filters that
          * keep it set it aside, which copies. */
@@ -267,7 +284,6 @@ req_write(request_t *self, PyObject *data)
 static PyObject *
 req_flush(request_t *self, PyObject *u)
 {
-    LIVE(self, NULL);
     if (pass_pending(self, 1) < 0) {
         return NULL;
     }
@@ -292,9 +308,9 @@ http_error(int status, const char *message)
 static PyObject *
 req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    request_rec *r = self->r;
     Py_ssize_t want = -1, have = 0, cap;
     PyObject *out;
+    int rc = OK;
 
     LIVE(self, NULL);
     if (nargs > 1) {
@@ -309,28 +325,16 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (!self->body_ready) {
-        int rc;
-
-        Py_BEGIN_ALLOW_THREADS
-        rc = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
-        if (rc == OK) {
-            (void)ap_should_client_block(r);    /* sends 100-continue if asked */
-        }
-        Py_END_ALLOW_THREADS
-        if (rc != OK) {
-            return http_error(rc, "the request body cannot be read");
-        }
-        self->body_ready = 1;
-    }
 
     cap = want >= 0 ? want : 8192;
     if (!(out = PyBytes_FromStringAndSize(NULL, cap))) {
         return NULL;
     }
     while (want < 0 || have < want) {
-        long got;
+        request_rec *r;
+        apr_off_t limit = 0, before = 0;
         apr_size_t room;
+        long got = 0;
 
         if (have == cap) {
             cap *= 2;
@@ -339,24 +343,49 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         room = (apr_size_t)(cap - have);
+        /* Each piece inside the guard: threads that read the same body take
+         * turns, and the request cannot end under them. */
+        if (pyr_guard_enter(self->guard) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        r = self->r;
         Py_BEGIN_ALLOW_THREADS
-        got = ap_get_client_block(r, PyBytes_AS_STRING(out) + have, room);
+        if (!self->body_ready) {
+            rc = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
+            if (rc == OK) {
+                (void)ap_should_client_block(r);    /* sends 100-continue if asked */
+                self->body_ready = 1;
+            }
+        }
+        if (rc == OK) {
+            got = ap_get_client_block(r, PyBytes_AS_STRING(out) + have, room);
+            if (got > 0) {
+                self->body_read += got;
+            }
+            else if (got < 0) {
+                limit = ap_get_limit_req_body(r);
+                before = self->body_read;
+            }
+        }
+        pyr_guard_leave(self->guard);
         Py_END_ALLOW_THREADS
+        if (rc != OK) {
+            Py_DECREF(out);
+            return http_error(rc, "the request body cannot be read");
+        }
         if (got == 0) {
             break;
         }
         if (got < 0) {
-            apr_off_t limit = ap_get_limit_req_body(r);
-
             Py_DECREF(out);
-            if (limit > 0 && self->body_read + (apr_off_t)room > limit) {
+            if (limit > 0 && before + (apr_off_t)room > limit) {
                 return http_error(HTTP_REQUEST_ENTITY_TOO_LARGE,
                                   "the request body is larger than LimitRequestBody");
             }
             return http_error(HTTP_BAD_REQUEST, "reading the request body failed");
         }
         have += got;
-        self->body_read += got;
     }
     if (have != cap && _PyBytes_Resize(&out, have) < 0) {
         return NULL;
@@ -370,9 +399,9 @@ static PyObject *
 req_log_error(request_t *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"message", "level", NULL};
-    const char *msg;
+    const char *msg;            /* borrowed from args, which outlive the call */
     int level = APLOG_ERR;
-    request_rec *r = self->r;
+    request_rec *r;
 
     LIVE(self, NULL);
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|i:log_error", kwlist, &msg, &level)) {
@@ -382,9 +411,13 @@ req_log_error(request_t *self, PyObject *args, PyObject *kw)
         return PyErr_Format(PyExc_ValueError, "level must be one of pyreload.APLOG_*, "
                             "from %d to %d", APLOG_EMERG, APLOG_DEBUG);
     }
-    msg = apr_pstrdup(r->pool, msg);
+    if (pyr_guard_enter(self->guard) < 0) {
+        return NULL;
+    }
+    r = self->r;
     Py_BEGIN_ALLOW_THREADS
     ap_log_rerror(APLOG_MARK, level, 0, r, "%s", msg);
+    pyr_guard_leave(self->guard);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -396,13 +429,14 @@ req_dealloc(request_t *self)
     Py_CLEAR(self->headers_out);
     Py_CLEAR(self->err_headers_out);
     Py_CLEAR(self->options);
+    pyr_guard_unref(self->guard);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
 req_repr(request_t *self)
 {
-    if (!self->r) {
+    if (!pyr_guard_live(self->guard)) {
         return PyUnicode_FromString("<pyreload.Request (finished)>");
     }
     return PyUnicode_FromFormat("<pyreload.Request %s %s>", self->r->method,
@@ -411,6 +445,8 @@ req_repr(request_t *self)
 
 #define STR_ATTR(name, which, doc) \
     {name, (getter)req_get_str, NULL, doc, (void *)(intptr_t)(which)}
+#define TABLE_ATTR(name, which, doc) \
+    {name, (getter)req_get_table, NULL, doc, (void *)(intptr_t)(which)}
 
 static PyGetSetDef req_getset[] = {
     STR_ATTR("method", A_METHOD, "The request method, e.g. 'GET'."),
@@ -422,11 +458,11 @@ static PyGetSetDef req_getset[] = {
     STR_ATTR("hostname", A_HOSTNAME, "The host the client asked for."),
     STR_ATTR("remote_addr", A_REMOTE_ADDR, "The client's address."),
     STR_ATTR("filename", A_FILENAME, "The file httpd mapped the URI to."),
-    {"headers_in", (getter)req_get_headers_in, NULL, "Request headers (read-only).", NULL},
-    {"headers_out", (getter)req_get_headers_out, NULL, "Response headers.", NULL},
-    {"err_headers_out", (getter)req_get_err_headers_out, NULL,
-     "Response headers kept on error responses too.", NULL},
-    {"options", (getter)req_get_options, NULL, "PyReloadOption values.", NULL},
+    TABLE_ATTR("headers_in", T_HEADERS_IN, "Request headers (read-only)."),
+    TABLE_ATTR("headers_out", T_HEADERS_OUT, "Response headers."),
+    TABLE_ATTR("err_headers_out", T_ERR_HEADERS_OUT,
+               "Response headers kept on error responses too."),
+    TABLE_ATTR("options", T_OPTIONS, "PyReloadOption values."),
     {"content_type", (getter)req_get_content_type, (setter)req_set_content_type,
      "The response's Content-Type.", NULL},
     {"status", (getter)req_get_status, (setter)req_set_status,
@@ -492,6 +528,20 @@ typedef struct {
     int missing;        /* the file lacks the callable: 1 log it, -1 said already */
 } outcome_t;
 
+/* A 1xx would go out as the final response, and the client would wait for
+ * the real one: a 500 of ours instead. */
+static void
+not_final(const char *what, const char *how, long v, outcome_t *o)
+{
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), "%s %s %ld: a 1xx is not a final status; a handler must "
+             "answer with a status from 200 to 599\n", what, how, v);
+    o->status = HTTP_INTERNAL_SERVER_ERROR;
+    o->failed = 1;
+    o->why = strdup(buf);
+}
+
 static void
 judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
 {
@@ -512,7 +562,11 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             Py_XDECREF(value);
             Py_XDECREF(tb);
             PyErr_Clear();
-            o->status = (v >= 100 && v <= 599) ? (int)v : HTTP_INTERNAL_SERVER_ERROR;
+            if (v >= 100 && v < 200) {
+                not_final(what, "raised pyreload.HTTPError", v, o);
+                return;
+            }
+            o->status = (v >= 200 && v <= 599) ? (int)v : HTTP_INTERNAL_SERVER_ERROR;
             return;
         }
         o->status = HTTP_INTERNAL_SERVER_ERROR;
@@ -529,7 +583,11 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             o->status = OK;
             return;
         }
-        else if (v == DECLINED || v == DONE || (v >= 100 && v <= 599)) {
+        else if (v >= 100 && v < 200) {
+            not_final(what, "returned", v, o);
+            return;
+        }
+        else if (v == DECLINED || v == DONE || (v >= 200 && v <= 599)) {
             o->status = (int)v;
             return;
         }
@@ -543,13 +601,47 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             PyErr_Clear();
         }
         snprintf(buf, sizeof(buf), "%s returned %.200s (a %.100s); a handler must "
-                 "return an int: pyreload.OK, an HTTP status from 100 to 599, "
+                 "return an int: pyreload.OK, an HTTP status from 200 to 599, "
                  "pyreload.DECLINED or pyreload.DONE\n", what, rs ? rs : "?",
                  Py_TYPE(result)->tp_name);
         Py_XDECREF(repr);
         o->status = HTTP_INTERNAL_SERVER_ERROR;
         o->failed = 1;
         o->why = strdup(buf);
+    }
+}
+
+/* The status line has gone: all we can do is make the client see a broken
+ * response rather than a complete-looking one.  A 502 error bucket is how
+ * mod_proxy says that a backend broke mid-response: httpd's chunk filter then
+ * leaves out the last chunk, and the connection is closed after it.  A body
+ * that is not chunked (HTTP/1.0, a Content-Length set by the handler) has no
+ * end marker to leave out: the connection is reset instead, since a plain
+ * close is how such a body ends normally.  HTTP/2 resets the stream on the
+ * error bucket by itself. */
+static void
+cut_short(request_rec *r, apr_bucket_brigade *bb)
+{
+    conn_rec *c = r->connection;
+
+    r->no_cache = 1;
+    c->keepalive = AP_CONN_CLOSE;
+    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
+                                                       c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    (void)ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    if (!r->chunked && r->proto_num < HTTP_VERSION(2, 0) && !c->master) {
+        apr_socket_t *s = ap_get_conn_socket(c);
+        apr_os_sock_t fd;
+        struct linger lg = { 1, 0 };
+
+        /* SO_LINGER 0: the close sends RST; aborted: no lingering FIN first. */
+        if (s && apr_os_sock_get(&fd, s) == APR_SUCCESS) {
+            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        c->aborted = 1;
     }
 }
 
@@ -565,16 +657,25 @@ debug_page(request_rec *r, apr_bucket_brigade *bb, const char *title, const char
     return ap_pass_brigade(r->output_filters, bb) == APR_SUCCESS ? OK : AP_FILTER_ERROR;
 }
 
+/* PyReloadDebug On: the latest load failure, if any, as a 500 page; also
+ * when a last good generation could serve, so that a developer sees a broken
+ * save at once and until it is fixed (Debug Off keeps the last good code
+ * serving).  DECLINED when the latest load did not fail. */
 static int
-cannot_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_entry_t *e)
+load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
 {
-    char *tb;
+    char *tb = pyr_entry_last_error(e, r->pool);
 
-    if (cfg->debug != 1 || !(tb = pyr_entry_last_error(e, r->pool))) {
-        return HTTP_INTERNAL_SERVER_ERROR;
+    if (!tb) {
+        return DECLINED;
     }
     return debug_page(r, apr_brigade_create(r->pool, r->connection->bucket_alloc),
-                      "mod_pyreload: the handler file failed to load:", tb);
+                      apr_psprintf(r->pool, has_good
+                                   ? "mod_pyreload: the latest version of %s failed to "
+                                     "load (without PyReloadDebug On, the last good "
+                                     "version would answer):"
+                                   : "mod_pyreload: %s failed to load:",
+                                   pyr_entry_path(e)), tb);
 }
 
 int
@@ -586,7 +687,8 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     pyr_entry_t *e;
     pyr_gen_t *g;
     PyObject *fn, *result = NULL;
-    request_t *req;
+    pyr_guard_t *guard;
+    request_t *req = NULL;
     apr_bucket_brigade *bb;
     outcome_t o = { OK, 0, NULL, 0 };
     int passed = 0, rc;
@@ -604,10 +706,18 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     check.enabled = cfg->check != 0;
     check.interval = cfg->interval;
     switch (pyr_entry_refresh(e, &check, &log)) {
-    case PYR_READY:   break;
+    case PYR_READY:
+        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
+            return rc;
+        }
+        break;
     case PYR_MISSING: return HTTP_NOT_FOUND;
     case PYR_DENIED:  return HTTP_FORBIDDEN;
-    case PYR_FAILED:  return cannot_serve(r, cfg, e);
+    case PYR_FAILED:
+        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 0)) != DECLINED) {
+            return rc;
+        }
+        return HTTP_INTERNAL_SERVER_ERROR;
     default:          return HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -615,7 +725,8 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
 
     pyr_gil_take();
     g = pyr_entry_acquire(e);
-    if (!(req = PyObject_New(request_t, &request_type))) {
+    if (!(guard = pyr_guard_new()) || !(req = PyObject_New(request_t, &request_type))) {
+        pyr_guard_unref(guard);
         o.why = pyr_exc_format();
         o.status = HTTP_INTERNAL_SERVER_ERROR;
         o.failed = 1;
@@ -623,6 +734,7 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
         pyr_gil_drop();
         goto report;
     }
+    req->guard = guard;         /* req's reference */
     req->r = r;
     req->cfg = cfg;
     req->bb = bb;
@@ -645,8 +757,10 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
         o.missing = pyr_gen_tell_missing(g, h->slot) ? 1 : -1;
     }
     Py_XDECREF(result);
+    /* Threads that kept req: the one inside it finishes, the others get
+     * RuntimeError from now on, and r and bb are ours again. */
+    pyr_guard_close(guard);
     passed = req->passed;
-    /* From here on the object outlives its request only as a husk. */
     req->r = NULL;
     Py_DECREF(req);
     pyr_gen_release(g, &log);
@@ -673,18 +787,18 @@ report:
     else if (o.failed && !o.missing) {
         const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);
 
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; answering 500:",
-                      where);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
+                      passed ? "the response had started: cutting it short"
+                             : "answering 500");
         pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
     }
+    else if (passed) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s answered %d after "
+                      "the response had started (flush() or a large write): cutting it "
+                      "short", h->path, h->callable, o.status);
+    }
     if (passed) {
-        /* The status line is gone already: all we can do is make the client
-         * see a broken response rather than a complete-looking one. */
-        APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(o.status, NULL, r->pool,
-                                r->connection->bucket_alloc));
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(r->connection->bucket_alloc));
-        r->connection->keepalive = AP_CONN_CLOSE;
-        (void)ap_pass_brigade(r->output_filters, bb);
+        cut_short(r, bb);
         free(o.why);
         return OK;
     }

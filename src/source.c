@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A writer that truncates then writes can be caught in between; a few quick
@@ -25,6 +26,12 @@
  * take milliseconds between a writer's truncate and its write). */
 #define EMPTY_ATTEMPTS 25
 #define EMPTY_RETRY_USEC 2000
+/* A tool that deletes and re-creates a file (git checkout, tar x) leaves it
+ * absent for a moment; one that creates it 0600 and then chmods it
+ * (install, tar) leaves it unreadable: looked at again for up to this long
+ * before the absence is believed. */
+#define SETTLE_MSEC 100
+#define SETTLE_RETRY_USEC 2000
 
 static void
 sig_from_stat(const struct stat *st, pyr_sig_t *sig)
@@ -57,6 +64,49 @@ pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b)
 {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size
         && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+static int
+transient(int rv)
+{
+    return rv == ENOENT || rv == ENOTDIR || rv == EACCES;
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1 while a transient failure may still be waited out (since *start). */
+static int
+settling(int rv, int64_t *start)
+{
+    if (!transient(rv)) {
+        return 0;
+    }
+    if (!*start) {
+        *start = now_ms();
+    }
+    else if (now_ms() - *start >= SETTLE_MSEC) {
+        return 0;
+    }
+    usleep(SETTLE_RETRY_USEC);
+    return 1;
+}
+
+int
+pyr_sig_stat_settled(const char *path, pyr_sig_t *sig)
+{
+    int64_t start = 0;
+    int rv;
+
+    while ((rv = pyr_sig_stat(path, sig)) != 0 && settling(rv, &start)) {
+    }
+    return rv;
 }
 
 /* One attempt: 0 and a stable read, EAGAIN if the file moved under us. */
@@ -135,9 +185,13 @@ int
 pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig)
 {
     int torn = 0, empty = 0, rv;
+    int64_t start = 0;
 
     for (;;) {
         rv = read_once(path, data, len, sig);
+        if (settling(rv, &start)) {
+            continue;
+        }
         if (rv == EAGAIN) {
             if (++torn >= READ_ATTEMPTS) {
                 return rv;

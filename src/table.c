@@ -16,20 +16,14 @@
 typedef struct {
     PyObject_HEAD
     apr_table_t *t;
-    PyObject *owner;            /* keeps *alive's memory valid */
-    void *const *alive;
+    pyr_guard_t *guard;         /* owned; NULL: always valid */
     int readonly;
 } table_t;
 
 static int
 check_alive(table_t *self)
 {
-    if (self->alive && !*self->alive) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this table belongs to a request that has finished");
-        return -1;
-    }
-    return 0;
+    return self->guard ? pyr_guard_check(self->guard) : 0;
 }
 
 static int
@@ -306,7 +300,7 @@ table_repr(table_t *self)
 {
     PyObject *items, *r;
 
-    if (self->alive && !*self->alive) {
+    if (self->guard && !pyr_guard_live(self->guard)) {
         return PyUnicode_FromString("<pyreload.Table of a finished request>");
     }
     if (!(items = table_list(self, 2))) {
@@ -320,7 +314,7 @@ table_repr(table_t *self)
 static void
 table_dealloc(table_t *self)
 {
-    Py_CLEAR(self->owner);
+    pyr_guard_unref(self->guard);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -361,7 +355,7 @@ PyTypeObject pyr_TableType = {
 };
 
 PyObject *
-pyr_table_new(apr_table_t *t, PyObject *owner, void *const *alive, int readonly)
+pyr_table_new(apr_table_t *t, pyr_guard_t *guard, int readonly)
 {
     table_t *self = PyObject_New(table_t, &pyr_TableType);
 
@@ -369,8 +363,10 @@ pyr_table_new(apr_table_t *t, PyObject *owner, void *const *alive, int readonly)
         return NULL;
     }
     self->t = t;
-    self->owner = Py_XNewRef(owner);
-    self->alive = alive;
+    if (guard) {
+        pyr_guard_ref(guard);
+    }
+    self->guard = guard;
     self->readonly = readonly;
     return (PyObject *)self;
 }

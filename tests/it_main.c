@@ -20,6 +20,8 @@ Suite *suite_basic(void);
 Suite *suite_config(void);
 Suite *suite_reload(void);
 Suite *suite_deps(void);
+Suite *suite_deploy(void);
+Suite *suite_request(void);
 Suite *suite_names(void);
 Suite *suite_safety(void);
 
@@ -29,6 +31,8 @@ static Suite *(*const SUITES[])(void) = {
     suite_config,
     suite_reload,
     suite_deps,
+    suite_deploy,
+    suite_request,
     suite_names,
     suite_safety,
 };

@@ -17,6 +17,7 @@ Suite *suite_source(void);
 Suite *suite_interp(void);
 Suite *suite_engine(void);
 Suite *suite_deps(void);
+Suite *suite_notify(void);
 Suite *suite_perm(void);
 Suite *suite_names(void);
 
