@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,19 @@ put(const char *name, const char *text, int pad)
     free(src);
 }
 
+static struct stat
+stat_of(const char *name)
+{
+    char *path = httpd_path(srv, name);
+    struct stat st;
+
+    ck_assert_msg(stat(path, &st) == 0, "stat %s", path);
+    free(path);
+    return st;
+}
+
+#define same_ts(a, b) ((a).tv_sec == (b).tv_sec && (a).tv_nsec == (b).tv_nsec)
+
 static void
 expect(const char *path, long status, const char *body)
 {
@@ -69,6 +83,8 @@ static const char *config =
     "<Location /atomic>\n  PyReloadHandler @APP@/atomic.py\n</Location>\n"
     "<Location /size>\n  PyReloadHandler @APP@/size.py\n</Location>\n"
     "<Location /link>\n  PyReloadHandler @APP@/link.py\n</Location>\n"
+    "<Location /ctime>\n  PyReloadHandler @APP@/ctime.py\n</Location>\n"
+    "<Location /inode>\n  PyReloadHandler @APP@/inode.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
     "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
@@ -83,6 +99,7 @@ static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
+                                  "ctime.py", "iv1.py", "iv2.py",
                                   "origin.py", "slow.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "frozen.py", NULL};
@@ -95,6 +112,7 @@ setup(void)
         put(names[i], names[i], 0);
     }
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -163,6 +181,85 @@ START_TEST(test_symlink_swap)
     expect("/link", 200, "release-2");
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
     expect("/link", 200, "release-1");
+}
+END_TEST
+
+/* cp -p, rsync -t --inplace: rewritten in place, same size, the old mtime
+ * put back; only ctime tells.  The rewrite is repeated (bounded) until the
+ * kernel's ctime tick has moved past the ctime of the loaded version, so the
+ * test ends on a real ctime-only change whatever the file system's
+ * granularity, and checks that it is one before asking. */
+START_TEST(test_ctime_only_change)
+{
+    struct stat loaded, now;
+    int tries;
+
+    put("ctime.py", "one", 0);
+    httpd_set_mtime(srv, "ctime.py", T0, 0);
+    expect("/ctime", 200, "one");
+    expect("/ctime", 200, "one");
+    loaded = stat_of("ctime.py");
+    for (tries = 0; tries < 300; tries++) {
+        put("ctime.py", "two", 0);                  /* same size */
+        httpd_set_mtime(srv, "ctime.py", T0, 0);    /* same mtime */
+        now = stat_of("ctime.py");
+        if (!same_ts(now.st_ctim, loaded.st_ctim)) {
+            break;
+        }
+        usleep(10 * 1000);
+    }
+    ck_assert_msg(!same_ts(now.st_ctim, loaded.st_ctim), "ctime did not move in %d rewrites",
+                  tries);
+    ck_assert(now.st_ino == loaded.st_ino && now.st_size == loaded.st_size
+              && same_ts(now.st_mtim, loaded.st_mtim));
+    expect("/ctime", 200, "two");
+}
+END_TEST
+
+/* Only the inode differs: iv1.py and iv2.py have one size, one mtime and
+ * equal ctimes, and inode.py is a symlink swapped between them by rename
+ * (which changes the link's own ctime, never its targets': the server's
+ * stat follows the link).  ctime cannot be set: both mtimes are set back to
+ * back until the two calls land in one ctime tick (bounded), and the
+ * precondition is checked again after each swap, not trusted. */
+static void
+only_inodes_differ(void)
+{
+    struct stat a = stat_of("iv1.py"), b = stat_of("iv2.py");
+
+    ck_assert(a.st_dev == b.st_dev && a.st_ino != b.st_ino && a.st_size == b.st_size);
+    ck_assert(same_ts(a.st_mtim, b.st_mtim));
+    ck_assert_msg(same_ts(a.st_ctim, b.st_ctim), "ctimes %ld.%09ld and %ld.%09ld",
+                  (long)a.st_ctim.tv_sec, a.st_ctim.tv_nsec, (long)b.st_ctim.tv_sec,
+                  b.st_ctim.tv_nsec);
+}
+
+START_TEST(test_inode_only_swap)
+{
+    struct stat a, b;
+    int tries;
+
+    put("iv1.py", "inode-1", 0);
+    put("iv2.py", "inode-2", 0);
+    for (tries = 0; tries < 200; tries++) {
+        httpd_set_mtime(srv, "iv1.py", T0, 0);
+        httpd_set_mtime(srv, "iv2.py", T0, 0);
+        a = stat_of("iv1.py");
+        b = stat_of("iv2.py");
+        if (same_ts(a.st_ctim, b.st_ctim)) {
+            break;
+        }
+    }
+    only_inodes_differ();
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    expect("/inode", 200, "inode-1");
+    expect("/inode", 200, "inode-1");
+    ck_assert_int_eq(httpd_symlink(srv, "iv2.py", "inode.py"), 0);
+    only_inodes_differ();
+    expect("/inode", 200, "inode-2");
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    expect("/inode", 200, "inode-1");
+    only_inodes_differ();
 }
 END_TEST
 
@@ -751,6 +848,8 @@ suite_reload(void)
     tcase_add_test(tc, test_atomic_rename_save);
     tcase_add_test(tc, test_size_change_mtime_restored);
     tcase_add_test(tc, test_symlink_swap);
+    tcase_add_test(tc, test_ctime_only_change);
+    tcase_add_test(tc, test_inode_only_swap);
     tcase_add_test(tc, test_origin_clone_example);
     tcase_add_test(tc, test_in_flight_finishes_on_old_code);
     tcase_add_test(tc, test_syntax_error_then_fix);
