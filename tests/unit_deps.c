@@ -152,6 +152,54 @@ START_TEST(test_quiet_checks_skip_stats)
 }
 END_TEST
 
+/* Serve until a check stats nothing: "nothing happened" is trusted from now
+ * on (bounded; without inotify it never is, and the test says so). */
+static void
+serve_until_quiet(pyr_entry_t *e, int slot, const char *want)
+{
+    int i;
+
+    for (i = 0; i < 5; i++) {
+        long before = pyr_entry_sweeps(e);
+
+        ck_serves(e, slot, want);
+        if (pyr_entry_sweeps(e) == before) {
+            return;
+        }
+    }
+    ck_abort_msg("every check still stats the files: the quiet shortcut never armed");
+}
+
+/* A module first imported inside handler(), from another directory than the
+ * handler's: a PyReloadPath root (0) or a package's subdirectory (1).  Once
+ * the checks trust "nothing happened", an edit there is still seen. */
+static const struct {
+    const char *handler, *module;
+} LATE_IMPORTS[] = {
+    {"def handler(req):\n    import rtlib\n    return rtlib.V\n", "lib/rtlib.py"},
+    {"def handler(req):\n    from rtpkg import rtmod\n    return rtmod.V\n", "rtpkg/rtmod.py"},
+};
+
+START_TEST(test_request_time_import_other_directory)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ck_assert_int_eq(mkdir(ut_path("lib"), 0755), 0);
+    ck_assert_int_eq(mkdir(ut_path("rtpkg"), 0755), 0);
+    pyr_cache_add_root(ut_cache, ut_path("lib"));
+    ut_edit("rtpkg/__init__.py", "P = 1\n");
+    ut_edit(LATE_IMPORTS[_i].module, "V = 'v1'\n");
+    ut_edit("h.py", LATE_IMPORTS[_i].handler);
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ck_serves(e, slot, "v1");       /* the first import */
+    serve_until_quiet(e, slot, "v1");
+    ut_edit(LATE_IMPORTS[_i].module, "V = 'v2'\n");
+    ck_serves(e, slot, "v2");
+}
+END_TEST
+
 Suite *
 suite_deps(void)
 {
@@ -166,6 +214,8 @@ suite_deps(void)
     tcase_add_test(tc, test_shared_module_one_generation);
     tcase_add_test(tc, test_pinned_set_for_in_flight_request);
     tcase_add_test(tc, test_quiet_checks_skip_stats);
+    tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
+                        (int)(sizeof LATE_IMPORTS / sizeof LATE_IMPORTS[0]));
     suite_add_tcase(s, tc);
     return s;
 }
