@@ -93,6 +93,9 @@ static const char *config =
     "<Location /purge>\n  PyReloadHandler @APP@/purge.py\n</Location>\n"
     "<Location /gone>\n  PyReloadHandler @APP@/gone.py\n</Location>\n"
     "<Location /broken>\n  PyReloadHandler @APP@/broken.py\n  PyReloadDebug On\n</Location>\n"
+    "<Location /broken-default>\n  PyReloadHandler @APP@/brokendef.py\n</Location>\n"
+    "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
+    "</Location>\n"
     "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n";
 
 static void
@@ -102,6 +105,7 @@ setup(void)
                                   "ctime.py", "iv1.py", "iv2.py",
                                   "origin.py", "slow.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
+                                  "brokendef.py", "brokenoff.py",
                                   "frozen.py", NULL};
     httpd_opts_t o = { .config = config };
     int i;
@@ -516,6 +520,45 @@ START_TEST(test_failed_first_load_debug_page)
 }
 END_TEST
 
+/* Without PyReloadDebug On (not set, or Off), a file that cannot load gives
+ * the client Apache's plain 500: no exception, no path; the traceback goes
+ * to the error log, once. */
+static const struct {
+    const char *url, *file;
+} QUIET_FAILS[] = {
+    {"/broken-default", "brokendef.py"},   /* PyReloadDebug not set */
+    {"/broken-off", "brokenoff.py"},       /* PyReloadDebug Off */
+};
+
+START_TEST(test_failed_first_load_no_debug)
+{
+    const char *file = QUIET_FAILS[_i].file;
+    char *path = httpd_path(srv, file), *line;
+    size_t mark = httpd_log_mark(srv);
+    int i;
+
+    httpd_write(srv, file, "import pyreload\nraise ValueError('PYRT-cold-secret')\n");
+    httpd_set_mtime(srv, file, T0, 1);
+    for (i = 0; i < 2; i++) {
+        http_resp_t *r = http_get(srv, QUIET_FAILS[_i].url);
+
+        http_assert_status(r, 500);
+        http_assert_body_lacks(r, "PYRT-cold-secret");
+        http_assert_body_lacks(r, "ValueError");
+        http_assert_body_lacks(r, "Traceback");
+        http_assert_body_lacks(r, file);
+        http_assert_body_lacks(r, srv->app);
+        http_free(r);
+    }
+    ck_assert_int_eq(httpd_log_count(srv, mark, "ValueError: PYRT-cold-secret"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "Traceback (most recent call last)"), 1);
+    line = httpd_log_line(srv, mark, "\", line 2");
+    ck_assert_msg(line && strstr(line, path), "no traceback line naming %s", path);
+    free(line);
+    free(path);
+}
+END_TEST
+
 START_TEST(test_check_off_freezes)
 {
     put("frozen.py", "ice", 0);
@@ -857,6 +900,8 @@ suite_reload(void)
     tcase_add_test(tc, test_upgrade_converts_data);
     tcase_add_test(tc, test_deleted_then_restored);
     tcase_add_test(tc, test_failed_first_load_debug_page);
+    tcase_add_loop_test(tc, test_failed_first_load_no_debug, 0,
+                        (int)(sizeof QUIET_FAILS / sizeof QUIET_FAILS[0]));
     tcase_add_test(tc, test_check_off_freezes);
     suite_add_tcase(s, tc);
     tcase_add_test(cc, test_concurrent_clients_during_saves);
