@@ -152,23 +152,32 @@ START_TEST(test_quiet_checks_skip_stats)
 }
 END_TEST
 
-/* Serve until a check stats nothing: "nothing happened" is trusted from now
- * on (bounded; without inotify it never is, and the test says so). */
-static void
-serve_until_quiet(pyr_entry_t *e, int slot, const char *want)
+/* Modules imported at load time from other directories than the handler's
+ * (a PyReloadPath root, a package's directory): their directories are
+ * watched too, from the first load and after each rebuild, so an edit there
+ * is seen by the next check even when "nothing happened" is trusted. */
+START_TEST(test_quiet_checks_watch_every_directory)
 {
-    int i;
+    pyr_entry_t *e;
+    int slot;
 
-    for (i = 0; i < 5; i++) {
-        long before = pyr_entry_sweeps(e);
-
-        ck_serves(e, slot, want);
-        if (pyr_entry_sweeps(e) == before) {
-            return;
-        }
-    }
-    ck_abort_msg("every check still stats the files: the quiet shortcut never armed");
+    ck_assert_int_eq(mkdir(ut_path("lib"), 0755), 0);
+    ck_assert_int_eq(mkdir(ut_path("pk"), 0755), 0);
+    pyr_cache_add_root(ut_cache, ut_path("lib"));
+    ut_edit("lib/lm.py", "V = 'l1'\n");
+    ut_edit("pk/__init__.py", "P = 1\n");
+    ut_edit("pk/pm.py", "V = 'p1'\n");
+    ut_edit("h.py", "import lm\nfrom pk import pm\ndef handler(req):\n    return lm.V + pm.V\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ut_serve_until_quiet(e, slot, "l1p1");
+    ut_edit("lib/lm.py", "V = 'l2'\n");
+    ck_serves(e, slot, "l2p1");
+    ut_serve_until_quiet(e, slot, "l2p1");
+    ut_edit("pk/pm.py", "V = 'p2'\n");
+    ck_serves(e, slot, "l2p2");
 }
+END_TEST
 
 /* A module first imported inside handler(), from another directory than the
  * handler's: a PyReloadPath root (0) or a package's subdirectory (1).  Once
@@ -194,7 +203,7 @@ START_TEST(test_request_time_import_other_directory)
     e = pyr_cache_entry(ut_cache, ut_path("h.py"));
     slot = pyr_entry_require(e, "handler");
     ck_serves(e, slot, "v1");       /* the first import */
-    serve_until_quiet(e, slot, "v1");
+    ut_serve_until_quiet(e, slot, "v1");
     ut_edit(LATE_IMPORTS[_i].module, "V = 'v2'\n");
     ck_serves(e, slot, "v2");
 }
@@ -214,6 +223,7 @@ suite_deps(void)
     tcase_add_test(tc, test_shared_module_one_generation);
     tcase_add_test(tc, test_pinned_set_for_in_flight_request);
     tcase_add_test(tc, test_quiet_checks_skip_stats);
+    tcase_add_test(tc, test_quiet_checks_watch_every_directory);
     tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
                         (int)(sizeof LATE_IMPORTS / sizeof LATE_IMPORTS[0]));
     suite_add_tcase(s, tc);
