@@ -109,6 +109,13 @@ static const httpd_file_t files[] = {
                    "    return pyreload.OK\n"},
     {"rtpkg/__init__.py", "P = 1\n"},
     {"rtpkg/rtmod.py", "V = 'v1'\n"},
+    /* imported at load time from other directories */
+    {"farimp.py", "import pyreload, farlib\nfrom farpkg import farmod\n"
+                  "def handler(req):\n    req.write(farlib.V + farmod.V)\n"
+                  "    return pyreload.OK\n"},
+    {"../lib/farlib.py", "V = 'l1'\n"},
+    {"farpkg/__init__.py", "P = 1\n"},
+    {"farpkg/farmod.py", "V = 'p1'\n"},
     {NULL, NULL}
 };
 
@@ -122,7 +129,8 @@ static const char *config =
     "<Location /cy>\n  PyReloadHandler @APP@/cy.py\n</Location>\n"
     "<Location /br>\n  PyReloadHandler @APP@/br.py\n</Location>\n"
     "<Location /late-root>\n  PyReloadHandler @APP@/lateroot.py\n</Location>\n"
-    "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n";
+    "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n"
+    "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n";
 
 static void
 setup(void)
@@ -268,6 +276,25 @@ START_TEST(test_broken_helper_keeps_old_set)
 }
 END_TEST
 
+/* Modules imported at load time from other directories than the handler's
+ * (a PyReloadPath root, a package directory) are watched too: from the first
+ * load, and again after each rebuild. */
+START_TEST(test_imports_from_other_directories)
+{
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        expect("/far-imports", "l1p1");
+    }
+    put("../lib/farlib.py", "V = 'l2'\n");
+    for (i = 0; i < 4; i++) {
+        expect("/far-imports", "l2p1");
+    }
+    put("farpkg/farmod.py", "V = 'p2'\n");
+    expect("/far-imports", "l2p2");
+}
+END_TEST
+
 /* A module first imported at request time from another directory than the
  * handler's: once the checks trust the kernel's "nothing happened" (after a
  * clean sweep), an edit there must still reach the next request. */
@@ -407,6 +434,7 @@ suite_deps(void)
     tcase_add_test(tc, test_module_shared_by_two_handlers);
     tcase_add_test(tc, test_import_cycle);
     tcase_add_test(tc, test_broken_helper_keeps_old_set);
+    tcase_add_test(tc, test_imports_from_other_directories);
     tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
                         (int)(sizeof LATE / sizeof LATE[0]));
     suite_add_tcase(s, tc);

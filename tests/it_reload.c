@@ -85,6 +85,8 @@ static const char *config =
     "<Location /link>\n  PyReloadHandler @APP@/link.py\n</Location>\n"
     "<Location /ctime>\n  PyReloadHandler @APP@/ctime.py\n</Location>\n"
     "<Location /inode>\n  PyReloadHandler @APP@/inode.py\n</Location>\n"
+    "<Location /touch>\n  PyReloadHandler @APP@/touch.py\n</Location>\n"
+    "<Location /far>\n  PyReloadHandler @APP@/far.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
     "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
@@ -102,7 +104,8 @@ static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
-                                  "ctime.py", "iv1.py", "iv2.py",
+                                  "ctime.py", "iv1.py", "iv2.py", "touch.py",
+                                  "../releases/far.py",
                                   "origin.py", "slow.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
@@ -117,6 +120,7 @@ setup(void)
     }
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
     ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    ck_assert_int_eq(httpd_symlink(srv, "../releases/far.py", "far.py"), 0);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -264,6 +268,42 @@ START_TEST(test_inode_only_swap)
     ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
     expect("/inode", 200, "inode-1");
     only_inodes_differ();
+}
+END_TEST
+
+/* Once a few quiet requests have made the checks trust inotify's "nothing
+ * happened", a change must still raise an event that is watched: */
+
+/* `touch` alone (the times move, nothing is written) reloads; */
+START_TEST(test_touch_reloads)
+{
+    int i;
+
+    httpd_write(srv, "touch.py", "import pyreload\ndef handler(req):\n"
+                "    req.write('gen=%d' % __generation__)\n    return pyreload.OK\n");
+    httpd_set_mtime(srv, "touch.py", T0, 1);
+    for (i = 0; i < 4; i++) {
+        expect("/touch", 200, "gen=1");
+    }
+    ck_assert_int_eq(httpd_set_mtime(srv, "touch.py", T0, 2), 0);
+    expect("/touch", 200, "gen=2");
+}
+END_TEST
+
+/* and so does an in-place edit of a symlinked handler's target in another
+ * directory (app/far.py -> ../releases/far.py), under no name of app/. */
+START_TEST(test_symlink_target_elsewhere)
+{
+    int i;
+
+    put("../releases/far.py", "far-1", 0);
+    httpd_set_mtime(srv, "../releases/far.py", T0, 1);
+    for (i = 0; i < 4; i++) {
+        expect("/far", 200, "far-1");
+    }
+    put("../releases/far.py", "far-2", 0);
+    httpd_set_mtime(srv, "../releases/far.py", T0, 2);
+    expect("/far", 200, "far-2");
 }
 END_TEST
 
@@ -893,6 +933,8 @@ suite_reload(void)
     tcase_add_test(tc, test_symlink_swap);
     tcase_add_test(tc, test_ctime_only_change);
     tcase_add_test(tc, test_inode_only_swap);
+    tcase_add_test(tc, test_touch_reloads);
+    tcase_add_test(tc, test_symlink_target_elsewhere);
     tcase_add_test(tc, test_origin_clone_example);
     tcase_add_test(tc, test_in_flight_finishes_on_old_code);
     tcase_add_test(tc, test_syntax_error_then_fix);
