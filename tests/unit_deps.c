@@ -152,6 +152,25 @@ START_TEST(test_quiet_checks_skip_stats)
 }
 END_TEST
 
+/* __import__('x') called from code (no globals passed) is an import of the
+ * calling module: through the cache, out of sys.modules, and reloaded. */
+START_TEST(test_dunder_import_call)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "import sys\n"
+                 "def handler(req):\n"
+                 "    return '%s %s' % (__import__('dyn').V, 'dyn' in sys.modules)\n");
+    ut_edit("dyn.py", "V = 'd1'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ck_serves(e, slot, "d1 False");
+    ut_edit("dyn.py", "V = 'd2'\n");
+    ck_serves(e, slot, "d2 False");
+}
+END_TEST
+
 /* Modules imported at load time from other directories than the handler's
  * (a PyReloadPath root, a package's directory): their directories are
  * watched too, from the first load and after each rebuild, so an edit there
@@ -223,6 +242,7 @@ suite_deps(void)
     tcase_add_test(tc, test_shared_module_one_generation);
     tcase_add_test(tc, test_pinned_set_for_in_flight_request);
     tcase_add_test(tc, test_quiet_checks_skip_stats);
+    tcase_add_test(tc, test_dunder_import_call);
     tcase_add_test(tc, test_quiet_checks_watch_every_directory);
     tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
                         (int)(sizeof LATE_IMPORTS / sizeof LATE_IMPORTS[0]));

@@ -235,6 +235,31 @@ START_TEST(test_upgrade_converts_old_format)
 }
 END_TEST
 
+/* An exception in __upgrade__ is a failed load: the last good generation
+ * keeps serving, the number is not used up, and the next good version's
+ * __upgrade__ gets that last good module. */
+START_TEST(test_upgrade_raising_keeps_old)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "def handler(req):\n    return 'old'\n");
+    e = entry("h.py", &slot);
+    ck_serves(e, slot, "old");
+    ut_edit("h.py", "def __upgrade__(old):\n    raise KeyError('cannot convert')\n"
+                 "def handler(req):\n    return 'new'\n");
+    ck_serves(e, slot, "old");
+    ck_serves(e, slot, "old");
+    ck_assert_int_eq(ut_log_count("KeyError: 'cannot convert'"), 1);
+    ck_assert_int_eq(ut_log_count("in __upgrade__"), 1);
+    ck_eval(e, "__generation__", "1");
+    ut_edit("h.py", "def __upgrade__(old):\n    global FROM\n    FROM = old.__generation__\n"
+                 "def handler(req):\n    return 'fixed from %d' % FROM\n");
+    ck_serves(e, slot, "fixed from 1");
+    ck_eval(e, "__generation__", "2");
+}
+END_TEST
+
 static const char purge_src[] =
     "import sys\n"
     "def __purge__():\n    sys._purged.append(__generation__)\n"
@@ -571,6 +596,7 @@ suite_engine(void)
     tcase_add_test(tc, test_first_load_fails_then_fixed);
     tcase_add_test(tc, test_clone_raising_keeps_old);
     tcase_add_test(tc, test_upgrade_converts_old_format);
+    tcase_add_test(tc, test_upgrade_raising_keeps_old);
     tcase_add_test(tc, test_purge_after_last_request);
     tcase_add_test(tc, test_old_generations_are_freed);
     tcase_add_test(tc, test_missing_file_then_back);
