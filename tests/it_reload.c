@@ -98,7 +98,9 @@ static const char *config =
     "<Location /broken-default>\n  PyReloadHandler @APP@/brokendef.py\n</Location>\n"
     "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
     "</Location>\n"
-    "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n";
+    "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n"
+    "<Location /interval>\n  PyReloadHandler @APP@/interval.py\n"
+    "  PyReloadCheckInterval 2000\n</Location>\n";
 
 static void
 setup(void)
@@ -109,7 +111,7 @@ setup(void)
                                   "origin.py", "slow.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
-                                  "frozen.py", NULL};
+                                  "frozen.py", "interval.py", NULL};
     httpd_opts_t o = { .config = config };
     int i;
 
@@ -610,6 +612,55 @@ START_TEST(test_check_off_freezes)
 }
 END_TEST
 
+static double
+ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* PyReloadCheckInterval 2000: a file is looked at no more than once per 2 s,
+ * so an edit right after a look is not seen yet; it is seen once the
+ * interval has run.  The clock starts before the first request (every look
+ * is after it), and "not seen yet" is only asserted when the request ended
+ * inside the interval, so a slow machine cannot make the test lie. */
+START_TEST(test_check_interval_throttles)
+{
+    struct timespec t0;
+    http_resp_t *r;
+    double ms;
+    int i, seen = 0;
+
+    put("interval.py", "look-1", 0);
+    httpd_set_mtime(srv, "interval.py", T0, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect("/interval", 200, "look-1");
+    expect("/interval", 200, "look-1");
+    put("interval.py", "look-2", 0);
+    httpd_set_mtime(srv, "interval.py", T0, 2);
+    r = http_get(srv, "/interval");
+    ms = ms_since(&t0);
+    http_assert_status(r, 200);
+    if (ms < 2000) {
+        ck_assert_msg(strcmp(r->body, "look-1") == 0, "%.0f ms after the first request: '%s'",
+                      ms, r->body);
+    }
+    else {
+        fprintf(stderr, "interval: the machine took %.0f ms; staleness not asserted\n", ms);
+    }
+    http_free(r);
+    for (i = 0; i < 60 && !seen; i++) {
+        usleep(100 * 1000);
+        r = http_get(srv, "/interval");
+        seen = r->status == 200 && strcmp(r->body, "look-2") == 0;
+        http_free(r);
+    }
+    ck_assert_msg(seen, "the edit was not seen %.0f ms after the first look", ms_since(&t0));
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Many clients while the file is saved again and again. */
 
@@ -945,6 +996,7 @@ suite_reload(void)
     tcase_add_loop_test(tc, test_failed_first_load_no_debug, 0,
                         (int)(sizeof QUIET_FAILS / sizeof QUIET_FAILS[0]));
     tcase_add_test(tc, test_check_off_freezes);
+    tcase_add_test(tc, test_check_interval_throttles);
     suite_add_tcase(s, tc);
     tcase_add_test(cc, test_concurrent_clients_during_saves);
     suite_add_tcase(s, cc);
