@@ -98,17 +98,40 @@ static const httpd_file_t files[] = {
               "def handler(req):\n    req.write(bx.X + by.Y)\n    return pyreload.OK\n"},
     {"bx.py", "X = 'x1'\n"},
     {"by.py", "import bx\nY = '/' + bx.X\n"},
+    /* first imported inside handler(), from another directory: a
+     * PyReloadPath root, a package's subdirectory */
+    {"lateroot.py", "import pyreload\n"
+                    "def handler(req):\n    import rtlib\n    req.write(rtlib.V)\n"
+                    "    return pyreload.OK\n"},
+    {"../latelib/rtlib.py", "V = 'v1'\n"},
+    {"latepkg.py", "import pyreload\n"
+                   "def handler(req):\n    from rtpkg import rtmod\n    req.write(rtmod.V)\n"
+                   "    return pyreload.OK\n"},
+    {"rtpkg/__init__.py", "P = 1\n"},
+    {"rtpkg/rtmod.py", "V = 'v1'\n"},
+    /* imported at load time from other directories */
+    {"farimp.py", "import pyreload, farlib\nfrom farpkg import farmod\n"
+                  "def handler(req):\n    req.write(farlib.V + farmod.V)\n"
+                  "    return pyreload.OK\n"},
+    {"../lib/farlib.py", "V = 'l1'\n"},
+    {"farpkg/__init__.py", "P = 1\n"},
+    {"farpkg/farmod.py", "V = 'p1'\n"},
     {NULL, NULL}
 };
 
 static const char *config =
+    "PyReloadPath @DIR@/lib\n"
+    "PyReloadPath @DIR@/latelib\n"
     "<Location /a>\n  PyReloadHandler @APP@/a.py\n</Location>\n"
     "<Location /chain>\n  PyReloadHandler @APP@/chain.py\n</Location>\n"
     "<Location /pk>\n  PyReloadHandler @APP@/pk.py\n</Location>\n"
     "<Location /s1>\n  PyReloadHandler @APP@/s1.py\n</Location>\n"
     "<Location /s2>\n  PyReloadHandler @APP@/s2.py\n</Location>\n"
     "<Location /cy>\n  PyReloadHandler @APP@/cy.py\n</Location>\n"
-    "<Location /br>\n  PyReloadHandler @APP@/br.py\n</Location>\n";
+    "<Location /br>\n  PyReloadHandler @APP@/br.py\n</Location>\n"
+    "<Location /late-root>\n  PyReloadHandler @APP@/lateroot.py\n</Location>\n"
+    "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n"
+    "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n";
 
 static void
 setup(void)
@@ -254,6 +277,50 @@ START_TEST(test_broken_helper_keeps_old_set)
 }
 END_TEST
 
+/* Modules imported at load time from other directories than the handler's
+ * (a PyReloadPath root, a package directory) are watched too: from the first
+ * load, and again after each rebuild. */
+START_TEST(test_imports_from_other_directories)
+{
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        expect("/far-imports", "l1p1");
+    }
+    put("../lib/farlib.py", "V = 'l2'\n");
+    for (i = 0; i < 4; i++) {
+        expect("/far-imports", "l2p1");
+    }
+    put("farpkg/farmod.py", "V = 'p2'\n");
+    expect("/far-imports", "l2p2");
+}
+END_TEST
+
+/* A module first imported at request time from another directory than the
+ * handler's: once the checks trust the kernel's "nothing happened" (after a
+ * clean sweep), an edit there must still reach the next request.  Nothing
+ * else in this server imports from those directories (latelib/, rtpkg/), so
+ * no other closure's watch can hide a missing one. */
+static const struct {
+    const char *url, *module;
+} LATE[] = {
+    {"/late-root", "../latelib/rtlib.py"},
+    {"/late-pkg", "rtpkg/rtmod.py"},
+};
+
+START_TEST(test_request_time_import_other_directory)
+{
+    int i;
+
+    expect(LATE[_i].url, "v1");         /* the first import, inside handler() */
+    for (i = 0; i < 3; i++) {
+        expect(LATE[_i].url, "v1");     /* a clean sweep arms the quiet shortcut */
+    }
+    put(LATE[_i].module, "V = 'v2'\n");
+    expect(LATE[_i].url, "v2");
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Many clients while a helper is saved again and again: a handler never
  * sees a new helper with an old module built against the old one. */
@@ -370,6 +437,9 @@ suite_deps(void)
     tcase_add_test(tc, test_module_shared_by_two_handlers);
     tcase_add_test(tc, test_import_cycle);
     tcase_add_test(tc, test_broken_helper_keeps_old_set);
+    tcase_add_test(tc, test_imports_from_other_directories);
+    tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
+                        (int)(sizeof LATE / sizeof LATE[0]));
     suite_add_tcase(s, tc);
     tcase_add_test(cc, test_concurrent_helper_saves);
     suite_add_tcase(s, cc);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,19 @@ put(const char *name, const char *text, int pad)
     free(src);
 }
 
+static struct stat
+stat_of(const char *name)
+{
+    char *path = httpd_path(srv, name);
+    struct stat st;
+
+    ck_assert_msg(stat(path, &st) == 0, "stat %s", path);
+    free(path);
+    return st;
+}
+
+#define same_ts(a, b) ((a).tv_sec == (b).tv_sec && (a).tv_nsec == (b).tv_nsec)
+
 static void
 expect(const char *path, long status, const char *body)
 {
@@ -69,6 +83,10 @@ static const char *config =
     "<Location /atomic>\n  PyReloadHandler @APP@/atomic.py\n</Location>\n"
     "<Location /size>\n  PyReloadHandler @APP@/size.py\n</Location>\n"
     "<Location /link>\n  PyReloadHandler @APP@/link.py\n</Location>\n"
+    "<Location /ctime>\n  PyReloadHandler @APP@/ctime.py\n</Location>\n"
+    "<Location /inode>\n  PyReloadHandler @APP@/inode.py\n</Location>\n"
+    "<Location /touch>\n  PyReloadHandler @APP@/touch.py\n</Location>\n"
+    "<Location /far>\n  PyReloadHandler @APP@/far.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
     "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
@@ -77,15 +95,23 @@ static const char *config =
     "<Location /purge>\n  PyReloadHandler @APP@/purge.py\n</Location>\n"
     "<Location /gone>\n  PyReloadHandler @APP@/gone.py\n</Location>\n"
     "<Location /broken>\n  PyReloadHandler @APP@/broken.py\n  PyReloadDebug On\n</Location>\n"
-    "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n";
+    "<Location /broken-default>\n  PyReloadHandler @APP@/brokendef.py\n</Location>\n"
+    "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
+    "</Location>\n"
+    "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n"
+    "<Location /interval>\n  PyReloadHandler @APP@/interval.py\n"
+    "  PyReloadCheckInterval 2000\n</Location>\n";
 
 static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
+                                  "ctime.py", "iv1.py", "iv2.py", "touch.py",
+                                  "../releases/far.py",
                                   "origin.py", "slow.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
-                                  "frozen.py", NULL};
+                                  "brokendef.py", "brokenoff.py",
+                                  "frozen.py", "interval.py", NULL};
     httpd_opts_t o = { .config = config };
     int i;
 
@@ -95,6 +121,8 @@ setup(void)
         put(names[i], names[i], 0);
     }
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    ck_assert_int_eq(httpd_symlink(srv, "../releases/far.py", "far.py"), 0);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -163,6 +191,121 @@ START_TEST(test_symlink_swap)
     expect("/link", 200, "release-2");
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
     expect("/link", 200, "release-1");
+}
+END_TEST
+
+/* cp -p, rsync -t --inplace: rewritten in place, same size, the old mtime
+ * put back; only ctime tells.  The rewrite is repeated (bounded) until the
+ * kernel's ctime tick has moved past the ctime of the loaded version, so the
+ * test ends on a real ctime-only change whatever the file system's
+ * granularity, and checks that it is one before asking. */
+START_TEST(test_ctime_only_change)
+{
+    struct stat loaded, now;
+    int tries;
+
+    put("ctime.py", "one", 0);
+    httpd_set_mtime(srv, "ctime.py", T0, 0);
+    expect("/ctime", 200, "one");
+    expect("/ctime", 200, "one");
+    loaded = stat_of("ctime.py");
+    for (tries = 0; tries < 300; tries++) {
+        put("ctime.py", "two", 0);                  /* same size */
+        httpd_set_mtime(srv, "ctime.py", T0, 0);    /* same mtime */
+        now = stat_of("ctime.py");
+        if (!same_ts(now.st_ctim, loaded.st_ctim)) {
+            break;
+        }
+        usleep(10 * 1000);
+    }
+    ck_assert_msg(!same_ts(now.st_ctim, loaded.st_ctim), "ctime did not move in %d rewrites",
+                  tries);
+    ck_assert(now.st_ino == loaded.st_ino && now.st_size == loaded.st_size
+              && same_ts(now.st_mtim, loaded.st_mtim));
+    expect("/ctime", 200, "two");
+}
+END_TEST
+
+/* Only the inode differs: iv1.py and iv2.py have one size, one mtime and
+ * equal ctimes, and inode.py is a symlink swapped between them by rename
+ * (which changes the link's own ctime, never its targets': the server's
+ * stat follows the link).  ctime cannot be set: both mtimes are set back to
+ * back until the two calls land in one ctime tick (bounded), and the
+ * precondition is checked again after each swap, not trusted. */
+static void
+only_inodes_differ(void)
+{
+    struct stat a = stat_of("iv1.py"), b = stat_of("iv2.py");
+
+    ck_assert(a.st_dev == b.st_dev && a.st_ino != b.st_ino && a.st_size == b.st_size);
+    ck_assert(same_ts(a.st_mtim, b.st_mtim));
+    ck_assert_msg(same_ts(a.st_ctim, b.st_ctim), "ctimes %ld.%09ld and %ld.%09ld",
+                  (long)a.st_ctim.tv_sec, a.st_ctim.tv_nsec, (long)b.st_ctim.tv_sec,
+                  b.st_ctim.tv_nsec);
+}
+
+START_TEST(test_inode_only_swap)
+{
+    struct stat a, b;
+    int tries;
+
+    put("iv1.py", "inode-1", 0);
+    put("iv2.py", "inode-2", 0);
+    for (tries = 0; tries < 200; tries++) {
+        httpd_set_mtime(srv, "iv1.py", T0, 0);
+        httpd_set_mtime(srv, "iv2.py", T0, 0);
+        a = stat_of("iv1.py");
+        b = stat_of("iv2.py");
+        if (same_ts(a.st_ctim, b.st_ctim)) {
+            break;
+        }
+    }
+    only_inodes_differ();
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    expect("/inode", 200, "inode-1");
+    expect("/inode", 200, "inode-1");
+    ck_assert_int_eq(httpd_symlink(srv, "iv2.py", "inode.py"), 0);
+    only_inodes_differ();
+    expect("/inode", 200, "inode-2");
+    ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
+    expect("/inode", 200, "inode-1");
+    only_inodes_differ();
+}
+END_TEST
+
+/* Once a few quiet requests have made the checks trust inotify's "nothing
+ * happened", a change must still raise an event that is watched: */
+
+/* `touch` alone (the times move, nothing is written) reloads; */
+START_TEST(test_touch_reloads)
+{
+    int i;
+
+    httpd_write(srv, "touch.py", "import pyreload\ndef handler(req):\n"
+                "    req.write('gen=%d' % __generation__)\n    return pyreload.OK\n");
+    httpd_set_mtime(srv, "touch.py", T0, 1);
+    for (i = 0; i < 4; i++) {
+        expect("/touch", 200, "gen=1");
+    }
+    ck_assert_int_eq(httpd_set_mtime(srv, "touch.py", T0, 2), 0);
+    expect("/touch", 200, "gen=2");
+}
+END_TEST
+
+/* and so does an in-place edit of a symlinked handler's target in another
+ * directory (app/far.py -> ../releases/far.py), under no name of app/. */
+START_TEST(test_symlink_target_elsewhere)
+{
+    int i;
+
+    put("../releases/far.py", "far-1", 0);
+    httpd_set_mtime(srv, "../releases/far.py", T0, 1);
+    for (i = 0; i < 4; i++) {
+        expect("/far", 200, "far-1");
+    }
+    put("../releases/far.py", "far-2", 0);
+    httpd_set_mtime(srv, "../releases/far.py", T0, 2);
+    expect("/far", 200, "far-2");
 }
 END_TEST
 
@@ -419,6 +562,45 @@ START_TEST(test_failed_first_load_debug_page)
 }
 END_TEST
 
+/* Without PyReloadDebug On (not set, or Off), a file that cannot load gives
+ * the client Apache's plain 500: no exception, no path; the traceback goes
+ * to the error log, once. */
+static const struct {
+    const char *url, *file;
+} QUIET_FAILS[] = {
+    {"/broken-default", "brokendef.py"},   /* PyReloadDebug not set */
+    {"/broken-off", "brokenoff.py"},       /* PyReloadDebug Off */
+};
+
+START_TEST(test_failed_first_load_no_debug)
+{
+    const char *file = QUIET_FAILS[_i].file;
+    char *path = httpd_path(srv, file), *line;
+    size_t mark = httpd_log_mark(srv);
+    int i;
+
+    httpd_write(srv, file, "import pyreload\nraise ValueError('PYRT-cold-secret')\n");
+    httpd_set_mtime(srv, file, T0, 1);
+    for (i = 0; i < 2; i++) {
+        http_resp_t *r = http_get(srv, QUIET_FAILS[_i].url);
+
+        http_assert_status(r, 500);
+        http_assert_body_lacks(r, "PYRT-cold-secret");
+        http_assert_body_lacks(r, "ValueError");
+        http_assert_body_lacks(r, "Traceback");
+        http_assert_body_lacks(r, file);
+        http_assert_body_lacks(r, srv->app);
+        http_free(r);
+    }
+    ck_assert_int_eq(httpd_log_count(srv, mark, "ValueError: PYRT-cold-secret"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "Traceback (most recent call last)"), 1);
+    line = httpd_log_line(srv, mark, "\", line 2");
+    ck_assert_msg(line && strstr(line, path), "no traceback line naming %s", path);
+    free(line);
+    free(path);
+}
+END_TEST
+
 START_TEST(test_check_off_freezes)
 {
     put("frozen.py", "ice", 0);
@@ -427,6 +609,55 @@ START_TEST(test_check_off_freezes)
     put("frozen.py", "melted", 0);
     httpd_set_mtime(srv, "frozen.py", T0, 2);
     expect("/frozen", 200, "ice");
+}
+END_TEST
+
+static double
+ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* PyReloadCheckInterval 2000: a file is looked at no more than once per 2 s,
+ * so an edit right after a look is not seen yet; it is seen once the
+ * interval has run.  The clock starts before the first request (every look
+ * is after it), and "not seen yet" is only asserted when the request ended
+ * inside the interval, so a slow machine cannot make the test lie. */
+START_TEST(test_check_interval_throttles)
+{
+    struct timespec t0;
+    http_resp_t *r;
+    double ms;
+    int i, seen = 0;
+
+    put("interval.py", "look-1", 0);
+    httpd_set_mtime(srv, "interval.py", T0, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect("/interval", 200, "look-1");
+    expect("/interval", 200, "look-1");
+    put("interval.py", "look-2", 0);
+    httpd_set_mtime(srv, "interval.py", T0, 2);
+    r = http_get(srv, "/interval");
+    ms = ms_since(&t0);
+    http_assert_status(r, 200);
+    if (ms < 2000) {
+        ck_assert_msg(strcmp(r->body, "look-1") == 0, "%.0f ms after the first request: '%s'",
+                      ms, r->body);
+    }
+    else {
+        fprintf(stderr, "interval: the machine took %.0f ms; staleness not asserted\n", ms);
+    }
+    http_free(r);
+    for (i = 0; i < 60 && !seen; i++) {
+        usleep(100 * 1000);
+        r = http_get(srv, "/interval");
+        seen = r->status == 200 && strcmp(r->body, "look-2") == 0;
+        http_free(r);
+    }
+    ck_assert_msg(seen, "the edit was not seen %.0f ms after the first look", ms_since(&t0));
 }
 END_TEST
 
@@ -751,6 +982,10 @@ suite_reload(void)
     tcase_add_test(tc, test_atomic_rename_save);
     tcase_add_test(tc, test_size_change_mtime_restored);
     tcase_add_test(tc, test_symlink_swap);
+    tcase_add_test(tc, test_ctime_only_change);
+    tcase_add_test(tc, test_inode_only_swap);
+    tcase_add_test(tc, test_touch_reloads);
+    tcase_add_test(tc, test_symlink_target_elsewhere);
     tcase_add_test(tc, test_origin_clone_example);
     tcase_add_test(tc, test_in_flight_finishes_on_old_code);
     tcase_add_test(tc, test_syntax_error_then_fix);
@@ -758,7 +993,10 @@ suite_reload(void)
     tcase_add_test(tc, test_upgrade_converts_data);
     tcase_add_test(tc, test_deleted_then_restored);
     tcase_add_test(tc, test_failed_first_load_debug_page);
+    tcase_add_loop_test(tc, test_failed_first_load_no_debug, 0,
+                        (int)(sizeof QUIET_FAILS / sizeof QUIET_FAILS[0]));
     tcase_add_test(tc, test_check_off_freezes);
+    tcase_add_test(tc, test_check_interval_throttles);
     suite_add_tcase(s, tc);
     tcase_add_test(cc, test_concurrent_clients_during_saves);
     suite_add_tcase(s, cc);

@@ -62,6 +62,11 @@ char *ut_serve(pyr_entry_t *e, int slot);
         free(got_);                                                          \
     } while (0)
 
+/* Serve (as ut_serve, expecting want) until a check stats no file: from
+ * then on the check trusts inotify's "nothing happened".  Bounded; fails
+ * the test if that never happens. */
+void ut_serve_until_quiet(pyr_entry_t *e, int slot, const char *want);
+
 /* Every line the engine logged during this test. */
 extern pyr_logger_t ut_log;
 int ut_log_count(const char *needle);

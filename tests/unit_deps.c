@@ -152,6 +152,82 @@ START_TEST(test_quiet_checks_skip_stats)
 }
 END_TEST
 
+/* __import__('x') called from code (no globals passed) is an import of the
+ * calling module: through the cache, out of sys.modules, and reloaded. */
+START_TEST(test_dunder_import_call)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "import sys\n"
+                 "def handler(req):\n"
+                 "    return '%s %s' % (__import__('dyn').V, 'dyn' in sys.modules)\n");
+    ut_edit("dyn.py", "V = 'd1'\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ck_serves(e, slot, "d1 False");
+    ut_edit("dyn.py", "V = 'd2'\n");
+    ck_serves(e, slot, "d2 False");
+}
+END_TEST
+
+/* Modules imported at load time from other directories than the handler's
+ * (a PyReloadPath root, a package's directory): their directories are
+ * watched too, from the first load and after each rebuild, so an edit there
+ * is seen by the next check even when "nothing happened" is trusted. */
+START_TEST(test_quiet_checks_watch_every_directory)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ck_assert_int_eq(mkdir(ut_path("lib"), 0755), 0);
+    ck_assert_int_eq(mkdir(ut_path("pk"), 0755), 0);
+    pyr_cache_add_root(ut_cache, ut_path("lib"));
+    ut_edit("lib/lm.py", "V = 'l1'\n");
+    ut_edit("pk/__init__.py", "P = 1\n");
+    ut_edit("pk/pm.py", "V = 'p1'\n");
+    ut_edit("h.py", "import lm\nfrom pk import pm\ndef handler(req):\n    return lm.V + pm.V\n");
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ut_serve_until_quiet(e, slot, "l1p1");
+    ut_edit("lib/lm.py", "V = 'l2'\n");
+    ck_serves(e, slot, "l2p1");
+    ut_serve_until_quiet(e, slot, "l2p1");
+    ut_edit("pk/pm.py", "V = 'p2'\n");
+    ck_serves(e, slot, "l2p2");
+}
+END_TEST
+
+/* A module first imported inside handler(), from another directory than the
+ * handler's: a PyReloadPath root (0) or a package's subdirectory (1).  Once
+ * the checks trust "nothing happened", an edit there is still seen. */
+static const struct {
+    const char *handler, *module;
+} LATE_IMPORTS[] = {
+    {"def handler(req):\n    import rtlib\n    return rtlib.V\n", "lib/rtlib.py"},
+    {"def handler(req):\n    from rtpkg import rtmod\n    return rtmod.V\n", "rtpkg/rtmod.py"},
+};
+
+START_TEST(test_request_time_import_other_directory)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ck_assert_int_eq(mkdir(ut_path("lib"), 0755), 0);
+    ck_assert_int_eq(mkdir(ut_path("rtpkg"), 0755), 0);
+    pyr_cache_add_root(ut_cache, ut_path("lib"));
+    ut_edit("rtpkg/__init__.py", "P = 1\n");
+    ut_edit(LATE_IMPORTS[_i].module, "V = 'v1'\n");
+    ut_edit("h.py", LATE_IMPORTS[_i].handler);
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    ck_serves(e, slot, "v1");       /* the first import */
+    ut_serve_until_quiet(e, slot, "v1");
+    ut_edit(LATE_IMPORTS[_i].module, "V = 'v2'\n");
+    ck_serves(e, slot, "v2");
+}
+END_TEST
+
 Suite *
 suite_deps(void)
 {
@@ -166,6 +242,10 @@ suite_deps(void)
     tcase_add_test(tc, test_shared_module_one_generation);
     tcase_add_test(tc, test_pinned_set_for_in_flight_request);
     tcase_add_test(tc, test_quiet_checks_skip_stats);
+    tcase_add_test(tc, test_dunder_import_call);
+    tcase_add_test(tc, test_quiet_checks_watch_every_directory);
+    tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
+                        (int)(sizeof LATE_IMPORTS / sizeof LATE_IMPORTS[0]));
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pyr_entry_t *
@@ -234,6 +235,31 @@ START_TEST(test_upgrade_converts_old_format)
 }
 END_TEST
 
+/* An exception in __upgrade__ is a failed load: the last good generation
+ * keeps serving, the number is not used up, and the next good version's
+ * __upgrade__ gets that last good module. */
+START_TEST(test_upgrade_raising_keeps_old)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "def handler(req):\n    return 'old'\n");
+    e = entry("h.py", &slot);
+    ck_serves(e, slot, "old");
+    ut_edit("h.py", "def __upgrade__(old):\n    raise KeyError('cannot convert')\n"
+                 "def handler(req):\n    return 'new'\n");
+    ck_serves(e, slot, "old");
+    ck_serves(e, slot, "old");
+    ck_assert_int_eq(ut_log_count("KeyError: 'cannot convert'"), 1);
+    ck_assert_int_eq(ut_log_count("in __upgrade__"), 1);
+    ck_eval(e, "__generation__", "1");
+    ut_edit("h.py", "def __upgrade__(old):\n    global FROM\n    FROM = old.__generation__\n"
+                 "def handler(req):\n    return 'fixed from %d' % FROM\n");
+    ck_serves(e, slot, "fixed from 1");
+    ck_eval(e, "__generation__", "2");
+}
+END_TEST
+
 static const char purge_src[] =
     "import sys\n"
     "def __purge__():\n    sys._purged.append(__generation__)\n"
@@ -404,6 +430,59 @@ START_TEST(test_check_off_freezes)
 }
 END_TEST
 
+/* `touch` reloads, also once the checks trust inotify's "nothing happened":
+ * only the times move, nothing is written. */
+START_TEST(test_touch_reloads)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "def handler(req):\n    return str(__generation__)\n");
+    e = entry("h.py", &slot);
+    ut_serve_until_quiet(e, slot, "1");
+    ut_set_mtime("h.py", 1700000900, 0);
+    ck_serves(e, slot, "2");
+}
+END_TEST
+
+/* A handler that is a symlink into another directory (a release): an edit
+ * of the target, through no name in the handler's directory, is seen once
+ * the checks trust "nothing happened" (the target's directory is watched). */
+START_TEST(test_symlink_target_elsewhere)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ck_assert_int_eq(mkdir(ut_path("release"), 0755), 0);
+    ut_edit("release/app.py", "def handler(req):\n    return 'r1'\n");
+    ck_assert_int_eq(symlink(ut_path("release/app.py"), ut_path("h.py")), 0);
+    e = entry("h.py", &slot);
+    ut_serve_until_quiet(e, slot, "r1");
+    ut_edit("release/app.py", "def handler(req):\n    return 'r2'\n");
+    ck_serves(e, slot, "r2");
+}
+END_TEST
+
+/* Hooks are called only when callable: a module may hold data under those
+ * names, and it reloads (and retires) as any other. */
+START_TEST(test_non_callable_hooks_ignored)
+{
+    pyr_entry_t *e;
+    int slot;
+
+    ut_edit("h.py", "__clone__ = None\n__upgrade__ = 'up'\n__purge__ = 3\n"
+                 "def handler(req):\n    return 'v1'\n");
+    e = entry("h.py", &slot);
+    ck_serves(e, slot, "v1");
+    ut_edit("h.py", "__clone__ = None\n__upgrade__ = 'up'\n__purge__ = 3\n"
+                 "def handler(req):\n    return 'v2'\n");
+    ck_serves(e, slot, "v2");
+    ck_eval(e, "__generation__", "2");
+    ck_assert_int_eq(ut_log_count("load failed"), 0);
+    ck_assert_int_eq(ut_log_count("PYR0104"), 0);
+}
+END_TEST
+
 START_TEST(test_bad_sources)
 {
     static const char latin1[] = "# -*- coding: latin-1 -*-\n"
@@ -543,6 +622,7 @@ suite_engine(void)
     tcase_add_test(tc, test_first_load_fails_then_fixed);
     tcase_add_test(tc, test_clone_raising_keeps_old);
     tcase_add_test(tc, test_upgrade_converts_old_format);
+    tcase_add_test(tc, test_upgrade_raising_keeps_old);
     tcase_add_test(tc, test_purge_after_last_request);
     tcase_add_test(tc, test_old_generations_are_freed);
     tcase_add_test(tc, test_missing_file_then_back);
@@ -550,6 +630,9 @@ suite_engine(void)
     tcase_add_test(tc, test_callable_declared_after_load);
     tcase_add_test(tc, test_check_off_freezes);
     tcase_add_test(tc, test_bad_sources);
+    tcase_add_test(tc, test_touch_reloads);
+    tcase_add_test(tc, test_symlink_target_elsewhere);
+    tcase_add_test(tc, test_non_callable_hooks_ignored);
     tcase_add_test(tc, test_concurrent_refresh);
     suite_add_tcase(s, tc);
     return s;

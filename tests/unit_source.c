@@ -95,6 +95,100 @@ START_TEST(test_symlink_swap)
 }
 END_TEST
 
+/* Each field, alone, is a change: signatures built by hand from one real
+ * stat, so that no timestamp tick decides the outcome.  The loop index is
+ * the field that differs by one unit (a nanosecond for the times). */
+static const char *const SIG_FIELDS[] = {"dev", "ino", "size", "mtime_ns", "ctime_ns"};
+
+START_TEST(test_one_field_alone_is_a_change)
+{
+    pyr_sig_t a, b;
+
+    ut_write("f.py", "x = 1\n");
+    a = sig_of("f.py");
+    b = a;
+    ck_assert(pyr_sig_equal(&a, &b));
+    switch (_i) {
+    case 0: b.dev++; break;
+    case 1: b.ino++; break;
+    case 2: b.size++; break;
+    case 3: b.mtime_ns++; break;
+    case 4: b.ctime_ns++; break;
+    }
+    ck_assert_msg(!pyr_sig_equal(&a, &b), "signatures that differ only in %s compare equal",
+                  SIG_FIELDS[_i]);
+    ck_assert_msg(!pyr_sig_equal(&b, &a), "signatures that differ only in %s compare equal",
+                  SIG_FIELDS[_i]);
+}
+END_TEST
+
+/* cp -p, rsync -t --inplace: the same inode rewritten with text of the same
+ * size, its old mtime put back; only ctime tells.  The kernel sets ctime
+ * from its own clock, in ticks of the file system's granularity, so the
+ * rewrite is repeated (bounded) until ctime has moved: whatever the tick,
+ * the test ends on a real ctime-only change, and checks that it is one. */
+START_TEST(test_ctime_only_change)
+{
+    pyr_sig_t a, b;
+    int tries;
+
+    ut_write("f.py", "x = 1\n");
+    ut_set_mtime("f.py", 1700000000, 0);
+    a = sig_of("f.py");
+    for (tries = 0; tries < 300; tries++) {
+        ut_write("f.py", "x = 2\n");
+        ut_set_mtime("f.py", 1700000000, 0);
+        b = sig_of("f.py");
+        if (b.ctime_ns != a.ctime_ns) {
+            break;
+        }
+        usleep(10000);
+    }
+    ck_assert_msg(b.ctime_ns != a.ctime_ns, "ctime did not move in %d rewrites", tries);
+    ck_assert(a.dev == b.dev && a.ino == b.ino);
+    ck_assert_int_eq(a.size, b.size);
+    ck_assert_int_eq(a.mtime_ns, b.mtime_ns);
+    ck_assert(!pyr_sig_equal(&a, &b));
+}
+END_TEST
+
+/* Only the inode differs: two files of one size and one mtime whose ctimes
+ * are equal, and a symlink to them swapped by rename.  The rename changes
+ * the link's own ctime, never its target's, and stat follows the link: the
+ * two signatures are the two targets'.  ctime cannot be set, so equal ctimes
+ * are made by setting both mtimes back to back until the two calls land in
+ * one ctime tick (bounded; a file system with coarser ticks only makes that
+ * easier), and the precondition is checked, not trusted. */
+START_TEST(test_inode_only_swap)
+{
+    pyr_sig_t a, b;
+    int tries;
+
+    ut_write("v1.py", "x = 1\n");
+    ut_write("v2.py", "x = 2\n");
+    for (tries = 0; tries < 200; tries++) {
+        ut_set_mtime("v1.py", 1700000000, 0);
+        ut_set_mtime("v2.py", 1700000000, 0);
+        a = sig_of("v1.py");
+        b = sig_of("v2.py");
+        if (a.ctime_ns == b.ctime_ns) {
+            break;
+        }
+    }
+    ck_assert_msg(a.ctime_ns == b.ctime_ns, "no two equal ctimes in %d tries", tries);
+    ck_assert_int_eq(symlink(ut_path("v1.py"), ut_path("cur.py")), 0);
+    a = sig_of("cur.py");
+    ck_assert_int_eq(symlink(ut_path("v2.py"), ut_path("new.lnk")), 0);
+    ck_assert_int_eq(rename(ut_path("new.lnk"), ut_path("cur.py")), 0);
+    b = sig_of("cur.py");
+    ck_assert(a.dev == b.dev && a.ino != b.ino);
+    ck_assert_int_eq(a.size, b.size);
+    ck_assert_int_eq(a.mtime_ns, b.mtime_ns);
+    ck_assert_int_eq(a.ctime_ns, b.ctime_ns);
+    ck_assert(!pyr_sig_equal(&a, &b));
+}
+END_TEST
+
 START_TEST(test_missing_and_directory)
 {
     pyr_sig_t s;
@@ -168,6 +262,10 @@ suite_source(void)
     tcase_add_test(tc, test_size_change_mtime_restored);
     tcase_add_test(tc, test_atomic_rename);
     tcase_add_test(tc, test_symlink_swap);
+    tcase_add_loop_test(tc, test_one_field_alone_is_a_change, 0,
+                        (int)(sizeof SIG_FIELDS / sizeof SIG_FIELDS[0]));
+    tcase_add_test(tc, test_ctime_only_change);
+    tcase_add_test(tc, test_inode_only_swap);
     tcase_add_test(tc, test_missing_and_directory);
     tcase_add_test(tc, test_read_matches_signature);
     tcase_add_test(tc, test_empty_then_written);
