@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,11 +218,14 @@ END_TEST
 
 /* open(path, "w") then a late write: the reader must not settle for the
  * empty file in between. */
+static sem_t truncated;
+
 static void *
 slow_writer(void *arg)
 {
     FILE *f = fopen(ut_path("f.py"), "w");
 
+    sem_post(&truncated);
     usleep(15000);
     fputs("late = True\n", f);
     fclose(f);
@@ -236,8 +240,9 @@ START_TEST(test_empty_then_written)
     pyr_sig_t s;
 
     ut_write("f.py", "early = True\n");
+    sem_init(&truncated, 0, 0);
     pthread_create(&t, NULL, slow_writer, NULL);
-    usleep(3000);       /* the writer has truncated and not yet written */
+    sem_wait(&truncated);   /* read only once the file is empty: no race with the truncation */
     ck_assert_int_eq(pyr_source_read(ut_path("f.py"), &data, &len, &s), 0);
     pthread_join(t, NULL);
     ck_assert_str_eq(data, "late = True\n");
