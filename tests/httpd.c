@@ -744,7 +744,7 @@ static int port_listening(int port)
     return found;
 }
 
-static const char *mpm_of(const httpd_t *h)
+const char *httpd_mpm(const httpd_t *h)
 {
     const char *m = h->opts.mpm;
     if (!m || !*m) m = getenv("PYR_MPM");
@@ -754,7 +754,7 @@ static const char *mpm_of(const httpd_t *h)
 
 static int write_conf(httpd_t *h)
 {
-    const char *mpm = mpm_of(h);
+    const char *mpm = httpd_mpm(h);
     int threads = h->opts.threads > 0 ? h->opts.threads : 16;
     char *extra = httpd_subst(h, h->opts.config);
     FILE *f = fopen(h->conf, "w");

@@ -136,6 +136,11 @@ int httpd_start(httpd_t *h);
  * log tail, keeps the dir, frees and returns NULL. */
 httpd_t *httpd_launch(const httpd_opts_t *opts);
 
+/* The MPM this server runs (or will run): opts.mpm, else $PYR_MPM, else
+ * "event".  For tests whose expectations differ under prefork (one request at
+ * a time per process, requests on the process's main thread). */
+const char *httpd_mpm(const httpd_t *h);
+
 /* SIGTERM the parent, wait up to 10 s, then SIGKILL it and any child left.
  * Sets stop_seconds and stop_clean.  Returns 0 when the stop was clean,
  * -1 otherwise.  No-op (0) when not running. */

@@ -1,10 +1,11 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * it_reload.c: the reload engine against a real apache2 (one child, event
- * MPM unless PYR_MPM says otherwise): every kind of edit is seen, state
- * crosses reloads through __clone__/__upgrade__, failed loads keep the last
- * good generation and log once, requests in flight finish on their own code,
+ * it_reload.c: the reload engine against a real apache2 (one child, or one
+ * prefork process per concurrent client; `make it` runs it under each MPM):
+ * every kind of edit is seen, state crosses reloads through
+ * __clone__/__upgrade__, failed loads keep the last good generation and log
+ * once, requests in flight finish on their own code,
  * __purge__ runs once after the last of them, and many clients during many
  * saves never see a torn or older version.
  *
@@ -70,7 +71,6 @@ static const char *config =
     "<Location /size>\n  PyReloadHandler @APP@/size.py\n</Location>\n"
     "<Location /link>\n  PyReloadHandler @APP@/link.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
-    "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
     "<Location /clonefail>\n  PyReloadHandler @APP@/clonefail.py\n</Location>\n"
     "<Location /upgrade>\n  PyReloadHandler @APP@/upgrade.py\n</Location>\n"
@@ -83,7 +83,7 @@ static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
-                                  "origin.py", "slow.py", "syntax.py", "clonefail.py",
+                                  "origin.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "frozen.py", NULL};
     httpd_opts_t o = { .config = config };
@@ -230,62 +230,105 @@ static const char slow_src[] =
     "    req.write(TEXT + ' gen=%%d' %% __generation__)\n"
     "    return pyreload.OK\n";
 
-typedef struct {
-    const char *path;
-    http_resp_t *resp;
-} bg_t;
-
-static void *
-bg_get(void *arg)
-{
-    bg_t *b = arg;
-
-    b->resp = http_get(srv, b->path);
-    return NULL;
-}
+static httpd_t *isrv;
 
 static void
-slow_put(const char *name, const char *text, long nsec)
+slow_put(const char *text, long nsec)
 {
     char src[1024];
 
     snprintf(src, sizeof(src), slow_src, text);
-    ck_assert_int_eq(httpd_write(srv, name, src), 0);
-    httpd_set_mtime(srv, name, T0, nsec);
+    ck_assert_int_eq(httpd_write(isrv, "slow.py", src), 0);
+    httpd_set_mtime(isrv, "slow.py", T0, nsec);
+}
+
+/* Under prefork a process serves one request at a time, so the request made
+ * while the slow one runs goes to the other process (procs = 2): the slow
+ * request's process is then reached again through the keep-alive connection
+ * that ran it, and its old generation is purged when that process loads the
+ * new code.  Under event and worker everything happens in the one process. */
+static void
+isetup(void)
+{
+    httpd_opts_t o = { .config = "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n"
+                                 "</Location>\n", .procs = 2 };
+
+    isrv = httpd_new(&o);
+    ck_assert_ptr_nonnull(isrv);
+    slow_put("old", 1);
+    if (httpd_start(isrv) != 0) {
+        httpd_dump_log_tail(isrv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+static void
+iteardown(void)
+{
+    httpd_free(isrv);
+    isrv = NULL;
+}
+
+typedef struct {
+    http_client_t *client;
+    http_resp_t *resp;
+} bg_t;
+
+static void *
+bg_slow(void *arg)
+{
+    bg_t *b = arg;
+
+    b->resp = http_client_get(b->client, "/slow?sleep");
+    return NULL;
+}
+
+static void
+expect_on(http_client_t *c, const char *body)
+{
+    http_resp_t *r = http_client_get(c, "/slow");
+
+    http_assert_status(r, 200);
+    ck_assert_msg(strcmp(r->body, body) == 0, "body '%s', want '%s'", r->body, body);
+    http_free(r);
 }
 
 START_TEST(test_in_flight_finishes_on_old_code)
 {
-    bg_t b = { "/slow?sleep", NULL };
+    bg_t b = { http_client_new(isrv), NULL };
     pthread_t t;
     http_resp_t *r;
     size_t mark;
 
-    slow_put("slow.py", "old", 1);
-    expect("/slow", 200, "old gen=1");
-    mark = httpd_log_mark(srv);
-    pthread_create(&t, NULL, bg_get, &b);
+    expect_on(b.client, "old gen=1");
+    mark = httpd_log_mark(isrv);
+    pthread_create(&t, NULL, bg_slow, &b);
     usleep(300 * 1000);                     /* the slow request is running */
-    slow_put("slow.py", "new", 2);
-    r = http_get(srv, "/slow");
-    ck_assert_str_eq(r->body, "new gen=2");
+    slow_put("new", 2);
+    r = http_get(isrv, "/slow");
+    /* prefork: the other process, whose first load this may be */
+    ck_assert_msg(!strcmp(r->body, "new gen=2")
+                  || (!strcmp(httpd_mpm(isrv), "prefork") && !strcmp(r->body, "new gen=1")),
+                  "body '%s', want 'new gen=2'", r->body);
     ck_assert_msg(r->total_ms < 1000, "the new request waited %.0f ms", r->total_ms);
     http_free(r);
     /* Generation 1 is retired but still in use: not purged yet. */
-    ck_assert_int_eq(httpd_log_count(srv, mark, "PURGED"), 0);
+    ck_assert_int_eq(httpd_log_count(isrv, mark, "PURGED"), 0);
     pthread_join(t, NULL);
     ck_assert_str_eq(b.resp->body, "old gen=1");
     ck_assert_msg(b.resp->total_ms >= 1400, "slow request took %.0f ms", b.resp->total_ms);
     http_free(b.resp);
-    /* Now it is, exactly once. */
-    ck_assert(httpd_log_wait(srv, mark, "PURGED", 1, 3000));
-    ck_assert_int_eq(httpd_log_count(srv, mark, "slow.py generation 1"), 1);
+    /* Now it is, exactly once (prefork: once its process has looked). */
+    expect_on(b.client, "new gen=2");
+    ck_assert(httpd_log_wait(isrv, mark, "PURGED", 1, 3000));
+    ck_assert_int_eq(httpd_log_count(isrv, mark, "slow.py generation 1"), 1);
     /* An idle generation is purged as soon as it is replaced. */
-    slow_put("slow.py", "newer", 3);
-    expect("/slow", 200, "newer gen=3");
-    ck_assert(httpd_log_wait(srv, mark, "slow.py generation 2", 1, 3000));
+    slow_put("newer", 3);
+    expect_on(b.client, "newer gen=3");
+    ck_assert(httpd_log_wait(isrv, mark, "slow.py generation 2", 1, 3000));
     usleep(100 * 1000);
-    ck_assert_int_eq(httpd_log_count(srv, mark, "PURGED"), 2);
+    ck_assert_int_eq(httpd_log_count(isrv, mark, "PURGED"), 2);
+    http_client_free(b.client);
 }
 END_TEST
 
@@ -510,8 +553,9 @@ csetup(void)
 {
     char *src = versioned(0);
     httpd_file_t files[] = {{"c.py", src}, {NULL, NULL}};
+    /* prefork: one process per keep-alive client, and one for our own */
     httpd_opts_t o = { .config = "<Location /c>\n  PyReloadHandler @APP@/c.py\n</Location>\n",
-                       .files = files, .loglevel = "notice" };
+                       .files = files, .loglevel = "notice", .procs = CLIENTS + 1 };
 
     csrv = httpd_launch(&o);
     free(src);
@@ -702,7 +746,9 @@ START_TEST(test_stop_after_threading_in_worker)
     http_resp_t *r = http_get(h, "/life");
 
     http_assert_status(r, 200);
-    http_assert_body_has(r, "thread=Dummy-");    /* really a worker thread */
+    /* really a worker thread; prefork has none: requests run on the main one */
+    http_assert_body_has(r, strcmp(httpd_mpm(h), "prefork") ? "thread=Dummy-"
+                                                             : "thread=MainThread");
     http_free(r);
     ck_assert_int_eq(httpd_stop(h), 0);
     ck_assert_msg(h->stop_clean && h->stop_seconds < 5, "stop took %.1f s (%s)",
@@ -746,13 +792,13 @@ suite_reload(void)
     TCase *tc = httpd_tcase("edits", 60, setup, teardown);
     TCase *cc = httpd_tcase("concurrency", 90, csetup, cteardown);
     TCase *mc = httpd_tcase("memory", 120, msetup, cteardown);
+    TCase *ic = httpd_tcase("inflight", 60, isetup, iteardown);
 
     tcase_add_test(tc, test_same_second_edits);
     tcase_add_test(tc, test_atomic_rename_save);
     tcase_add_test(tc, test_size_change_mtime_restored);
     tcase_add_test(tc, test_symlink_swap);
     tcase_add_test(tc, test_origin_clone_example);
-    tcase_add_test(tc, test_in_flight_finishes_on_old_code);
     tcase_add_test(tc, test_syntax_error_then_fix);
     tcase_add_test(tc, test_clone_raising_keeps_old);
     tcase_add_test(tc, test_upgrade_converts_data);
@@ -760,6 +806,8 @@ suite_reload(void)
     tcase_add_test(tc, test_failed_first_load_debug_page);
     tcase_add_test(tc, test_check_off_freezes);
     suite_add_tcase(s, tc);
+    tcase_add_test(ic, test_in_flight_finishes_on_old_code);
+    suite_add_tcase(s, ic);
     tcase_add_test(cc, test_concurrent_clients_during_saves);
     suite_add_tcase(s, cc);
     tcase_add_test(mc, test_memory_over_reloads);
