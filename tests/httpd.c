@@ -34,6 +34,7 @@
 #define CLEAN_PATH   "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 #define CLEAN_LANG   "LANG=C.UTF-8"
 #define STOP_WAIT_MS 10000
+#define PORTS_DEFAULT "20000-24999"
 
 /* ------------------------------------------------------------------ */
 /* Registry shared by the runner and its forked tests                  */
@@ -52,6 +53,9 @@ struct reg_entry {
 
 struct shared {
     pid_t root;                 /* the runner */
+    volatile int port_start;    /* offset of the first port tried in the range;
+                                   -1 until chosen */
+    volatile unsigned port_next;/* ports handed out so far (all processes) */
     volatile pid_t in_test;     /* test process between begin and end */
     volatile int failures;      /* tests seen dying before httpd_test_end */
     struct reg_entry reg[REG_MAX];
@@ -69,6 +73,7 @@ __attribute__((constructor)) static void httpd_global_init(void)
     g_sh = p == MAP_FAILED ? &g_sh_fallback : p;
     memset(g_sh, 0, sizeof *g_sh);
     g_sh->root = getpid();
+    g_sh->port_start = -1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     atexit(httpd_atexit);
 }
@@ -714,22 +719,71 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
     return h;
 }
 
-static int free_port(void)
+/* $PYR_PORTS ("LO-HI"), else PORTS_DEFAULT; a bad value is reported once. */
+static void port_range(int *lo, int *hi)
+{
+    static int warned;
+    const char *env = getenv("PYR_PORTS");
+    int a = 0, b = 0, n = 0;
+
+    if (env && *env && (sscanf(env, "%d-%d%n", &a, &b, &n) != 2 || env[n] || a < 1024
+                        || b > 65535 || a > b)) {
+        if (!warned++)
+            fprintf(stderr, "pyr-it: PYR_PORTS=%s is not LO-HI within 1024-65535; "
+                            "using " PORTS_DEFAULT "\n", env);
+        env = NULL;
+    }
+    if (!env || !*env) sscanf(PORTS_DEFAULT, "%d-%d", &a, &b);
+    *lo = a;
+    *hi = b;
+}
+
+/* 1 if apache2 could bind 127.0.0.1:port: probed as it binds, with
+ * SO_REUSEADDR, so that connections of a stopped server left in TIME_WAIT do
+ * not make a small range run dry. */
+static int port_free(int port)
 {
     struct sockaddr_in a;
-    socklen_t alen = sizeof a;
-    int port = -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
+    int ok, one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0
-        && getsockname(fd, (struct sockaddr *)&a, &alen) == 0)
-        port = ntohs(a.sin_port);
+    a.sin_port = htons((uint16_t)port);
+    ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return port;
+    return ok;
+}
+
+/* The next free port of the range.  Every process of this runner (the forked
+ * tests too) draws from one cursor in shared memory, so they never offer each
+ * other the same port; the cursor starts at a random place, so that runners
+ * started at the same moment (other suites, other checkouts) rarely meet, and
+ * when they do, the bind() probe and start_once's retry sort it out. */
+static int pick_port(void)
+{
+    int lo, hi, span;
+    port_range(&lo, &hi);
+    span = hi - lo + 1;
+    if (g_sh->port_start < 0) {
+        struct timespec ts;
+        unsigned seed;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)ts.tv_nsec;
+        __sync_bool_compare_and_swap(&g_sh->port_start, -1, (int)(seed % 65536u));
+    }
+    /* A range that is all taken may free up as other servers stop. */
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass) sleep_ms(500);
+        for (int i = 0; i < span; i++) {
+            unsigned k = __sync_fetch_and_add(&g_sh->port_next, 1u);
+            int port = lo + (int)(((unsigned)g_sh->port_start + k) % (unsigned)span);
+            if (port_free(port)) return port;
+        }
+    }
+    fprintf(stderr, "pyr-it: no free port in %d-%d (PYR_PORTS)\n", lo, hi);
+    return -1;
 }
 
 /* 1 if 127.0.0.1:port is in LISTEN state (/proc/net/tcp). */
@@ -939,9 +993,11 @@ int httpd_start(httpd_t *h)
 {
     if (!h) return -1;
     if (h->pid > 0 && httpd_pid_alive(h->pid)) return 0;
-    for (int attempt = 0; attempt < 3; attempt++) {
+    /* The port can be taken between the probe and apache2's bind (another
+     * runner): start_once then says so and the next port is tried. */
+    for (int attempt = 0; attempt < 5; attempt++) {
         int rc;
-        h->port = free_port();
+        h->port = pick_port();
         snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d", h->port);
         if (h->port <= 0 || write_conf(h) < 0) {
             fprintf(stderr, "pyr-it: cannot prepare %s: %s\n", h->conf, strerror(errno));
@@ -949,6 +1005,7 @@ int httpd_start(httpd_t *h)
         }
         rc = start_once(h);
         if (rc <= 0) return rc;
+        fprintf(stderr, "pyr-it: port %d was taken meanwhile; trying another\n", h->port);
     }
     return -1;
 }

@@ -13,7 +13,7 @@
  *         run/                     PidFile, DefaultRuntimeDir, Mutex
  *         startup.log              stdout+stderr of `apache2 -k start`
  *
- * listening on 127.0.0.1:<free port>, with ONE child process (event/worker:
+ * listening on 127.0.0.1:<a free port of $PYR_PORTS>, with ONE child process (event/worker:
  * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
  * httpd_opts_t.procs processes for tests with concurrent clients), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
@@ -53,7 +53,14 @@
  * the path, the startup output and the error log's tail are printed.
  *
  * Environment: PYR_MODULE (the module; default ./mod_pyreload.so), PYR_MPM
- * (event|worker|prefork; default event), PYR_KEEP=1 (keep every temp dir).
+ * (event|worker|prefork; default event), PYR_KEEP=1 (keep every temp dir),
+ * PYR_PORTS=LO-HI (default 20000-24999, below Linux's ephemeral range): the
+ * ports servers listen on.  Each is probed with bind() first, taken ones are
+ * skipped, and a start that finds its port taken after all is retried on the
+ * next one.  The runner and its forked tests share one cursor that starts at
+ * a random place in the range, so runners at the same time (two checkouts,
+ * two suites) rarely try the same port; give machines or jobs that share a
+ * host disjoint ranges to be sure.
  *
  * Nothing here talks to anything but 127.0.0.1.
  */
