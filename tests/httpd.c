@@ -58,6 +58,7 @@ struct shared {
     volatile unsigned port_next;/* ports handed out so far (all processes) */
     volatile pid_t in_test;     /* test process between begin and end */
     volatile int failures;      /* tests seen dying before httpd_test_end */
+    volatile int san_reports;   /* sanitizer reports found (PYR_SANITIZE) */
     struct reg_entry reg[REG_MAX];
 };
 
@@ -644,6 +645,102 @@ TCase *httpd_tcase(const char *name, int timeout_s, void (*setup)(void),
 /* ------------------------------------------------------------------ */
 /* Servers                                                             */
 
+/* ------------------------------------------------------------------ */
+/* Sanitizers (PYR_SANITIZE)                                           */
+
+int httpd_sanitizing(void)
+{
+    const char *v = getenv("PYR_SANITIZE");
+    return v && *v;
+}
+
+int httpd_sanitizer_reports(void)
+{
+    return g_sh->san_reports;
+}
+
+/* The sanitizer runtime's variables for apache2, into env (room for 4);
+ * returns how many.  Reports go to san/ (asan.<pid>, ubsan.<pid>), one file
+ * per reporting process, so that children's reports are not lost in a
+ * closed stderr. */
+static size_t sanitizer_env(const httpd_t *h, char **env)
+{
+    const char *supp = getenv("PYR_LSAN_SUPPRESSIONS");
+    if (!httpd_sanitizing()) return 0;
+    env[0] = xasprintf("LD_PRELOAD=%s", getenv("PYR_SANITIZE"));
+    /* allow_user_segv_handler=0: httpd installs its own SIGSEGV handler
+     * (to log "exit signal"), which would otherwise hide ASan's report.
+     * Errors halt the process (ASan's default; UBSan asked to), so that a
+     * report cannot scroll by unnoticed.  fast_unwind_on_malloc=0: libpython
+     * and httpd have no frame pointers, and allocation stacks would stop at
+     * their first frame (useless reports, suppressions that cannot match). */
+    env[1] = xasprintf("ASAN_OPTIONS=log_path=%s/san/asan:allow_user_segv_handler=0:"
+                       "detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0", h->dir);
+    env[2] = xasprintf("LSAN_OPTIONS=%s%s:print_suppressions=0",
+                       supp && *supp ? "suppressions=" : "", supp && *supp ? supp : "");
+    env[3] = xasprintf("UBSAN_OPTIONS=log_path=%s/san/ubsan:print_stacktrace=1:"
+                       "halt_on_error=1", h->dir);
+    return 4;
+}
+
+static int has_report(const char *text)
+{
+    return strstr(text, "ERROR: AddressSanitizer") || strstr(text, "ERROR: LeakSanitizer")
+           || strstr(text, "Sanitizer has encountered a fatal error")
+           || strstr(text, "SUMMARY: AddressSanitizer") || strstr(text, "SUMMARY: LeakSanitizer")
+           || strstr(text, "SUMMARY: UndefinedBehaviorSanitizer")
+           || strstr(text, ": runtime error: ");
+}
+
+/* After a stop: every report file in san/ (and any report that reached the
+ * error log or the startup output instead) fails the running test, or, in
+ * the runner process (a TCase's teardown), makes the runner fail at the end
+ * (it_main.c).  Files are renamed *.seen, so each counts once. */
+static void sanitizer_check(httpd_t *h)
+{
+    char sandir[200];
+    DIR *d;
+    struct dirent *de;
+    int found = 0;
+    if (!httpd_sanitizing()) return;
+    snprintf(sandir, sizeof sandir, "%s/san", h->dir);
+    d = opendir(sandir);
+    while (d && (de = readdir(d)) != NULL) {
+        char path[PATH_MAX], seen[PATH_MAX + 8];
+        size_t len;
+        char *text;
+        if (de->d_name[0] == '.' || strstr(de->d_name, ".seen")) continue;
+        snprintf(path, sizeof path, "%s/%s", sandir, de->d_name);
+        text = read_file_from(path, 0, &len);
+        if (len) {
+            found++;
+            fprintf(stderr, "pyr-it: SANITIZER REPORT %s:\n%.20000s%s\n", path, text,
+                    len > 20000 ? "\n[...]" : "");
+        }
+        free(text);
+        snprintf(seen, sizeof seen, "%s.seen", path);
+        rename(path, seen);
+    }
+    if (d) closedir(d);
+    {
+        char *log = httpd_log_since(h, h->san_mark);
+        h->san_mark += strlen(log);
+        if (has_report(log) || (!h->san_startup_seen && has_report(h->startup_output))) {
+            found++;
+            fprintf(stderr, "pyr-it: SANITIZER REPORT in the error log or startup output "
+                            "of %s\n", h->dir);
+        }
+        h->san_startup_seen = 1;
+        free(log);
+    }
+    if (!found) return;
+    h->keep = 1;
+    __sync_fetch_and_add(&g_sh->san_reports, found);
+    if (getpid() != g_sh->root)
+        ck_abort_msg("%d sanitizer report(s) from the httpd in %s (printed above)", found,
+                     h->dir);
+}
+
 const char *httpd_module_path(void)
 {
     static char path[PATH_MAX];
@@ -668,7 +765,7 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
 {
     static const httpd_opts_t none;
     httpd_t *h = calloc(1, sizeof *h);
-    const char *subdirs[] = {"app", "htdocs", "logs", "run"};
+    const char *subdirs[] = {"app", "htdocs", "logs", "run", "san"};
     if (!h) abort();
     if (!opts) opts = &none;
     h->slot = -1;
@@ -681,7 +778,9 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
     for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
         char p[200];
         snprintf(p, sizeof p, "%s/%s", h->dir, subdirs[i]);
-        if (mkdir(p, 0755) < 0 || chmod(p, 0755) < 0) {
+        /* san/: sanitizer reports, written by children running as www-data */
+        mode_t mode = strcmp(subdirs[i], "san") ? 0755 : 01777;
+        if (mkdir(p, mode) < 0 || chmod(p, mode) < 0) {
             fprintf(stderr, "pyr-it: mkdir %s: %s\n", p, strerror(errno));
             rm_rf(h->dir);
             free(h);
@@ -833,6 +932,10 @@ static int write_conf(httpd_t *h)
             h->opts.loglevel ? h->opts.loglevel : "info", mpm, mpm);
     if (!h->opts.no_module)
         fprintf(f, "LoadModule pyreload_module %s\n", httpd_module_path());
+    /* A child that changed its uid is not dumpable, and LeakSanitizer cannot
+     * then attach to its threads at exit: httpd makes children dumpable
+     * again only when CoreDumpDirectory is set. */
+    if (httpd_sanitizing()) fprintf(f, "CoreDumpDirectory %s/run\n", h->dir);
     if (!strcmp(mpm, "prefork")) {
         int procs = h->opts.procs > 0 ? h->opts.procs : 1;
         fprintf(f,
@@ -889,8 +992,9 @@ static int start_once(httpd_t *h)
 
     envp[ne++] = CLEAN_PATH;
     envp[ne++] = CLEAN_LANG;
-    for (const char *const *v = h->opts.env; v && *v && ne < 63; v++)
+    for (const char *const *v = h->opts.env; v && *v && ne < 59; v++)
         envp[ne++] = httpd_subst(h, *v);
+    ne += sanitizer_env(h, envp + ne);
     envp[ne] = NULL;
 
     unlink(h->pid_file);
@@ -932,6 +1036,7 @@ static int start_once(httpd_t *h)
     }
     free(h->startup_output);
     h->startup_output = read_file_from(h->startup_log, 0, NULL);
+    h->san_startup_seen = 0;
 
     if (exited && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         /* wait for the pid file and the listener */
@@ -1082,6 +1187,7 @@ int httpd_stop(httpd_t *h)
     h->stop_clean = clean;
     h->pid = 0;
     reg_release(h);
+    sanitizer_check(h);
     return clean ? 0 : -1;
 }
 
@@ -1094,6 +1200,7 @@ void httpd_free(httpd_t *h)
     if (httpd_stop(h) < 0)
         fprintf(stderr, "pyr-it: the httpd in %s needed SIGKILL to stop (%.2f s)\n", h->dir,
                 h->stop_seconds);
+    sanitizer_check(h);     /* also what a start that failed left */
     failed = g_sh->failures != h->failures_at_start;
     if (failed || h->keep) {
         fprintf(stderr, "pyr-it: keeping %s (%s)\n", h->dir,

@@ -62,6 +62,18 @@
  * two suites) rarely try the same port; give machines or jobs that share a
  * host disjoint ranges to be sure.
  *
+ * Sanitizers (make check-asan): PYR_SANITIZE=<path of libasan.so> runs
+ * apache2 with that runtime preloaded (the module under test being built
+ * with -fsanitize=address,undefined), reports written to <dir>/san/, leak
+ * checking on (suppressions from $PYR_LSAN_SUPPRESSIONS) and
+ * CoreDumpDirectory set (it keeps children ptrace-able, which
+ * LeakSanitizer needs at their exit).  After every stop, each report found
+ * there or in the error log is printed and fails the running test; found
+ * during a TCase's teardown, it makes the runner fail at the end
+ * (httpd_sanitizer_reports()).  Leaks are checked wherever a process exits
+ * through exit(): httpd's children at a stop or graceful restart, the parent,
+ * the `-k start` launcher; not in a process killed by SIGKILL.
+ *
  * Nothing here talks to anything but 127.0.0.1.
  */
 #ifndef PYR_IT_HTTPD_H
@@ -120,6 +132,8 @@ typedef struct httpd {
     char **env_copy;
     int slot;               /* registry index, -1 if none */
     int failures_at_start;
+    size_t san_mark;        /* error log scanned for sanitizer reports up to here */
+    int san_startup_seen;   /* startup_output scanned */
 } httpd_t;
 
 /* The module under test: $PYR_MODULE, else realpath("./mod_pyreload.so").
@@ -166,6 +180,11 @@ void httpd_dump_log_tail(httpd_t *h, int lines);
 
 /* Replace @APP@ and @DIR@ in text; malloc'd. */
 char *httpd_subst(const httpd_t *h, const char *text);
+
+/* 1 if PYR_SANITIZE is set (see the top of this file). */
+int httpd_sanitizing(void);
+/* Sanitizer reports found so far by this runner and its tests. */
+int httpd_sanitizer_reports(void);
 
 /* ------------------------------------------------------------------ */
 /* check glue                                                          */
