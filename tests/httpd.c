@@ -932,10 +932,6 @@ static int write_conf(httpd_t *h)
             h->opts.loglevel ? h->opts.loglevel : "info", mpm, mpm);
     if (!h->opts.no_module)
         fprintf(f, "LoadModule pyreload_module %s\n", httpd_module_path());
-    /* A child that changed its uid is not dumpable, and LeakSanitizer cannot
-     * then attach to its threads at exit: httpd makes children dumpable
-     * again only when CoreDumpDirectory is set. */
-    if (httpd_sanitizing()) fprintf(f, "CoreDumpDirectory %s/run\n", h->dir);
     if (!strcmp(mpm, "prefork")) {
         int procs = h->opts.procs > 0 ? h->opts.procs : 1;
         fprintf(f,

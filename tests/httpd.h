@@ -65,14 +65,15 @@
  * Sanitizers (make check-asan): PYR_SANITIZE=<path of libasan.so> runs
  * apache2 with that runtime preloaded (the module under test being built
  * with -fsanitize=address,undefined), reports written to <dir>/san/, leak
- * checking on (suppressions from $PYR_LSAN_SUPPRESSIONS) and
- * CoreDumpDirectory set (it keeps children ptrace-able, which
- * LeakSanitizer needs at their exit).  After every stop, each report found
- * there or in the error log is printed and fails the running test; found
- * during a TCase's teardown, it makes the runner fail at the end
- * (httpd_sanitizer_reports()).  Leaks are checked wherever a process exits
- * through exit(): httpd's children at a stop or graceful restart, the parent,
- * the `-k start` launcher; not in a process killed by SIGKILL.
+ * checking on (suppressions from $PYR_LSAN_SUPPRESSIONS).  After every
+ * stop, each report found there or in the error log is printed and fails
+ * the running test; found during a TCase's teardown, it makes the runner
+ * fail at the end (httpd_sanitizer_reports()).  Leaks are checked wherever a
+ * process exits through exit(): httpd's children at a stop or graceful
+ * restart (clean_child_exit; LeakSanitizer makes the child dumpable again
+ * itself after httpd's setuid), the parent, the `-k start` launcher; not in
+ * a process killed by SIGKILL (a stop that needed it is reported by
+ * stop_clean) nor one that ends with _exit().
  *
  * Nothing here talks to anything but 127.0.0.1.
  */
