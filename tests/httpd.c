@@ -643,9 +643,6 @@ TCase *httpd_tcase(const char *name, int timeout_s, void (*setup)(void),
 }
 
 /* ------------------------------------------------------------------ */
-/* Servers                                                             */
-
-/* ------------------------------------------------------------------ */
 /* Sanitizers (PYR_SANITIZE)                                           */
 
 int httpd_sanitizing(void)
@@ -740,6 +737,9 @@ static void sanitizer_check(httpd_t *h)
         ck_abort_msg("%d sanitizer report(s) from the httpd in %s (printed above)", found,
                      h->dir);
 }
+
+/* ------------------------------------------------------------------ */
+/* Servers                                                             */
 
 const char *httpd_module_path(void)
 {
