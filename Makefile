@@ -1,7 +1,11 @@
 # mod_pyreload: build, test, demo and benchmark.
 #
 #   make            build ./mod_pyreload.so (apxs + Debian's system Python)
-#   make check      install what is missing, build, run every test
+#   make check      install what is missing, build, run every test (the integration
+#                   suites under the event, worker and prefork MPMs)
+#   make check-asan the unit and integration suites again with the module and the
+#                   engine built with AddressSanitizer + UBSan (leaks included)
+#   make check-valgrind  the unit suite under valgrind memcheck
 #   make demo       install what is missing, build, serve examples/ on 127.0.0.1:8080
 #   make stop       stop the demo server
 #   make bench      install what is missing, build, compare against the peers
@@ -45,7 +49,8 @@ HEADERS    = include/pyreload.h $(wildcard src/*.h)
 UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/httpd.c
 
-.PHONY: all deps deps-bench check unit it demo stop bench install clean
+.PHONY: all deps deps-bench check unit it check-asan unit-asan it-asan check-valgrind \
+        demo stop bench install clean
 
 all: mod_pyreload.so
 
@@ -80,8 +85,87 @@ check: deps
 unit: tests/unit_runner
 	CK_DEFAULT_TIMEOUT=60 ./tests/unit_runner
 
+# The integration suites under each MPM in turn: all of them under the first,
+# and under the others all but those that cannot depend on the MPM (fixture,
+# config; see tests/it_main.c).  PYR_MPM=x: every suite under x only.  A
+# failure under any MPM fails the target, after the others have run.
+IT_MPMS = $(if $(PYR_MPM),$(PYR_MPM),event worker prefork)
+
+# $(call run_it,MODULE,MPMS,EXTRA_ENV)
+define run_it
+	@failed=; first=; for mpm in $(2); do \
+	    t0=$$(date +%s); \
+	    echo "==== integration suites under the $$mpm MPM$${first:+ (fixture and config: under $$first only)}"; \
+	    PYR_MODULE=$(1) PYR_MPM=$$mpm PYR_IT_MPM_ONLY=$${first:+1} CK_DEFAULT_TIMEOUT=120 \
+	        $(3) ./tests/it_runner || failed="$$failed $$mpm"; \
+	    echo "==== $$mpm: $$(( $$(date +%s) - t0 )) s"; \
+	    first=$${first:-$$mpm}; \
+	done; \
+	if [ -n "$$failed" ]; then echo "==== integration suites FAILED under:$$failed"; exit 1; fi; \
+	echo "==== integration suites passed under: $(strip $(2))"
+endef
+
 it: tests/it_runner mod_pyreload.so
-	PYR_MODULE=$(CURDIR)/mod_pyreload.so CK_DEFAULT_TIMEOUT=120 ./tests/it_runner
+	$(call run_it,$(CURDIR)/mod_pyreload.so,$(IT_MPMS))
+
+# ---- Sanitizers -------------------------------------------------------------
+# make check-asan: the engine and the module built with AddressSanitizer and
+# UBSan into build/asan/ (./mod_pyreload.so is left alone), Python's allocator
+# switched to malloc there (PYR_SANITIZE, src/interp.c), the unit suite run,
+# then the integration suites with that module in apache2 (libasan preloaded,
+# reports collected and failed on by tests/httpd.c).  Any report fails,
+# leaks included; tests/lsan.supp lists the known leaks that are not ours.
+SAN_DIR    = build/asan
+SAN_FLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+             -fno-omit-frame-pointer
+SAN_CFLAGS = -std=gnu11 -O1 -g $(SAN_FLAGS) -DPYR_SANITIZE $(WARN)
+LIBASAN   := $(realpath $(shell $(CC) -print-file-name=libasan.so 2>/dev/null))
+LSAN_SUPP  = $(CURDIR)/tests/lsan.supp
+# event (threads) and prefork (processes: the other life cycle); worker adds
+# little to event here and would add a minute.  PYR_MPM=x: x only.
+ASAN_MPMS  = $(if $(PYR_MPM),$(PYR_MPM),event prefork)
+SAN_ENV    = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0 \
+             LSAN_OPTIONS=suppressions=$(LSAN_SUPP):print_suppressions=0 \
+             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+$(SAN_DIR)/mod_pyreload.so: $(MODULE_SRC) $(HEADERS) Makefile
+	@mkdir -p $(SAN_DIR)
+	$(CC) $(SAN_CFLAGS) -fPIC -shared $(CPPFLAGS_ALL) -o $@ $(MODULE_SRC) $(PY_LDFLAGS)
+
+$(SAN_DIR)/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
+	@mkdir -p $(SAN_DIR)
+	$(CC) $(SAN_CFLAGS) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
+	    $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
+
+check-asan: deps
+	$(MAKE) $(SAN_DIR)/unit_runner $(SAN_DIR)/mod_pyreload.so tests/it_runner
+	$(MAKE) unit-asan it-asan
+
+unit-asan: $(SAN_DIR)/unit_runner
+	$(SAN_ENV) CK_DEFAULT_TIMEOUT=300 ./$(SAN_DIR)/unit_runner
+
+it-asan: tests/it_runner $(SAN_DIR)/mod_pyreload.so
+	@test -n "$(LIBASAN)" || { echo "no libasan.so for $(CC)"; exit 1; }
+	$(call run_it,$(CURDIR)/$(SAN_DIR)/mod_pyreload.so,$(ASAN_MPMS),\
+	    PYR_SANITIZE=$(LIBASAN) PYR_LSAN_SUPPRESSIONS=$(LSAN_SUPP))
+
+# make check-valgrind: the unit suite under memcheck, every test in the one
+# process valgrind watches (CK_FORK=no), Python on malloc as above; any error or
+# definite leak fails.  tests/valgrind.supp lists what is CPython's.
+VG_DIR = build/valgrind
+
+$(VG_DIR)/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
+	@mkdir -p $(VG_DIR)
+	$(CC) -std=gnu11 -O1 -g -DPYR_SANITIZE $(WARN) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) \
+	    $(ENGINE_SRC) $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
+
+check-valgrind: deps
+	@./tools/ensure-packages valgrind
+	$(MAKE) $(VG_DIR)/unit_runner
+	CK_FORK=no CK_DEFAULT_TIMEOUT=600 valgrind --tool=memcheck --error-exitcode=99 \
+	    --errors-for-leak-kinds=definite --leak-check=full --show-leak-kinds=definite \
+	    --suppressions=$(CURDIR)/tests/valgrind.supp --track-origins=yes --num-callers=50 \
+	    --quiet ./$(VG_DIR)/unit_runner
 
 demo: deps
 	$(MAKE) all

@@ -105,6 +105,24 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
         return -1;
     }
 
+#ifdef PYR_SANITIZE
+    /* Built for a memory checker (make check-asan, check-valgrind): every
+     * Python object straight from malloc, since pymalloc's arenas hide
+     * overflows and leaks inside them.  Set before anything is allocated;
+     * PYTHONMALLOC cannot do it, the configuration below being isolated. */
+    {
+        PyPreConfig pre;
+
+        PyPreConfig_InitIsolatedConfig(&pre);
+        pre.allocator = PYMEM_ALLOCATOR_MALLOC;
+        status = Py_PreInitialize(&pre);
+        if (PyStatus_Exception(status)) {
+            *errmsg = status.err_msg ? status.err_msg : "Python pre-initialisation failed";
+            return -1;
+        }
+    }
+#endif
+
     /* Isolated: the PYTHON* environment and user site-packages of whoever
      * started httpd do not reach the server, and Python installs no signal
      * handlers (httpd owns the process's signals). */

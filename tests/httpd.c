@@ -34,6 +34,7 @@
 #define CLEAN_PATH   "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 #define CLEAN_LANG   "LANG=C.UTF-8"
 #define STOP_WAIT_MS 10000
+#define PORTS_DEFAULT "20000-24999"
 
 /* ------------------------------------------------------------------ */
 /* Registry shared by the runner and its forked tests                  */
@@ -52,8 +53,12 @@ struct reg_entry {
 
 struct shared {
     pid_t root;                 /* the runner */
+    volatile int port_start;    /* offset of the first port tried in the range;
+                                   -1 until chosen */
+    volatile unsigned port_next;/* ports handed out so far (all processes) */
     volatile pid_t in_test;     /* test process between begin and end */
     volatile int failures;      /* tests seen dying before httpd_test_end */
+    volatile int san_reports;   /* sanitizer reports found (PYR_SANITIZE) */
     struct reg_entry reg[REG_MAX];
 };
 
@@ -69,6 +74,7 @@ __attribute__((constructor)) static void httpd_global_init(void)
     g_sh = p == MAP_FAILED ? &g_sh_fallback : p;
     memset(g_sh, 0, sizeof *g_sh);
     g_sh->root = getpid();
+    g_sh->port_start = -1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     atexit(httpd_atexit);
 }
@@ -637,6 +643,102 @@ TCase *httpd_tcase(const char *name, int timeout_s, void (*setup)(void),
 }
 
 /* ------------------------------------------------------------------ */
+/* Sanitizers (PYR_SANITIZE)                                           */
+
+int httpd_sanitizing(void)
+{
+    const char *v = getenv("PYR_SANITIZE");
+    return v && *v;
+}
+
+int httpd_sanitizer_reports(void)
+{
+    return g_sh->san_reports;
+}
+
+/* The sanitizer runtime's variables for apache2, into env (room for 4);
+ * returns how many.  Reports go to san/ (asan.<pid>, ubsan.<pid>), one file
+ * per reporting process, so that children's reports are not lost in a
+ * closed stderr. */
+static size_t sanitizer_env(const httpd_t *h, char **env)
+{
+    const char *supp = getenv("PYR_LSAN_SUPPRESSIONS");
+    if (!httpd_sanitizing()) return 0;
+    env[0] = xasprintf("LD_PRELOAD=%s", getenv("PYR_SANITIZE"));
+    /* allow_user_segv_handler=0: httpd installs its own SIGSEGV handler
+     * (to log "exit signal"), which would otherwise hide ASan's report.
+     * Errors halt the process (ASan's default; UBSan asked to), so that a
+     * report cannot scroll by unnoticed.  fast_unwind_on_malloc=0: libpython
+     * and httpd have no frame pointers, and allocation stacks would stop at
+     * their first frame (useless reports, suppressions that cannot match). */
+    env[1] = xasprintf("ASAN_OPTIONS=log_path=%s/san/asan:allow_user_segv_handler=0:"
+                       "detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0", h->dir);
+    env[2] = xasprintf("LSAN_OPTIONS=%s%s:print_suppressions=0",
+                       supp && *supp ? "suppressions=" : "", supp && *supp ? supp : "");
+    env[3] = xasprintf("UBSAN_OPTIONS=log_path=%s/san/ubsan:print_stacktrace=1:"
+                       "halt_on_error=1", h->dir);
+    return 4;
+}
+
+static int has_report(const char *text)
+{
+    return strstr(text, "ERROR: AddressSanitizer") || strstr(text, "ERROR: LeakSanitizer")
+           || strstr(text, "Sanitizer has encountered a fatal error")
+           || strstr(text, "SUMMARY: AddressSanitizer") || strstr(text, "SUMMARY: LeakSanitizer")
+           || strstr(text, "SUMMARY: UndefinedBehaviorSanitizer")
+           || strstr(text, ": runtime error: ");
+}
+
+/* After a stop: every report file in san/ (and any report that reached the
+ * error log or the startup output instead) fails the running test, or, in
+ * the runner process (a TCase's teardown), makes the runner fail at the end
+ * (it_main.c).  Files are renamed *.seen, so each counts once. */
+static void sanitizer_check(httpd_t *h)
+{
+    char sandir[200];
+    DIR *d;
+    struct dirent *de;
+    int found = 0;
+    if (!httpd_sanitizing()) return;
+    snprintf(sandir, sizeof sandir, "%s/san", h->dir);
+    d = opendir(sandir);
+    while (d && (de = readdir(d)) != NULL) {
+        char path[PATH_MAX], seen[PATH_MAX + 8];
+        size_t len;
+        char *text;
+        if (de->d_name[0] == '.' || strstr(de->d_name, ".seen")) continue;
+        snprintf(path, sizeof path, "%s/%s", sandir, de->d_name);
+        text = read_file_from(path, 0, &len);
+        if (len) {
+            found++;
+            fprintf(stderr, "pyr-it: SANITIZER REPORT %s:\n%.20000s%s\n", path, text,
+                    len > 20000 ? "\n[...]" : "");
+        }
+        free(text);
+        snprintf(seen, sizeof seen, "%s.seen", path);
+        rename(path, seen);
+    }
+    if (d) closedir(d);
+    {
+        char *log = httpd_log_since(h, h->san_mark);
+        h->san_mark += strlen(log);
+        if (has_report(log) || (!h->san_startup_seen && has_report(h->startup_output))) {
+            found++;
+            fprintf(stderr, "pyr-it: SANITIZER REPORT in the error log or startup output "
+                            "of %s\n", h->dir);
+        }
+        h->san_startup_seen = 1;
+        free(log);
+    }
+    if (!found) return;
+    h->keep = 1;
+    __sync_fetch_and_add(&g_sh->san_reports, found);
+    if (getpid() != g_sh->root)
+        ck_abort_msg("%d sanitizer report(s) from the httpd in %s (printed above)", found,
+                     h->dir);
+}
+
+/* ------------------------------------------------------------------ */
 /* Servers                                                             */
 
 const char *httpd_module_path(void)
@@ -663,7 +765,7 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
 {
     static const httpd_opts_t none;
     httpd_t *h = calloc(1, sizeof *h);
-    const char *subdirs[] = {"app", "htdocs", "logs", "run"};
+    const char *subdirs[] = {"app", "htdocs", "logs", "run", "san"};
     if (!h) abort();
     if (!opts) opts = &none;
     h->slot = -1;
@@ -676,7 +778,9 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
     for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
         char p[200];
         snprintf(p, sizeof p, "%s/%s", h->dir, subdirs[i]);
-        if (mkdir(p, 0755) < 0 || chmod(p, 0755) < 0) {
+        /* san/: sanitizer reports, written by children running as www-data */
+        mode_t mode = strcmp(subdirs[i], "san") ? 0755 : 01777;
+        if (mkdir(p, mode) < 0 || chmod(p, mode) < 0) {
             fprintf(stderr, "pyr-it: mkdir %s: %s\n", p, strerror(errno));
             rm_rf(h->dir);
             free(h);
@@ -714,22 +818,71 @@ httpd_t *httpd_new(const httpd_opts_t *opts)
     return h;
 }
 
-static int free_port(void)
+/* $PYR_PORTS ("LO-HI"), else PORTS_DEFAULT; a bad value is reported once. */
+static void port_range(int *lo, int *hi)
+{
+    static int warned;
+    const char *env = getenv("PYR_PORTS");
+    int a = 0, b = 0, n = 0;
+
+    if (env && *env && (sscanf(env, "%d-%d%n", &a, &b, &n) != 2 || env[n] || a < 1024
+                        || b > 65535 || a > b)) {
+        if (!warned++)
+            fprintf(stderr, "pyr-it: PYR_PORTS=%s is not LO-HI within 1024-65535; "
+                            "using " PORTS_DEFAULT "\n", env);
+        env = NULL;
+    }
+    if (!env || !*env) sscanf(PORTS_DEFAULT, "%d-%d", &a, &b);
+    *lo = a;
+    *hi = b;
+}
+
+/* 1 if apache2 could bind 127.0.0.1:port: probed as it binds, with
+ * SO_REUSEADDR, so that connections of a stopped server left in TIME_WAIT do
+ * not make a small range run dry. */
+static int port_free(int port)
 {
     struct sockaddr_in a;
-    socklen_t alen = sizeof a;
-    int port = -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
+    int ok, one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0
-        && getsockname(fd, (struct sockaddr *)&a, &alen) == 0)
-        port = ntohs(a.sin_port);
+    a.sin_port = htons((uint16_t)port);
+    ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return port;
+    return ok;
+}
+
+/* The next free port of the range.  Every process of this runner (the forked
+ * tests too) draws from one cursor in shared memory, so they never offer each
+ * other the same port; the cursor starts at a random place, so that runners
+ * started at the same moment (other suites, other checkouts) rarely meet, and
+ * when they do, the bind() probe and start_once's retry sort it out. */
+static int pick_port(void)
+{
+    int lo, hi, span;
+    port_range(&lo, &hi);
+    span = hi - lo + 1;
+    if (g_sh->port_start < 0) {
+        struct timespec ts;
+        unsigned seed;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)ts.tv_nsec;
+        __sync_bool_compare_and_swap(&g_sh->port_start, -1, (int)(seed % 65536u));
+    }
+    /* A range that is all taken may free up as other servers stop. */
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass) sleep_ms(500);
+        for (int i = 0; i < span; i++) {
+            unsigned k = __sync_fetch_and_add(&g_sh->port_next, 1u);
+            int port = lo + (int)(((unsigned)g_sh->port_start + k) % (unsigned)span);
+            if (port_free(port)) return port;
+        }
+    }
+    fprintf(stderr, "pyr-it: no free port in %d-%d (PYR_PORTS)\n", lo, hi);
+    return -1;
 }
 
 /* 1 if 127.0.0.1:port is in LISTEN state (/proc/net/tcp). */
@@ -744,7 +897,7 @@ static int port_listening(int port)
     return found;
 }
 
-static const char *mpm_of(const httpd_t *h)
+const char *httpd_mpm(const httpd_t *h)
 {
     const char *m = h->opts.mpm;
     if (!m || !*m) m = getenv("PYR_MPM");
@@ -754,7 +907,7 @@ static const char *mpm_of(const httpd_t *h)
 
 static int write_conf(httpd_t *h)
 {
-    const char *mpm = mpm_of(h);
+    const char *mpm = httpd_mpm(h);
     int threads = h->opts.threads > 0 ? h->opts.threads : 16;
     char *extra = httpd_subst(h, h->opts.config);
     FILE *f = fopen(h->conf, "w");
@@ -835,8 +988,9 @@ static int start_once(httpd_t *h)
 
     envp[ne++] = CLEAN_PATH;
     envp[ne++] = CLEAN_LANG;
-    for (const char *const *v = h->opts.env; v && *v && ne < 63; v++)
+    for (const char *const *v = h->opts.env; v && *v && ne < 59; v++)
         envp[ne++] = httpd_subst(h, *v);
+    ne += sanitizer_env(h, envp + ne);
     envp[ne] = NULL;
 
     unlink(h->pid_file);
@@ -878,6 +1032,7 @@ static int start_once(httpd_t *h)
     }
     free(h->startup_output);
     h->startup_output = read_file_from(h->startup_log, 0, NULL);
+    h->san_startup_seen = 0;
 
     if (exited && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         /* wait for the pid file and the listener */
@@ -939,9 +1094,11 @@ int httpd_start(httpd_t *h)
 {
     if (!h) return -1;
     if (h->pid > 0 && httpd_pid_alive(h->pid)) return 0;
-    for (int attempt = 0; attempt < 3; attempt++) {
+    /* The port can be taken between the probe and apache2's bind (another
+     * runner): start_once then says so and the next port is tried. */
+    for (int attempt = 0; attempt < 5; attempt++) {
         int rc;
-        h->port = free_port();
+        h->port = pick_port();
         snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d", h->port);
         if (h->port <= 0 || write_conf(h) < 0) {
             fprintf(stderr, "pyr-it: cannot prepare %s: %s\n", h->conf, strerror(errno));
@@ -949,6 +1106,7 @@ int httpd_start(httpd_t *h)
         }
         rc = start_once(h);
         if (rc <= 0) return rc;
+        fprintf(stderr, "pyr-it: port %d was taken meanwhile; trying another\n", h->port);
     }
     return -1;
 }
@@ -1025,6 +1183,7 @@ int httpd_stop(httpd_t *h)
     h->stop_clean = clean;
     h->pid = 0;
     reg_release(h);
+    sanitizer_check(h);
     return clean ? 0 : -1;
 }
 
@@ -1037,6 +1196,7 @@ void httpd_free(httpd_t *h)
     if (httpd_stop(h) < 0)
         fprintf(stderr, "pyr-it: the httpd in %s needed SIGKILL to stop (%.2f s)\n", h->dir,
                 h->stop_seconds);
+    sanitizer_check(h);     /* also what a start that failed left */
     failed = g_sh->failures != h->failures_at_start;
     if (failed || h->keep) {
         fprintf(stderr, "pyr-it: keeping %s (%s)\n", h->dir,

@@ -13,7 +13,7 @@
  *         run/                     PidFile, DefaultRuntimeDir, Mutex
  *         startup.log              stdout+stderr of `apache2 -k start`
  *
- * listening on 127.0.0.1:<free port>, with ONE child process (event/worker:
+ * listening on 127.0.0.1:<a free port of $PYR_PORTS>, with ONE child process (event/worker:
  * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
  * httpd_opts_t.procs processes for tests with concurrent clients), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
@@ -53,7 +53,27 @@
  * the path, the startup output and the error log's tail are printed.
  *
  * Environment: PYR_MODULE (the module; default ./mod_pyreload.so), PYR_MPM
- * (event|worker|prefork; default event), PYR_KEEP=1 (keep every temp dir).
+ * (event|worker|prefork; default event), PYR_KEEP=1 (keep every temp dir),
+ * PYR_PORTS=LO-HI (default 20000-24999, below Linux's ephemeral range): the
+ * ports servers listen on.  Each is probed with bind() first, taken ones are
+ * skipped, and a start that finds its port taken after all is retried on the
+ * next one.  The runner and its forked tests share one cursor that starts at
+ * a random place in the range, so runners at the same time (two checkouts,
+ * two suites) rarely try the same port; give machines or jobs that share a
+ * host disjoint ranges to be sure.
+ *
+ * Sanitizers (make check-asan): PYR_SANITIZE=<path of libasan.so> runs
+ * apache2 with that runtime preloaded (the module under test being built
+ * with -fsanitize=address,undefined), reports written to <dir>/san/, leak
+ * checking on (suppressions from $PYR_LSAN_SUPPRESSIONS).  After every
+ * stop, each report found there or in the error log is printed and fails
+ * the running test; found during a TCase's teardown, it makes the runner
+ * fail at the end (httpd_sanitizer_reports()).  Leaks are checked wherever a
+ * process exits through exit(): httpd's children at a stop or graceful
+ * restart (clean_child_exit; LeakSanitizer makes the child dumpable again
+ * itself after httpd's setuid), the parent, the `-k start` launcher; not in
+ * a process killed by SIGKILL (a stop that needed it is reported by
+ * stop_clean) nor one that ends with _exit().
  *
  * Nothing here talks to anything but 127.0.0.1.
  */
@@ -113,6 +133,8 @@ typedef struct httpd {
     char **env_copy;
     int slot;               /* registry index, -1 if none */
     int failures_at_start;
+    size_t san_mark;        /* error log scanned for sanitizer reports up to here */
+    int san_startup_seen;   /* startup_output scanned */
 } httpd_t;
 
 /* The module under test: $PYR_MODULE, else realpath("./mod_pyreload.so").
@@ -136,6 +158,11 @@ int httpd_start(httpd_t *h);
  * log tail, keeps the dir, frees and returns NULL. */
 httpd_t *httpd_launch(const httpd_opts_t *opts);
 
+/* The MPM this server runs (or will run): opts.mpm, else $PYR_MPM, else
+ * "event".  For tests whose expectations differ under prefork (one request at
+ * a time per process, requests on the process's main thread). */
+const char *httpd_mpm(const httpd_t *h);
+
 /* SIGTERM the parent, wait up to 10 s, then SIGKILL it and any child left.
  * Sets stop_seconds and stop_clean.  Returns 0 when the stop was clean,
  * -1 otherwise.  No-op (0) when not running. */
@@ -154,6 +181,11 @@ void httpd_dump_log_tail(httpd_t *h, int lines);
 
 /* Replace @APP@ and @DIR@ in text; malloc'd. */
 char *httpd_subst(const httpd_t *h, const char *text);
+
+/* 1 if PYR_SANITIZE is set (see the top of this file). */
+int httpd_sanitizing(void);
+/* Sanitizer reports found so far by this runner and its tests. */
+int httpd_sanitizer_reports(void);
 
 /* ------------------------------------------------------------------ */
 /* check glue                                                          */

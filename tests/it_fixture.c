@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -288,6 +291,41 @@ START_TEST(test_clean_environment)
 }
 END_TEST
 
+/* Ports come from $PYR_PORTS; taken ones are skipped.  Three of a range of
+ * four are held here: the server must get the fourth. */
+START_TEST(test_ports_from_range)
+{
+    httpd_opts_t o = {.no_module = 1};
+    int base = 25000 + (int)(getpid() % 1000) * 4, fds[3], free_port = -1;
+    char range[32];
+    httpd_t *h;
+
+    snprintf(range, sizeof range, "%d-%d", base, base + 3);
+    setenv("PYR_PORTS", range, 1);
+    for (int i = 0, k = 0; i < 4; i++) {
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)(base + i)),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd;
+        if (i == 2) {               /* the one left free */
+            free_port = base + i;
+            continue;
+        }
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind %d: %s", base + i,
+                      strerror(errno));
+        fds[k++] = fd;
+    }
+    h = httpd_launch(&o);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(h->port, free_port);
+    httpd_free(h);
+    for (int k = 0; k < 3; k++) close(fds[k]);
+    unsetenv("PYR_PORTS");
+}
+END_TEST
+
 /* A process that starts a server and dies without stopping it (what a failed
  * check test does): the reaper stops it. */
 START_TEST(test_orphan_reaped)
@@ -348,6 +386,7 @@ Suite *suite_fixture(void)
     tcase_add_loop_test(tc, test_stop_clean, 0, (int)(sizeof mpms / sizeof mpms[0]));
     tcase_add_test(tc, test_config_error_captured);
     tcase_add_test(tc, test_clean_environment);
+    tcase_add_test(tc, test_ports_from_range);
     tcase_add_test(tc, test_orphan_reaped);
     suite_add_tcase(s, tc);
     return s;

@@ -3,13 +3,20 @@
  *
  * it_main.c: the check runner of the integration suites (tests/it_*.c).
  *
- * Each tests/it_<area>.c defines `Suite *suite_<area>(void)`; add an
- * IT_SUITE(<area>) line and an entry in SUITES below.  check's usual environment applies: CK_RUN_SUITE,
- * CK_RUN_CASE, CK_VERBOSITY, CK_FORK, CK_DEFAULT_TIMEOUT; the fixture reads
- * PYR_MODULE, PYR_MPM and PYR_KEEP (see httpd.h).
+ * Each tests/it_<area>.c defines `Suite *suite_<area>(void)`; declare it and
+ * add it to SUITES below.  A new suite runs under every MPM in `make it`;
+ * list it in MPM_INDEPENDENT too only if nothing it tests can depend on the
+ * MPM (the harness itself, configuration parsing).
+ *
+ * check's usual environment applies: CK_RUN_SUITE, CK_RUN_CASE, CK_VERBOSITY,
+ * CK_FORK, CK_DEFAULT_TIMEOUT; the fixture reads PYR_MODULE, PYR_MPM,
+ * PYR_PORTS, PYR_KEEP and PYR_SANITIZE (see httpd.h).  PYR_IT_MPM_ONLY=1
+ * leaves out the MPM_INDEPENDENT suites (`make it` sets it for every MPM but
+ * the first), unless CK_RUN_SUITE names one.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <check.h>
 
@@ -37,6 +44,23 @@ static Suite *(*const SUITES[])(void) = {
     suite_safety,
 };
 
+/* Run once by `make it`, not once per MPM. */
+static Suite *(*const MPM_INDEPENDENT[])(void) = {
+    suite_fixture,
+    suite_config,
+};
+
+static int wanted(Suite *(*fn)(void))
+{
+    const char *only = getenv("PYR_IT_MPM_ONLY");
+    const char *named = getenv("CK_RUN_SUITE");
+
+    if (!only || strcmp(only, "1") || (named && *named)) return 1;
+    for (size_t i = 0; i < sizeof MPM_INDEPENDENT / sizeof MPM_INDEPENDENT[0]; i++)
+        if (MPM_INDEPENDENT[i] == fn) return 0;
+    return 1;
+}
+
 int main(void)
 {
     SRunner *sr = NULL;
@@ -44,7 +68,7 @@ int main(void)
 
     httpd_install_signal_handlers(1);
     for (size_t i = 0; i < sizeof SUITES / sizeof SUITES[0]; i++) {
-        if (!SUITES[i]) continue;
+        if (!SUITES[i] || !wanted(SUITES[i])) continue;
         if (!sr) sr = srunner_create(SUITES[i]());
         else srunner_add_suite(sr, SUITES[i]());
     }
@@ -55,5 +79,10 @@ int main(void)
     srunner_run_all(sr, CK_ENV);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    if (httpd_sanitizer_reports()) {
+        fprintf(stderr, "it_runner: %d sanitizer report(s) (printed above): failing\n",
+                httpd_sanitizer_reports());
+        failed++;
+    }
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -308,6 +308,40 @@ ut_serve_until_quiet(pyr_entry_t *e, int slot, const char *want)
         }
     }
     ck_abort_msg("every check still stats the files: the quiet shortcut never armed");
+/* ------------------------------------------------------------------ */
+
+/* Built for a memory checker (PYR_SANITIZE: make check-asan, check-valgrind),
+ * Python must allocate from malloc, where the checker sees every object;
+ * otherwise from pymalloc, whose live blocks the memory tests count. */
+START_TEST(test_allocator)
+{
+    PyObject *fn, *r;
+    long blocks;
+
+    pyr_gil_take();
+    fn = PySys_GetObject("getallocatedblocks");     /* borrowed */
+    r = fn ? PyObject_CallNoArgs(fn) : NULL;
+    blocks = r ? PyLong_AsLong(r) : -1;
+    Py_XDECREF(r);
+    pyr_gil_drop();
+#ifdef PYR_SANITIZE
+    ck_assert_msg(blocks == 0, "pymalloc in use (%ld blocks) in a sanitizer build", blocks);
+#else
+    ck_assert_msg(blocks > 0, "pymalloc not in use");
+#endif
+}
+END_TEST
+
+static Suite *
+suite_build(void)
+{
+    Suite *s = suite_create("build");
+    TCase *tc = tcase_create("allocator");
+
+    tcase_add_checked_fixture(tc, ut_setup, ut_teardown);
+    tcase_add_test(tc, test_allocator);
+    suite_add_tcase(s, tc);
+    return s;
 }
 
 int
@@ -325,6 +359,7 @@ main(void)
     srunner_add_suite(sr, suite_notify());
     srunner_add_suite(sr, suite_perm());
     srunner_add_suite(sr, suite_names());
+    srunner_add_suite(sr, suite_build());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
