@@ -308,6 +308,8 @@ ut_serve_until_quiet(pyr_entry_t *e, int slot, const char *want)
         }
     }
     ck_abort_msg("every check still stats the files: the quiet shortcut never armed");
+}
+
 /* ------------------------------------------------------------------ */
 
 /* Built for a memory checker (PYR_SANITIZE: make check-asan, check-valgrind),
