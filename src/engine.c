@@ -178,13 +178,24 @@ pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p)
 /* ------------------------------------------------------------------ */
 /* Generations                                                         */
 
-/* A retired generation nobody uses any more: __purge__ it, let go of what it
- * imported (which may finish those in turn), free it.  GIL. */
+/* A retired generation nobody uses any more, before it is freed: __purge__
+ * it and let go of its module.  GIL. */
 static void
-gen_finish(pyr_gen_t *g, const pyr_logger_t *log)
+gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
 {
+    pyr_cache_t *c = g->entry->cache;
     int i;
 
+    if (g->rprev) {
+        g->rprev->rnext = g->rnext;
+    }
+    else if (c->retired == g) {
+        c->retired = g->rnext;
+    }
+    if (g->rnext) {
+        g->rnext->rprev = g->rprev;
+    }
+    g->rnext = g->rprev = NULL;
     if (pyr_call_hook(g->module, pyr_str.purge, NULL) < 0) {
         char *tb = pyr_exc_format();
 
@@ -201,8 +212,19 @@ gen_finish(pyr_gen_t *g, const pyr_logger_t *log)
     pyr_names_forget(g->entry, g->module);
     Py_CLEAR(g->module);
     Py_CLEAR(g->code);
+}
+
+/* Let go of what g imported (which may finish those in turn), except the
+ * generations freed in the same collection, and free it.  GIL. */
+static void
+gen_free(pyr_gen_t *g, const pyr_logger_t *log)
+{
+    int i;
+
     for (i = 0; i < g->ndeps; i++) {
-        pyr_gen_unref(g->deps[i], log);
+        if (!g->deps[i]->dying) {
+            pyr_gen_unref(g->deps[i], log);
+        }
     }
     free(g->deps);
     PyMem_Free(g);
@@ -218,8 +240,87 @@ void
 pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log)
 {
     if (--g->refs == 0 && g->retired) {
-        gen_finish(g, log);
+        gen_purge(g, log);
+        gen_free(g, log);
     }
+    else if (g->retired) {
+        /* What is left may be other retired generations only (a cycle). */
+        pyr_gen_collect(g->entry->cache, log);
+    }
+}
+
+void
+pyr_gen_retire(pyr_gen_t *g)
+{
+    pyr_cache_t *c = g->entry->cache;
+
+    g->retired = 1;
+    g->rprev = NULL;
+    g->rnext = c->retired;
+    if (c->retired) {
+        c->retired->rprev = g;
+    }
+    c->retired = g;
+}
+
+/* Reference counts alone never free two retired generations that import
+ * each other.  As CPython's cycle collector does, subtract the references
+ * that retired generations hold on each other: what is still held from
+ * outside (a request, a current generation) lives, and so does everything
+ * it imports; the rest is garbage.  Retired generations are few and short
+ * lived, so a whole pass costs little, and only replaced code pays it. */
+void
+pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log)
+{
+    pyr_gen_t *g, *dead;
+    int i, again;
+
+    if (c->collecting) {
+        c->collect_again = 1;
+        return;
+    }
+    c->collecting = 1;
+    do {
+        c->collect_again = 0;
+        for (g = c->retired; g; g = g->rnext) {
+            g->held = 0;
+        }
+        for (g = c->retired; g; g = g->rnext) {
+            for (i = 0; i < g->ndeps; i++) {
+                g->deps[i]->held += g->deps[i]->retired;
+            }
+        }
+        for (g = c->retired; g; g = g->rnext) {
+            g->live = g->refs > g->held;
+        }
+        do {
+            again = 0;
+            for (g = c->retired; g; g = g->rnext) {
+                for (i = 0; g->live && i < g->ndeps; i++) {
+                    if (g->deps[i]->retired && !g->deps[i]->live) {
+                        g->deps[i]->live = again = 1;
+                    }
+                }
+            }
+        } while (again);
+        dead = NULL;
+        for (g = c->retired; g; g = g->rnext) {
+            g->dying = !g->live;
+            if (g->dying) {
+                g->dnext = dead;
+                dead = g;
+            }
+        }
+        /* Every hook runs before any generation of the garbage is freed. */
+        for (g = dead; g; g = g->dnext) {
+            gen_purge(g, log);
+        }
+        while ((g = dead)) {
+            dead = g->dnext;
+            gen_free(g, log);
+        }
+    } while (c->collect_again);
+    c->collecting = 0;
 }
 
 pyr_gen_t *

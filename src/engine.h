@@ -30,6 +30,11 @@ struct pyr_gen {
     /* GIL.  Requests pinning it, and generations that imported it. */
     long refs;
     int retired;
+    pyr_gen_t *rnext, *rprev;       /* GIL: the cache's retired generations */
+    /* GIL: pyr_gen_collect()'s scratch. */
+    long held;                      /* refs from other retired generations */
+    int live, dying;
+    pyr_gen_t *dnext;               /* the garbage found by one pass */
     pyr_gen_t **deps;               /* what it imported; each holds one ref */
     int ndeps, capdeps;
 };
@@ -93,6 +98,8 @@ struct pyr_cache {
     int unsafe_ok;                  /* PyReloadSafeFiles Off: run what anyone may write */
     pyr_logger_t log;               /* outside a refresh; log.log may be NULL */
     /* GIL. */
+    pyr_gen_t *retired;             /* replaced generations still alive */
+    int collecting, collect_again;
     PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
     PyObject *packages;             /* prefix -> the root's package (names.c) */
 };
@@ -102,6 +109,11 @@ pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
 void pyr_gen_ref(pyr_gen_t *g);
 void pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log);
+/* g was replaced: from now on it lives only while a request or another
+ * generation holds it.  Then pyr_gen_collect() frees what nobody holds,
+ * import cycles among replaced generations included.  GIL. */
+void pyr_gen_retire(pyr_gen_t *g);
+void pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log);
 
 /* Call module.<name>(arg) (arg NULL: no argument) if the module defines a
  * callable of that name.  0, also when absent, or -1 with an exception. */

@@ -1225,11 +1225,10 @@ publish(pyr_build_t *b)
     }
     for (i = 0; i < b->nitems; i++) {
         if (gens[i]) {
-            gens[i]->retired = 1;
-            pyr_gen_ref(gens[i]);
-            pyr_gen_unref(gens[i], b->log);
+            pyr_gen_retire(gens[i]);
         }
     }
+    pyr_gen_collect(b->cache, b->log);
     PyMem_Free(gens);
     return 0;
 }

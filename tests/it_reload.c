@@ -870,6 +870,7 @@ END_TEST
 static const char mem_src[] =
     "import pyreload, sys, weakref, gc\n"
     "import helper\n"
+    "import ca\n"
     "class Marker: pass\n"
     "marker = Marker()\n"
     "sys.__dict__.setdefault('_pyr_alive', weakref.WeakSet()).add(marker)\n"
@@ -926,6 +927,9 @@ msetup(void)
     httpd_write(csrv, "m.py", src);
     httpd_write(csrv, "helper.py", "VERSION = 'h0'\n");
     httpd_write(csrv, "later.py", "NAME = '.'\n");
+    /* An import cycle: its old generations hold each other. */
+    httpd_write(csrv, "ca.py", "import cb\nA = 1\n");
+    httpd_write(csrv, "cb.py", "import ca\nB = 2\n");
     if (httpd_start(csrv) != 0) {
         httpd_dump_log_tail(csrv, 40);
         ck_abort_msg("httpd did not start");
@@ -963,6 +967,7 @@ reload_n(http_client_t *c, long from, long n)
             snprintf(helper, sizeof(helper), "VERSION = 'h%ld'\n", hv);
             ck_assert_int_eq(httpd_write(csrv, "helper.py", helper), 0);
             httpd_set_mtime(csrv, "helper.py", sec, ns);
+            httpd_set_mtime(csrv, "cb.py", sec, ns);
         }
         snprintf(src, sizeof(src), mem_src, i);
         ck_assert_int_eq(httpd_write(csrv, "m.py", src), 0);

@@ -124,6 +124,37 @@ END_TEST
 
 /* With the directories watched, a check that nothing happened looks at no
  * file; a save is still seen by the very next check. */
+/* Two modules that import each other: each old generation holds the other,
+ * so counting references alone never frees a cycle of retired generations.
+ * Every reload must still purge (and free) the set it replaced. */
+START_TEST(test_import_cycle_generations_freed)
+{
+    static const char purge[] =
+        "def __purge__():\n"
+        "    import sys\n"
+        "    sys.pyr_purged = getattr(sys, 'pyr_purged', 0) + 1\n";
+    char src[512];
+    pyr_entry_t *e;
+    int slot, i;
+
+    ut_edit("h.py", "import ca\ndef handler(req):\n    return ca.cb.B\n");
+    snprintf(src, sizeof(src), "import cb\n%s", purge);
+    ut_edit("ca.py", src);
+    e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+    slot = pyr_entry_require(e, "handler");
+    for (i = 0; i < 5; i++) {
+        char want[16];
+
+        snprintf(want, sizeof(want), "b%d", i);
+        snprintf(src, sizeof(src), "import ca\nB = '%s'\n%s", want, purge);
+        ut_edit("cb.py", src);
+        ck_serves(e, slot, want);
+    }
+    /* Four reloads of the cycle: ca and cb purged four times each. */
+    ck_assert_int_eq(ut_eval_long(e, "__import__('sys').__dict__.get('pyr_purged', 0)"), 8);
+}
+END_TEST
+
 START_TEST(test_quiet_checks_skip_stats)
 {
     pyr_entry_t *e;
@@ -241,6 +272,7 @@ suite_deps(void)
     tcase_add_test(tc, test_broken_dependency_keeps_old_set);
     tcase_add_test(tc, test_shared_module_one_generation);
     tcase_add_test(tc, test_pinned_set_for_in_flight_request);
+    tcase_add_test(tc, test_import_cycle_generations_freed);
     tcase_add_test(tc, test_quiet_checks_skip_stats);
     tcase_add_test(tc, test_dunder_import_call);
     tcase_add_test(tc, test_quiet_checks_watch_every_directory);
