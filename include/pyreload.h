@@ -77,6 +77,10 @@ int pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg);
 void pyr_interp_fini(void);
 int pyr_interp_ready(void);
 
+/* After every handler call, on its thread.  GIL.  Logs what the handler
+ * left unfinished on sys.stdout and sys.stderr. */
+void pyr_interp_request_done(void);
+
 /* Take / drop the GIL on this thread.  Each OS thread gets one thread state,
  * made on its first call and kept, so a request costs no allocation.
  * Not reentrant: never call pyr_gil_take() while holding the GIL. */

@@ -144,6 +144,7 @@ pyr_interp_fini(void)
     PyEval_RestoreThread(main_tstate);
     pyr_loader_fini();
     release_strings();
+    pyr_stdio_release();
     /* Other threads' states are deleted by finalisation itself; they only
      * ever run Python inside a request, and no request runs any more. */
     Py_FinalizeEx();
@@ -174,4 +175,10 @@ void
 pyr_gil_drop(void)
 {
     (void)PyEval_SaveThread();
+}
+
+void
+pyr_interp_request_done(void)
+{
+    pyr_stdio_flush();
 }

@@ -18,6 +18,8 @@ extern PyObject *pyr_HTTPError;                 /* pyreload.HTTPError, owned by 
 
 /* stdio.c: sys.stdout and sys.stderr into the error log.  GIL. */
 int pyr_stdio_install(const pyr_logger_t *log);
+void pyr_stdio_flush(void);         /* log the unfinished lines */
+void pyr_stdio_release(void);       /* flush, and drop our references */
 
 /* table.c: a case-insensitive mapping over an apr_table_t.
  * alive points at a pointer owned by owner (kept alive by the table) that

@@ -639,6 +639,7 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     }
     judge(req, result, h->callable, &o);
     Py_XDECREF(result);
+    pyr_interp_request_done();
     passed = req->passed;
     /* From here on the object outlives its request only as a husk. */
     req->r = NULL;

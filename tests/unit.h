@@ -17,6 +17,7 @@ Suite *suite_source(void);
 Suite *suite_interp(void);
 Suite *suite_engine(void);
 Suite *suite_deps(void);
+Suite *suite_stdio(void);
 
 /* A fresh directory for the running test; removed by ut_teardown. */
 extern char ut_dir[];

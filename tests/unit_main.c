@@ -303,6 +303,7 @@ main(void)
     srunner_add_suite(sr, suite_interp());
     srunner_add_suite(sr, suite_engine());
     srunner_add_suite(sr, suite_deps());
+    srunner_add_suite(sr, suite_stdio());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
