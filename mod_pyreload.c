@@ -194,6 +194,11 @@ stdio_log(void *baton, int level, const char *line)
 static apr_status_t
 child_exit(void *unused)
 {
+    if (pyr_interp_interrupted()) {
+        /* prefork's SIGTERM handler, in the middle of a handler: Python's
+         * state belongs to the interrupted code; the process just ends. */
+        return APR_SUCCESS;
+    }
     pyr_cache_destroy(cache);
     cache = NULL;
     pyr_interp_fini();
@@ -232,6 +237,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
     opts.stdio.log = stdio_log;
     opts.stdio.baton = main_server;
     opts.extend_module = pyr_request_register;
+    opts.drain = pyr_child_drain;
     if (pyr_interp_init(&opts, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "PYR0001: cannot start Python in "
                      "this process; every Python handler will answer 500:");

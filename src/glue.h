@@ -41,4 +41,7 @@ int pyr_request_register(PyObject *module);     /* adds pyreload.Request */
 int pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg,
                        pyr_cache_t *cache);
 
+/* child.c */
+void pyr_child_drain(int max_ms);               /* pyr_interp_opts_t.drain */
+
 #endif /* PYR_GLUE_H */

@@ -238,14 +238,11 @@ install(int which, const char *name, const char *dunder, const pyr_logger_t *log
 int
 pyr_stdio_install(const pyr_logger_t *log)
 {
-    static pyr_logger_t keep;
-
-    keep = *log;
     if (PyType_Ready(&stream_type) < 0) {
         return -1;
     }
-    if (install(0, "stdout", "__stdout__", &keep, PYR_LOG_WARNING, "[stdout] ") < 0
-        || install(1, "stderr", "__stderr__", &keep, PYR_LOG_ERR, "[stderr] ") < 0) {
+    if (install(0, "stdout", "__stdout__", log, PYR_LOG_WARNING, "[stdout] ") < 0
+        || install(1, "stderr", "__stderr__", log, PYR_LOG_ERR, "[stderr] ") < 0) {
         return -1;
     }
     return 0;

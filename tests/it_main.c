@@ -20,6 +20,7 @@ Suite *suite_basic(void);
 Suite *suite_config(void);
 Suite *suite_reload(void);
 Suite *suite_deps(void);
+Suite *suite_hostile(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -27,6 +28,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_config,
     suite_reload,
     suite_deps,
+    suite_hostile,
 };
 
 int main(void)
