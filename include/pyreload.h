@@ -74,11 +74,14 @@ typedef struct pyr_interp_opts {
 } pyr_interp_opts_t;
 
 /* Initialise Python in this process (isolated: PYTHON* variables of whoever
- * started the server are ignored).  Returns 0, or -1 with *errmsg set (static
- * or malloc'd text).  Leaves the GIL released.  Call once, from one thread. */
+ * started the server are ignored), or, if another module (mod_wsgi) started
+ * it already, use that interpreter.  Returns 0, or -1 with *errmsg set
+ * (static or malloc'd text).  Leaves the GIL released.  Call once, from one
+ * thread. */
 int pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg);
 /* Finalise (GIL must not be held by this thread); safe if init failed.
- * Bounded in time whatever threads handlers left running. */
+ * Bounded in time whatever threads handlers left running; finalises only a
+ * Python we started. */
 void pyr_interp_fini(void);
 int pyr_interp_ready(void);
 /* 1 if this thread is inside a call into Python (between pyr_gil_take()

@@ -14,6 +14,7 @@
 pyr_strings_t pyr_str;
 
 static int ready;
+static int owner;               /* we started Python (else another module did) */
 static PyThreadState *main_tstate;
 static pyr_logger_t server_log; /* the process's, for stdio and guards */
 
@@ -99,6 +100,25 @@ import_threading(void)
     return m ? 0 : -1;
 }
 
+/* Python was started in this process by another module (mod_wsgi, whose
+ * child_init runs before ours): use its interpreter, through the GILState
+ * API it also uses, and make the pyreload module importable, since an
+ * inittab entry cannot be added any more.  Returns with the GIL held. */
+static int
+attach(void)
+{
+    PyObject *m;
+    int rv;
+
+    (void)PyGILState_Ensure();
+    if (!(m = pyr_pymod_init())) {
+        return -1;
+    }
+    rv = PyDict_SetItemString(PyImport_GetModuleDict(), "pyreload", m);
+    Py_DECREF(m);
+    return rv;
+}
+
 /* Python's own start, isolated: the PYTHON* environment and user
  * site-packages of whoever started httpd do not reach the server, and
  * Python installs no signal handlers (httpd owns the process's signals). */
@@ -133,16 +153,22 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     }
     pyr_pymod_set_extender(opts->extend_module);
     server_log = opts->stdio;
-    if (start(errmsg) < 0) {
+    owner = !Py_IsInitialized();
+    if (owner && start(errmsg) < 0) {
         return -1;
     }
-    if (intern_strings() < 0 || prepend_paths(opts) < 0
+    if ((!owner && attach() < 0) || intern_strings() < 0 || prepend_paths(opts) < 0
         || pyr_stdio_install(&server_log) < 0 || import_threading() < 0
         || pyr_guard_install(&server_log, opts->drain) < 0
         || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
-        Py_FinalizeEx();
+        if (owner) {
+            Py_FinalizeEx();
+        }
+        else {
+            (void)PyEval_SaveThread();
+        }
         return -1;
     }
 
@@ -170,10 +196,15 @@ pyr_interp_fini(void)
     pyr_loader_fini();
     release_strings();
     /* Py_FinalizeEx() would wait for every non-daemon thread, forever:
-     * wait a bounded time here instead. */
+     * wait a bounded time here instead (also when another module finalises
+     * later, since the threads are our handlers'). */
     pyr_shutdown_threads(&server_log, THREADS_WAIT_MS);
     pyr_stdio_release();
     pyr_guard_release();
+    if (!owner) {
+        (void)PyEval_SaveThread();
+        return;
+    }
     /* Other threads' states are deleted by finalisation itself; they only
      * ever run Python inside a request, and no request runs any more. */
     pyr_shutdown_backstop(&server_log, FINALIZE_MAX_MS - THREADS_WAIT_MS);

@@ -21,6 +21,7 @@ Suite *suite_config(void);
 Suite *suite_reload(void);
 Suite *suite_deps(void);
 Suite *suite_hostile(void);
+Suite *suite_coexist(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -29,6 +30,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_reload,
     suite_deps,
     suite_hostile,
+    suite_coexist,
 };
 
 int main(void)
