@@ -104,18 +104,16 @@ end_process(const char *what)
 static PyObject *
 guard_exit(PyObject *self, PyObject *arg)
 {
+    PyObject *index = PyNumber_Index(arg);     /* what os._exit() accepts */
     int overflow;
     long status;
     char what[64];
 
-    if (!PyLong_Check(arg)) {
-        return PyErr_Format(PyExc_TypeError, "'%.100s' object cannot be interpreted "
-                            "as an integer", Py_TYPE(arg)->tp_name);
-    }
-    status = PyLong_AsLongAndOverflow(arg, &overflow);
-    if (status == -1 && PyErr_Occurred()) {
+    if (!index) {
         return NULL;
     }
+    status = PyLong_AsLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
     if (forked || getpid() != server_pid) {
         _exit((int)status);
     }
@@ -139,13 +137,19 @@ guard_abort(PyObject *self, PyObject *unused)
     return NULL;
 }
 
-/* 1 if signalling target (kill(2)'s pid argument) reaches beyond this
- * process into the server. */
+/* Whether a signal sent with kill(2)'s pid argument, or killpg(2)'s group
+ * argument, reaches beyond this process into the server. */
 static int
-hits_server(long target)
+pid_hits_server(long pid)
 {
-    return target == 0 || target == -1 || (target < -1 && -target == (long)getpgrp())
-           || (target > 0 && (pid_t)target == server_parent && getppid() == server_parent);
+    return pid == 0 || pid == -1 || (pid < -1 && -pid == (long)getpgrp())
+           || (pid > 0 && (pid_t)pid == server_parent && getppid() == server_parent);
+}
+
+static int
+group_hits_server(long group)
+{
+    return group == 0 || group == (long)getpgrp();
 }
 
 static PyObject *
@@ -167,8 +171,11 @@ refuse(const char *call)
     return NULL;
 }
 
+/* name(target, sig) through real, unless it hits the server.  Signal 0
+ * only asks whether a process exists. */
 static PyObject *
-guard_kill(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+guard_signal(const char *name, PyObject *real, int (*hits)(long),
+             PyObject *const *args, Py_ssize_t nargs)
 {
     long target, sig;
     char call[96];
@@ -177,34 +184,26 @@ guard_kill(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         target = PyLong_AsLong(args[0]);
         sig = PyLong_AsLong(args[1]);
         if (PyErr_Occurred()) {
-            PyErr_Clear();      /* out of range: the real kill() says why */
+            PyErr_Clear();      /* out of range: the real call says why */
         }
-        else if (sig != 0 && hits_server(target)) {
-            snprintf(call, sizeof(call), "os.kill(%ld, %ld)", target, sig);
+        else if (sig != 0 && hits(target)) {
+            snprintf(call, sizeof(call), "%s(%ld, %ld)", name, target, sig);
             return refuse(call);
         }
     }
-    return PyObject_Vectorcall(real_kill, args, (size_t)nargs, NULL);
+    return PyObject_Vectorcall(real, args, (size_t)nargs, NULL);
+}
+
+static PyObject *
+guard_kill(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return guard_signal("os.kill", real_kill, pid_hits_server, args, nargs);
 }
 
 static PyObject *
 guard_killpg(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long group, sig;
-    char call[96];
-
-    if (nargs == 2 && !forked && PyLong_Check(args[0]) && PyLong_Check(args[1])) {
-        group = PyLong_AsLong(args[0]);
-        sig = PyLong_AsLong(args[1]);
-        if (PyErr_Occurred()) {
-            PyErr_Clear();
-        }
-        else if (sig != 0 && (group == 0 || group == (long)getpgrp())) {
-            snprintf(call, sizeof(call), "os.killpg(%ld, %ld)", group, sig);
-            return refuse(call);
-        }
-    }
-    return PyObject_Vectorcall(real_killpg, args, (size_t)nargs, NULL);
+    return guard_signal("os.killpg", real_killpg, group_hits_server, args, nargs);
 }
 
 static PyMethodDef guards[] = {

@@ -54,30 +54,28 @@ static const char WSGI_CONF[] =
 static const char PYTHON_CONF[] =
     "<Location /hello>\n  PyReloadHandler @APP@/hello.py\n</Location>\n";
 
-static int
-have(const char *so)
-{
-    char path[256];
-
-    snprintf(path, sizeof path, MODDIR "/%s", so);
-    return access(path, R_OK) == 0;
-}
-
-/* Our LoadModule and the other module's, in the order asked (the fixture's
- * own line is off). */
+/* A server (not started) that loads mod_pyreload and MODDIR/mod_NAME.so
+ * as NAME_module, in the order asked (the fixture's own line is off); NULL
+ * if Debian's package for it is not installed. */
 static httpd_t *
-make(const char *other_line, int pyreload_first, const char *conf)
+make(const char *name, int pyreload_first, const char *conf)
 {
     static const httpd_file_t files[] = {
         {"hello.py", HANDLER_PY}, {"app.wsgi", APP_WSGI}, {NULL, NULL},
     };
-    char *text = NULL;
+    char path[256], other[320], *text = NULL;
     httpd_opts_t o = {.files = files, .no_module = 1};
     httpd_t *h;
 
+    snprintf(path, sizeof path, MODDIR "/mod_%s.so", name);
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "it_coexist: %s is not installed: skipped\n", path);
+        return NULL;
+    }
+    snprintf(other, sizeof other, "LoadModule %s_module %s\n", name, path);
     ck_assert_int_gt(asprintf(&text, "%sLoadModule pyreload_module %s\n%s%s",
-                              pyreload_first ? "" : other_line, httpd_module_path(),
-                              pyreload_first ? other_line : "", conf), 0);
+                              pyreload_first ? "" : other, httpd_module_path(),
+                              pyreload_first ? other : "", conf), 0);
     o.config = text;
     h = httpd_new(&o);
     free(text);
@@ -102,12 +100,9 @@ START_TEST(test_with_mod_wsgi)
     char *log;
     int rc;
 
-    if (!have("mod_wsgi.so")) {
-        fprintf(stderr, "it_coexist: " MODDIR "/mod_wsgi.so missing "
-                "(libapache2-mod-wsgi-py3): skipped\n");
+    if (!(h = make("wsgi", _i == 0, WSGI_CONF))) {
         return;
     }
-    h = make("LoadModule wsgi_module " MODDIR "/mod_wsgi.so\n", _i == 0, WSGI_CONF);
     rc = httpd_start(h);
     ck_assert_msg(rc == 0, "httpd did not start:\n%s", h->startup_output);
     for (int i = 0; i < 2; i++) {
@@ -141,10 +136,9 @@ START_TEST(test_with_mod_wsgi_subinterpreter)
     httpd_t *h;
     char *log;
 
-    if (!have("mod_wsgi.so")) {
+    if (!(h = make("wsgi", _i == 0, WSGI_CONF))) {
         return;
     }
-    h = make("LoadModule wsgi_module " MODDIR "/mod_wsgi.so\n", _i == 0, WSGI_CONF);
     ck_assert_msg(httpd_start(h) == 0, "httpd did not start:\n%s", h->startup_output);
     for (int i = 0; i < 2; i++) {
         expect(h, "/hello", "pyreload ");
@@ -187,12 +181,9 @@ START_TEST(test_with_mod_python_refused)
     char *out;
     int rc;
 
-    if (!have("mod_python.so")) {
-        fprintf(stderr, "it_coexist: " MODDIR "/mod_python.so missing "
-                "(libapache2-mod-python): skipped\n");
+    if (!(h = make("python", _i == 0, PYTHON_CONF))) {
         return;
     }
-    h = make("LoadModule python_module " MODDIR "/mod_python.so\n", _i == 0, PYTHON_CONF);
     rc = httpd_start(h);
     ck_assert_msg(rc != 0, "httpd started with mod_python and mod_pyreload");
     ck_assert_msg(strstr(h->startup_output, "PYR0002") && strstr(h->startup_output, "mod_python")

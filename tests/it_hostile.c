@@ -250,6 +250,12 @@ launch(const char *loglevel, int procs, const char *extra)
     return h;
 }
 
+static const char *
+mpm(void)
+{
+    return getenv("PYR_MPM") ? getenv("PYR_MPM") : "event";
+}
+
 /* The line of hostile.py that holds marker (1-based). */
 static int
 line_of(const char *marker)
@@ -314,12 +320,20 @@ served_by(httpd_t *h)
 /* ================================================================== */
 /* Handlers that misbehave without touching their process              */
 
+/* The server of the running TCase: one process, or two under prefork for
+ * the cases with concurrent requests. */
 static httpd_t *srv;
 
 static void
 setup_shared(void)
 {
     srv = launch(NULL, 0, NULL);
+}
+
+static void
+setup_two(void)
+{
+    srv = launch(NULL, 2, NULL);
 }
 
 static void
@@ -356,23 +370,31 @@ static const struct {
     {"/printuri/%ff%fe?%ff", 200, "PYRT-uri /printuri/", "printed"},
 };
 
-START_TEST(test_handler_case)
+/* One request to srv: its status, then something in its body and in the
+ * log (NULL: not checked), then the contract. */
+static void
+hit(const char *path, long status, const char *body, const char *log)
 {
     size_t mark = httpd_log_mark(srv);
-    http_resp_t *r = http_get(srv, HANDLER_CASES[_i].path);
+    http_resp_t *r = http_get(srv, path);
 
-    ck_assert_msg(r->status == HANDLER_CASES[_i].status, "%s: status %ld (%s), want %ld; "
-                  "body:\n%.1000s", HANDLER_CASES[_i].path, r->status, r->error,
-                  HANDLER_CASES[_i].status, r->body);
+    ck_assert_msg(r->status == status, "%s: status %ld (%s), want %ld; body:\n%.1000s",
+                  path, r->status, r->error, status, r->body);
     http_assert_body_lacks(r, "PYRT-discarded");
-    if (HANDLER_CASES[_i].body) {
-        http_assert_body_has(r, HANDLER_CASES[_i].body);
+    if (body) {
+        http_assert_body_has(r, body);
     }
     http_free(r);
-    if (HANDLER_CASES[_i].log) {
-        assert_log_has(srv, mark, HANDLER_CASES[_i].log);
+    if (log) {
+        assert_log_has(srv, mark, log);
     }
     assert_serving(srv, mark);
+}
+
+START_TEST(test_handler_case)
+{
+    hit(HANDLER_CASES[_i].path, HANDLER_CASES[_i].status, HANDLER_CASES[_i].body,
+        HANDLER_CASES[_i].log);
 }
 END_TEST
 
@@ -380,17 +402,8 @@ END_TEST
  * stdout); it breaks no other request, and restoring it works. */
 START_TEST(test_stdout_replaced)
 {
-    size_t mark = httpd_log_mark(srv);
-    http_resp_t *r = http_get(srv, "/stdout_replace");
-
-    http_assert_status(r, 200);
-    http_free(r);
-    assert_serving(srv, mark);
-    r = http_get(srv, "/stdout_restore?r1");
-    http_assert_status(r, 200);
-    http_free(r);
-    assert_log_has(srv, mark, "[stdout] PYRT-restored r1");
-    assert_serving(srv, mark);
+    hit("/stdout_replace", 200, "replaced", NULL);
+    hit("/stdout_restore?r1", 200, "restored", "[stdout] PYRT-restored r1");
 }
 END_TEST
 
@@ -558,7 +571,7 @@ START_TEST(test_stdout_no_newline_bounded)
     m_last = median(last, NONL_WINDOW);
     fprintf(stderr, "[%s] stdout without newline, %d x 100 KB: child RSS %ld -> %ld kB, "
             "median latency first %d: %.2f ms, last %d: %.2f ms\n",
-            getenv("PYR_MPM") ? getenv("PYR_MPM") : "event", NONL_REQUESTS, rss0, rss1,
+            mpm(), NONL_REQUESTS, rss0, rss1,
             NONL_WINDOW, m_first, NONL_WINDOW, m_last);
     ck_assert_msg(rss1 - rss0 < 8 * 1024, "child RSS grew %ld -> %ld kB", rss0, rss1);
     ck_assert_msg(m_last < 3 * m_first + 5, "latency grew: median %.2f -> %.2f ms",
@@ -572,13 +585,7 @@ END_TEST
  * later newline; a long line is split into pieces httpd will not cut. */
 START_TEST(test_stdout_partial_line_flushed)
 {
-    size_t mark = httpd_log_mark(srv);
-    http_resp_t *r = http_get(srv, "/partial?PYRT-part-one");
-
-    http_assert_status(r, 200);
-    http_free(r);
-    assert_log_has(srv, mark, "[stdout] PYRT-part-one");
-    assert_serving(srv, mark);
+    hit("/partial?PYRT-part-one", 200, "ok", "[stdout] PYRT-part-one");
 }
 END_TEST
 
@@ -616,21 +623,6 @@ END_TEST
 /* ================================================================== */
 /* os._exit() and os.abort(): the process ends, never the server        */
 
-static httpd_t *xsrv;
-
-static void
-setup_exit(void)
-{
-    xsrv = launch(NULL, 2, NULL);
-}
-
-static void
-teardown_exit(void)
-{
-    httpd_free(xsrv);
-    xsrv = NULL;
-}
-
 static const struct {
     const char *path;
     const char *call;
@@ -645,32 +637,32 @@ static const struct {
 
 START_TEST(test_exit_ends_only_the_child)
 {
-    size_t mark = httpd_log_mark(xsrv);
+    size_t mark = httpd_log_mark(srv);
     char needle[512];
-    http_resp_t *r = http_get(xsrv, EXIT_CASES[_i].path);
+    http_resp_t *r = http_get(srv, EXIT_CASES[_i].path);
     char *line, *at;
     pid_t gone;
 
     ck_assert_msg(r->status == 0, "%s answered %ld", EXIT_CASES[_i].path, r->status);
     http_free(r);
     snprintf(needle, sizeof needle, "%s called at %s/hostile.py:%d", EXIT_CASES[_i].call,
-             xsrv->app, line_of(EXIT_CASES[_i].marker));
-    assert_log_has(xsrv, mark, needle);
-    line = httpd_log_line(xsrv, mark, needle);
+             srv->app, line_of(EXIT_CASES[_i].marker));
+    assert_log_has(srv, mark, needle);
+    line = httpd_log_line(srv, mark, needle);
     ck_assert_msg(strstr(line, ":error]") && strstr(line, "PYR0300"), "line: %s", line);
     at = strstr(line, "[pid ");
     ck_assert_ptr_nonnull(at);
     gone = (pid_t)atoi(at + 5);
     free(line);
     /* the next request is served, and the process that called it is gone */
-    assert_serving(xsrv, mark);
+    assert_serving(srv, mark);
     for (int i = 0; i < 300 && httpd_pid_alive(gone); i++) {
         usleep(10000);
     }
     ck_assert_msg(!httpd_pid_alive(gone), "the child %d that called %s still runs",
                   (int)gone, EXIT_CASES[_i].call);
-    ck_assert_int_ne(served_by(xsrv), gone);
-    assert_no_crash(xsrv, mark);
+    ck_assert_int_ne(served_by(srv), gone);
+    assert_no_crash(srv, mark);
 }
 END_TEST
 
@@ -692,26 +684,43 @@ bg_get(void *arg)
 /* Requests the exiting process was serving on other threads finish first. */
 START_TEST(test_exit_lets_others_finish)
 {
-    size_t mark = httpd_log_mark(xsrv);
-    struct bg b = {xsrv, "/sleep?1.5", NULL};
+    size_t mark = httpd_log_mark(srv);
+    struct bg b = {srv, "/sleep?1.5", NULL};
     pthread_t t;
     http_resp_t *r;
 
     pthread_create(&t, NULL, bg_get, &b);
     usleep(400000);
-    r = http_get(xsrv, "/exit?3");
+    r = http_get(srv, "/exit?3");
     http_free(r);
     pthread_join(t, NULL);
     http_assert_status(b.r, 200);
     ck_assert_str_eq(b.r->body, "slept");
     http_free(b.r);
-    assert_log_has(xsrv, mark, "PYR0300");
-    assert_serving(xsrv, mark);
+    assert_log_has(srv, mark, "PYR0300");
+    assert_serving(srv, mark);
 }
 END_TEST
 
 /* ================================================================== */
 /* Threads a handler leaves running                                    */
+
+/* Stop h; the figure goes to stderr.  The stop must be clean (no SIGKILL),
+ * within max_s, with no crash line.  Returns the log (malloc'd). */
+static char *
+stop_within(httpd_t *h, const char *what, double max_s)
+{
+    int rc = httpd_stop(h);
+    char *log = httpd_log(h);
+
+    fprintf(stderr, "[%s] stop %s: %.2f s, %s\n", mpm(), what, h->stop_seconds,
+            h->stop_clean ? "clean" : "SIGKILL");
+    ck_assert_msg(rc == 0 && h->stop_clean, "stop %s needed SIGKILL (%.2f s); log:\n%.3000s",
+                  what, h->stop_seconds, log);
+    ck_assert_msg(h->stop_seconds < max_s, "stop %s took %.2f s", what, h->stop_seconds);
+    ck_assert_msg(httpd_log_no_crash(h, 0), "log:\n%.3000s", log);
+    return log;
+}
 
 /* A stop (SIGTERM) while a non-daemon thread runs forever.  Unfixed: 10 s,
  * then SIGKILL. */
@@ -722,22 +731,13 @@ START_TEST(test_thread_stop)
     httpd_t *h = launch(NULL, 0, NULL);
     http_resp_t *r = http_get(h, FOREVER[_i]);
     char *name, *log;
-    int rc;
 
     http_assert_status(r, 200);
     name = strdup(r->body);
     http_free(r);
-    rc = httpd_stop(h);
-    log = httpd_log(h);
-    fprintf(stderr, "[%s] stop with %s left running: %.2f s, %s\n",
-            getenv("PYR_MPM") ? getenv("PYR_MPM") : "event", FOREVER[_i], h->stop_seconds,
-            h->stop_clean ? "clean" : "SIGKILL");
-    ck_assert_msg(rc == 0 && h->stop_clean, "stop needed SIGKILL (%.2f s); log:\n%.3000s",
-                  h->stop_seconds, log);
-    ck_assert_msg(h->stop_seconds < 3.0, "stop took %.2f s", h->stop_seconds);
+    log = stop_within(h, FOREVER[_i], 3.0);
     ck_assert_msg(strstr(log, "PYR0302") && strstr(log, name),
                   "the log does not name the thread %s:\n%.3000s", name, log);
-    ck_assert_msg(httpd_log_no_crash(h, 0), "log:\n%.3000s", log);
     free(log);
     free(name);
     httpd_free(h);
@@ -751,18 +751,10 @@ START_TEST(test_atexit_blocks)
     httpd_t *h = launch(NULL, 0, NULL);
     http_resp_t *r = http_get(h, "/atexit_hang");
     char *log;
-    int rc;
 
     http_assert_status(r, 200);
     http_free(r);
-    rc = httpd_stop(h);
-    log = httpd_log(h);
-    fprintf(stderr, "[%s] stop with an atexit function that sleeps: %.2f s, %s\n",
-            getenv("PYR_MPM") ? getenv("PYR_MPM") : "event", h->stop_seconds,
-            h->stop_clean ? "clean" : "SIGKILL");
-    ck_assert_msg(rc == 0 && h->stop_clean, "stop needed SIGKILL (%.2f s); log:\n%.3000s",
-                  h->stop_seconds, log);
-    ck_assert_msg(h->stop_seconds < 7.0, "stop took %.2f s", h->stop_seconds);
+    log = stop_within(h, "with an atexit function that sleeps", 7.0);
     ck_assert_msg(strstr(log, "PYR0303"), "log:\n%.3000s", log);
     free(log);
     httpd_free(h);
@@ -794,7 +786,7 @@ START_TEST(test_thread_graceful_restarts)
             usleep(20000);
         }
         fprintf(stderr, "[%s] graceful restart %d: old child gone after %.2f s\n",
-                getenv("PYR_MPM") ? getenv("PYR_MPM") : "event", round + 1,
+                mpm(), round + 1,
                 (now_ms() - t0) / 1e3);
         ck_assert_msg(!httpd_pid_alive(old), "round %d: old child %d still alive after 8 s",
                       round + 1, (int)old);
@@ -825,23 +817,12 @@ START_TEST(test_stop_during_request)
     httpd_t *h = launch(NULL, 0, NULL);
     struct bg b = {h, BUSY[_i], NULL};
     pthread_t t;
-    char *log;
-    int rc;
 
     pthread_create(&t, NULL, bg_get, &b);
     usleep(500000);
-    rc = httpd_stop(h);
+    free(stop_within(h, BUSY[_i], 5.0));
     pthread_join(t, NULL);
     http_free(b.r);
-    log = httpd_log(h);
-    fprintf(stderr, "[%s] stop during %s: %.2f s, %s\n",
-            getenv("PYR_MPM") ? getenv("PYR_MPM") : "event", BUSY[_i], h->stop_seconds,
-            h->stop_clean ? "clean" : "SIGKILL");
-    ck_assert_msg(rc == 0 && h->stop_clean, "stop needed SIGKILL (%.2f s); log:\n%.3000s",
-                  h->stop_seconds, log);
-    ck_assert_msg(h->stop_seconds < 5.0, "stop took %.2f s", h->stop_seconds);
-    ck_assert_msg(httpd_log_no_crash(h, 0), "log:\n%.3000s", log);
-    free(log);
     httpd_free(h);
 }
 END_TEST
@@ -872,7 +853,7 @@ suite_hostile(void)
     tcase_add_test(tc, test_stdout_no_newline_bounded);
     suite_add_tcase(s, tc);
 
-    tc = httpd_tcase("exit", 120, setup_exit, teardown_exit);
+    tc = httpd_tcase("exit", 120, setup_two, teardown_shared);
     tcase_add_loop_test(tc, test_exit_ends_only_the_child, 0,
                         (int)(sizeof EXIT_CASES / sizeof EXIT_CASES[0]));
     tcase_add_test(tc, test_exit_lets_others_finish);

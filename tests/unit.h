@@ -67,6 +67,9 @@ const char *ut_log_text(void);
 /* At most 1,500 characters of the log from the first line holding needle. */
 const char *ut_log_from(const char *needle);
 
+/* Run code in __main__ with the GIL taken; asserts it did not raise. */
+void ut_run(const char *code);
+
 /* Run handler(arg) of a pinned generation and return its result as a new
  * C string (str() of it), or "EXC:<type>" if it raised.  Takes the GIL. */
 char *ut_call(pyr_gen_t *g, int slot);

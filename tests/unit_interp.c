@@ -29,22 +29,6 @@ eval_long(const char *expr)
     return v;
 }
 
-static void
-run(const char *code)
-{
-    PyObject *main_dict, *r;
-
-    pyr_gil_take();
-    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
-    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
-    if (!r) {
-        PyErr_Print();
-    }
-    ck_assert_ptr_nonnull(r);
-    Py_DECREF(r);
-    pyr_gil_drop();
-}
-
 START_TEST(test_isolated)
 {
     ck_assert_int_eq(eval_long("__import__('sys').flags.isolated"), 1);
@@ -55,7 +39,7 @@ END_TEST
 
 START_TEST(test_stdio_to_log)
 {
-    run("import sys, logging\n"
+    ut_run("import sys, logging\n"
         "print('hello stdout')\n"
         "sys.stderr.write('partial ')\n"
         "sys.stderr.write('line\\n')\n"
@@ -82,7 +66,7 @@ thread_body(void *arg)
     int i;
 
     for (i = 0; i < 200; i++) {
-        run("counter += 1\n");
+        ut_run("counter += 1\n");
     }
     return NULL;
 }
@@ -92,7 +76,7 @@ START_TEST(test_gil_from_threads)
     pthread_t t[4];
     int i;
 
-    run("counter = 0\n");
+    ut_run("counter = 0\n");
     for (i = 0; i < 4; i++) {
         pthread_create(&t[i], NULL, thread_body, NULL);
     }

@@ -157,6 +157,22 @@ result_text(PyObject *r)
     return out;
 }
 
+void
+ut_run(const char *code)
+{
+    PyObject *main_dict, *r;
+
+    pyr_gil_take();
+    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
+    if (!r) {
+        PyErr_Print();
+    }
+    ck_assert_ptr_nonnull(r);
+    Py_DECREF(r);
+    pyr_gil_drop();
+}
+
 char *
 ut_call(pyr_gen_t *g, int slot)
 {

@@ -15,22 +15,6 @@
 
 #define PIECE 2000      /* stdio.c's PYR_STDIO_PIECE */
 
-static void
-run(const char *code)
-{
-    PyObject *main_dict, *r;
-
-    pyr_gil_take();
-    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
-    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
-    if (!r) {
-        PyErr_Print();
-    }
-    ck_assert_ptr_nonnull(r);
-    Py_DECREF(r);
-    pyr_gil_drop();
-}
-
 /* The lines of the log that start with tag and then start, and their total
  * length after tag; *longest gets the longest. */
 static int
@@ -85,7 +69,7 @@ START_TEST(test_long_line_split)
 {
     size_t total, longest;
 
-    run("import sys\nsys.stdout.write('x' * 10000 + '\\n')\n");
+    ut_run("import sys\nsys.stdout.write('x' * 10000 + '\\n')\n");
     ck_assert_int_eq(lines_with("[stdout] ", "x", &total, &longest), 5);
     ck_assert_uint_eq(total, 10000);
     ck_assert_uint_eq(longest, PIECE);
@@ -98,7 +82,7 @@ START_TEST(test_partial_line_bounded)
 
     /* 5,000 bytes and no newline: two full pieces are out at once, and only
      * the rest (1,000) is held back */
-    run("import sys\nsys.stdout.write('y' * 5000)\n");
+    ut_run("import sys\nsys.stdout.write('y' * 5000)\n");
     ck_assert_int_eq(lines_with("[stdout] ", "y", &total, &longest), 2);
     ck_assert_uint_eq(total, 2 * PIECE);
     /* the end of a request logs what is left */
@@ -108,7 +92,7 @@ START_TEST(test_partial_line_bounded)
     ck_assert_int_eq(lines_with("[stdout] ", "y", &total, &longest), 3);
     ck_assert_uint_eq(total, 5000);
     /* and nothing is left for the next line */
-    run("print('next')\n");
+    ut_run("print('next')\n");
     ck_assert_int_eq(ut_log_count("[stdout] next"), 1);
     ck_assert_int_eq(ut_log_count("ynext"), 0);
 }
@@ -119,11 +103,11 @@ START_TEST(test_split_keeps_utf8_whole)
     size_t total, longest;
 
     /* 1,500 two-byte characters: 3,000 bytes, cut at 2,000 = 1,000 of them */
-    run("import sys\nsys.stderr.write('\\u00e9' * 1500 + '\\n')\n");
+    ut_run("import sys\nsys.stderr.write('\\u00e9' * 1500 + '\\n')\n");
     ck_assert_int_eq(lines_with("[stderr] ", "\xc3\xa9", &total, &longest), 2);
     ck_assert_uint_eq(total, 3000);
     /* three-byte characters: a piece may end short of 2,000, never inside one */
-    run("import sys\nsys.stderr.write('\\u20ac' * 1000 + '\\n')\n");
+    ut_run("import sys\nsys.stderr.write('\\u20ac' * 1000 + '\\n')\n");
     ck_assert_int_eq(lines_with("[stderr] ", "\xe2\x82\xac", &total, &longest), 2);
     ck_assert_uint_eq(total, 3000);
     ck_assert_uint_eq(longest, 1998);
@@ -141,7 +125,7 @@ START_TEST(test_no_newline_linear)
     size_t total, longest;
 
     clock_gettime(CLOCK_MONOTONIC, &a);
-    run("import sys\nw = sys.stdout.write\nchunk = 'z' * 1000\n"
+    ut_run("import sys\nw = sys.stdout.write\nchunk = 'z' * 1000\n"
         "for _ in range(10000):\n    w(chunk)\nsys.stdout.flush()\n");
     clock_gettime(CLOCK_MONOTONIC, &b);
     ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
@@ -156,7 +140,7 @@ END_TEST
 START_TEST(test_surrogates_escaped)
 {
     /* a URI's undecodable bytes (surrogateescape) are logged, not refused */
-    run("import sys\nprint('uri', '/a\\udcff')\nsys.stderr.write('e\\udc80\\n')\n");
+    ut_run("import sys\nprint('uri', '/a\\udcff')\nsys.stderr.write('e\\udc80\\n')\n");
     ck_assert_int_eq(ut_log_count("[stdout] uri /a\\udcff"), 1);
     ck_assert_int_eq(ut_log_count("[stderr] e\\udc80"), 1);
 }
@@ -164,7 +148,7 @@ END_TEST
 
 START_TEST(test_close_keeps_working)
 {
-    run("import sys\nsys.stdout.write('half')\nsys.stdout.close()\n"
+    ut_run("import sys\nsys.stdout.write('half')\nsys.stdout.close()\n"
         "print('after close', sys.stdout.closed)\n"
         "sys.stderr.writelines(['a', 'b\\n', 'c\\n'])\n");
     ck_assert_int_eq(ut_log_count("[stdout] half"), 1);
