@@ -23,6 +23,7 @@ APLOG_USE_MODULE(pyreload);
  * embedders must agree on who starts it and on thread states. */
 static const struct {
     const char *module;     /* as ap_find_linked_module() knows it */
+    const char *name;
     const char *why;        /* NULL: we can run beside it */
 } embedders[] = {
     /* mod_python starts Python in the httpd parent, before the children are
@@ -30,7 +31,7 @@ static const struct {
      * child inherits a Python that mod_pyreload can neither start (it is
      * started already) nor safely share.  mod_wsgi 4 refuses mod_python for
      * the same reason. */
-    {"mod_python.c",
+    {"mod_python.c", "mod_python",
      "mod_python starts Python in the httpd parent process and owns it in "
      "every child; a process can run only one Python, so mod_pyreload and "
      "mod_python cannot both be loaded (mod_wsgi refuses mod_python too). "
@@ -39,7 +40,7 @@ static const struct {
     /* mod_wsgi starts Python in each child (child_init, before ours: see
      * register_hooks) and uses the GILState API for the main interpreter:
      * mod_pyreload attaches to that interpreter. */
-    {"mod_wsgi.c", NULL},
+    {"mod_wsgi.c", "mod_wsgi", NULL},
 };
 
 int
@@ -52,7 +53,7 @@ pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
         if (embedders[i].why && ap_find_linked_module(embedders[i].module)) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
                          "PYR0002: mod_pyreload cannot run beside %s: %s.",
-                         embedders[i].module, embedders[i].why);
+                         embedders[i].name, embedders[i].why);
             return !OK;
         }
     }
@@ -69,7 +70,7 @@ pyr_child_python_owner(void)
     }
     for (i = 0; i < sizeof(embedders) / sizeof(embedders[0]); i++) {
         if (ap_find_linked_module(embedders[i].module)) {
-            return embedders[i].module;
+            return embedders[i].name;
         }
     }
     return "another module";

@@ -119,7 +119,7 @@ START_TEST(test_with_mod_wsgi)
     ck_assert_msg(rc == 0 && h->stop_clean, "stop needed SIGKILL; log:\n%.3000s", log);
     ck_assert_msg(httpd_log_no_crash(h, 0) && !strstr(log, "Fatal Python error")
                   && !strstr(log, "PYR0001"), "log:\n%.3000s", log);
-    ck_assert_msg(strstr(log, "PYR0003: Python was started in this process by mod_wsgi.c"),
+    ck_assert_msg(strstr(log, "PYR0003: Python was started in this process by mod_wsgi;"),
                   "log:\n%.3000s", log);
     free(log);
     httpd_free(h);
