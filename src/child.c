@@ -9,6 +9,7 @@
 
 #include "ap_mpm.h"
 #include "http_log.h"
+#include "http_main.h"
 #include "scoreboard.h"
 
 #include <apr_time.h>
@@ -110,7 +111,7 @@ pyr_child_drain(int max_ms)
 {
     apr_time_t until = apr_time_now() + apr_time_from_msec(max_ms);
     apr_proc_t me;
-    int threaded = 0, threads = 0, slot;
+    int threaded = 0, threads = 0, slot, busy;
 
     /* One request per process (prefork): it is the caller's. */
     if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) != APR_SUCCESS
@@ -122,7 +123,11 @@ pyr_child_drain(int max_ms)
     if ((slot = ap_find_child_by_pid(&me)) < 0) {
         return;
     }
-    while (busy_others(slot, threads) > 0 && apr_time_now() < until) {
+    while ((busy = busy_others(slot, threads)) > 0 && apr_time_now() < until) {
         apr_sleep(apr_time_from_msec(20));
+    }
+    if (busy > 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "PYR0301: %d request(s) "
+                     "of this process still running after %d ms are cut short", busy, max_ms);
     }
 }
