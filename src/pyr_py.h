@@ -22,7 +22,7 @@ int pyr_stdio_install(const pyr_logger_t *log);
 void pyr_stdio_flush(void);         /* log the unfinished lines */
 void pyr_stdio_release(void);       /* flush, and drop our references */
 
-/* guard.c: what a handler may do to its process (see there).  GIL.  log
+/* procguard.c: what a handler may do to its process (see there).  GIL.  log
  * must outlive the interpreter. */
 int pyr_guard_install(const pyr_logger_t *log, void (*drain)(int max_ms));
 void pyr_guard_release(void);

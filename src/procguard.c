@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * guard.c: what a handler may do to the process it runs in, and to the
+ * procguard.c: what a handler may do to the process it runs in, and to the
  * server around it.  A handler can end its own process, never the server.
  *
  *   os._exit(N), os.abort()   log the file and line that called them, let the
