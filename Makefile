@@ -41,8 +41,9 @@ CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/engine.c src/loader.c src/notify.c \
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c
+ENGINE_SRC += src/procguard.c src/shutdown.c
 # httpd-side Python glue.
-GLUE_SRC   = src/request.c
+GLUE_SRC   = src/request.c src/child.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 

@@ -292,6 +292,11 @@ stdio_log(void *baton, int level, const char *line)
 static apr_status_t
 child_exit(void *unused)
 {
+    if (pyr_interp_interrupted()) {
+        /* prefork's SIGTERM handler, in the middle of a handler: Python's
+         * state belongs to the interrupted code; the process just ends. */
+        return APR_SUCCESS;
+    }
     pyr_cache_destroy(cache);
     cache = NULL;
     pyr_interp_fini();
@@ -305,7 +310,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_array_header_t *paths = apr_array_make(pchild, 4, sizeof(const char *));
     pyr_interp_opts_t opts;
-    const char *err = NULL;
+    const char *err = NULL, *owner = pyr_child_python_owner();
     server_rec *vs;
     int i;
 
@@ -330,6 +335,12 @@ child_init(apr_pool_t *pchild, server_rec *s)
     opts.stdio.log = stdio_log;
     opts.stdio.baton = main_server;
     opts.extend_module = pyr_request_register;
+    opts.drain = pyr_child_drain;
+    if (owner) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "PYR0003: Python was started in "
+                     "this process by %s; mod_pyreload uses that interpreter (so %s's "
+                     "Python settings apply, not mod_pyreload's isolation)", owner, owner);
+    }
     if (pyr_interp_init(&opts, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "PYR0001: cannot start Python in "
                      "this process; every Python handler will answer 500:");
@@ -359,9 +370,15 @@ pyreload_handler(request_rec *r)
 static void
 register_hooks(apr_pool_t *p)
 {
+    /* mod_wsgi, if loaded, starts Python and we attach: it must start it in
+     * both load orders, since its child cleanup needs the thread state it
+     * made then. */
+    static const char *const after[] = {"mod_wsgi.c", NULL};
+
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

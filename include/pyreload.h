@@ -67,15 +67,33 @@ typedef struct pyr_interp_opts {
     /* Called by the pyreload module's init function to add what only the
      * caller knows (httpd's Request type); may be NULL. 0 or -1 + exception. */
     int (*extend_module)(PyObject *module);
+    /* Wait (no GIL; at most max_ms) until the requests this process serves
+     * on other threads have ended: called when a handler's os._exit() is
+     * about to end the process.  May be NULL (no wait). */
+    void (*drain)(int max_ms);
 } pyr_interp_opts_t;
 
 /* Initialise Python in this process (isolated: PYTHON* variables of whoever
- * started the server are ignored).  Returns 0, or -1 with *errmsg set (static
- * or malloc'd text).  Leaves the GIL released.  Call once, from one thread. */
+ * started the server are ignored), or, if another module (mod_wsgi) started
+ * it already, use that interpreter.  Returns 0, or -1 with *errmsg set
+ * (static or malloc'd text).  Leaves the GIL released.  Call once, from one
+ * thread. */
 int pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg);
-/* Finalise (GIL must not be held by this thread); safe if init failed. */
+/* Finalise (GIL must not be held by this thread); safe if init failed.
+ * Bounded in time whatever threads handlers left running; finalises only a
+ * Python we started. */
 void pyr_interp_fini(void);
 int pyr_interp_ready(void);
+/* 1 if this thread is inside a call into Python (between pyr_gil_take()
+ * and pyr_gil_drop()): the process is being ended by a signal handler that
+ * interrupted it (prefork's SIGTERM), and no Python may run or be freed. */
+int pyr_interp_interrupted(void);
+
+/* After every handler call, on its thread.  GIL.  Logs what the handler
+ * left unfinished on sys.stdout and sys.stderr; in a copy of the process
+ * that the handler made with os.fork() and let return, exits instead of
+ * returning (the copy must not answer the request or go on serving). */
+void pyr_interp_request_done(void);
 
 /* Take / drop the GIL on this thread.  Each OS thread gets one thread state,
  * made on its first call and kept, so a request costs no allocation.

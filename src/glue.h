@@ -43,4 +43,10 @@ int pyr_request_register(PyObject *module);     /* adds pyreload.Request */
 int pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg,
                        pyr_cache_t *cache);
 
+/* child.c */
+int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                           server_rec *s);      /* refuses mod_python */
+const char *pyr_child_python_owner(void);       /* who started Python, or NULL */
+void pyr_child_drain(int max_ms);               /* pyr_interp_opts_t.drain */
+
 #endif /* PYR_GLUE_H */

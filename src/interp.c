@@ -14,7 +14,15 @@
 pyr_strings_t pyr_str;
 
 static int ready;
+static int owner;               /* we started Python (else another module did) */
 static PyThreadState *main_tstate;
+static pyr_logger_t server_log; /* the process's, for stdio and guards */
+
+/* How long an ending process waits for threads handlers left running, and
+ * how long finalisation may take in all before the process just exits:
+ * httpd's parent sends SIGKILL about 9 s after its SIGTERM. */
+#define THREADS_WAIT_MS 1000
+#define FINALIZE_MAX_MS 5000
 
 /* One thread state per OS thread, made on first use and kept: httpd's worker
  * threads live as long as the process, so a request pays for no allocation.
@@ -22,6 +30,8 @@ static PyThreadState *main_tstate;
  * PyGILState_Ensure themselves (ctypes callbacks, sqlite3) find this thread
  * state rather than making a second one and deadlocking on the GIL. */
 static __thread PyThreadState *thread_tstate;
+/* This thread is between pyr_gil_take() and pyr_gil_drop(). */
+static __thread int in_python;
 
 static int
 intern_strings(void)
@@ -90,16 +100,34 @@ import_threading(void)
     return m ? 0 : -1;
 }
 
-int
-pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
+/* Python was started in this process by another module (mod_wsgi, whose
+ * child_init runs before ours): use its interpreter, through the GILState
+ * API it also uses, and make the pyreload module importable, since an
+ * inittab entry cannot be added any more.  Returns with the GIL held. */
+static int
+attach(void)
+{
+    PyObject *m;
+    int rv;
+
+    (void)PyGILState_Ensure();
+    if (!(m = pyr_pymod_init())) {
+        return -1;
+    }
+    rv = PyDict_SetItemString(PyImport_GetModuleDict(), "pyreload", m);
+    Py_DECREF(m);
+    return rv;
+}
+
+/* Python's own start, isolated: the PYTHON* environment and user
+ * site-packages of whoever started httpd do not reach the server, and
+ * Python installs no signal handlers (httpd owns the process's signals). */
+static int
+start(const char **errmsg)
 {
     PyConfig config;
     PyStatus status;
 
-    if (ready) {
-        return 0;
-    }
-    pyr_pymod_set_extender(opts->extend_module);
     if (PyImport_AppendInittab("pyreload", pyr_pymod_init) < 0) {
         *errmsg = "cannot register the pyreload module";
         return -1;
@@ -123,9 +151,6 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     }
 #endif
 
-    /* Isolated: the PYTHON* environment and user site-packages of whoever
-     * started httpd do not reach the server, and Python installs no signal
-     * handlers (httpd owns the process's signals). */
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.parse_argv = 0;
@@ -136,13 +161,33 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
         *errmsg = status.err_msg ? status.err_msg : "Python initialisation failed";
         return -1;
     }
+    return 0;
+}
 
-    if (intern_strings() < 0 || prepend_paths(opts) < 0
-        || pyr_stdio_install(&opts->stdio) < 0 || import_threading() < 0
+int
+pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
+{
+    if (ready) {
+        return 0;
+    }
+    pyr_pymod_set_extender(opts->extend_module);
+    server_log = opts->stdio;
+    owner = !Py_IsInitialized();
+    if (owner && start(errmsg) < 0) {
+        return -1;
+    }
+    if ((!owner && attach() < 0) || intern_strings() < 0 || prepend_paths(opts) < 0
+        || pyr_stdio_install(&server_log) < 0 || import_threading() < 0
+        || pyr_guard_install(&server_log, opts->drain) < 0
         || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
-        Py_FinalizeEx();
+        if (owner) {
+            Py_FinalizeEx();
+        }
+        else {
+            (void)PyEval_SaveThread();
+        }
         return -1;
     }
 
@@ -152,19 +197,38 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     return 0;
 }
 
+int
+pyr_interp_interrupted(void)
+{
+    return in_python;
+}
+
 void
 pyr_interp_fini(void)
 {
-    if (!ready) {
+    if (!ready || in_python) {
+        /* in_python: see pyr_interp_interrupted(). */
         return;
     }
     ready = 0;
     PyEval_RestoreThread(main_tstate);
     pyr_loader_fini();
     release_strings();
+    /* Py_FinalizeEx() would wait for every non-daemon thread, forever:
+     * wait a bounded time here instead (also when another module finalises
+     * later, since the threads are our handlers'). */
+    pyr_shutdown_threads(&server_log, THREADS_WAIT_MS);
+    pyr_stdio_release();
+    pyr_guard_release();
+    if (!owner) {
+        (void)PyEval_SaveThread();
+        return;
+    }
     /* Other threads' states are deleted by finalisation itself; they only
      * ever run Python inside a request, and no request runs any more. */
+    pyr_shutdown_backstop(&server_log, FINALIZE_MAX_MS - THREADS_WAIT_MS);
     Py_FinalizeEx();
+    pyr_shutdown_backstop_cancel();
     main_tstate = NULL;
     thread_tstate = NULL;
 }
@@ -178,6 +242,7 @@ pyr_interp_ready(void)
 void
 pyr_gil_take(void)
 {
+    in_python = 1;
     if (thread_tstate) {
         PyEval_RestoreThread(thread_tstate);
         return;
@@ -192,4 +257,12 @@ void
 pyr_gil_drop(void)
 {
     (void)PyEval_SaveThread();
+    in_python = 0;
+}
+
+void
+pyr_interp_request_done(void)
+{
+    pyr_stdio_flush();
+    pyr_guard_forked_copy();
 }

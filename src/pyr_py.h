@@ -16,8 +16,26 @@ PyObject *pyr_pymod_init(void);                 /* PyImport_AppendInittab target
 void pyr_pymod_set_extender(int (*extend)(PyObject *module));
 extern PyObject *pyr_HTTPError;                 /* pyreload.HTTPError, owned by the module */
 
-/* stdio.c: sys.stdout and sys.stderr into the error log.  GIL. */
+/* stdio.c: sys.stdout and sys.stderr into the error log.  GIL.  log must
+ * outlive the interpreter. */
 int pyr_stdio_install(const pyr_logger_t *log);
+void pyr_stdio_flush(void);         /* log the unfinished lines */
+void pyr_stdio_release(void);       /* flush, and drop our references */
+
+/* procguard.c: what a handler may do to its process (see there).  GIL.  log
+ * must outlive the interpreter. */
+int pyr_guard_install(const pyr_logger_t *log, void (*drain)(int max_ms));
+void pyr_guard_release(void);
+void pyr_guard_forked_copy(void);   /* exits in a copy made by a handler's fork */
+
+/* shutdown.c: a bounded end.  Wait at most timeout_ms for the threads
+ * handlers left, log those abandoned; finalisation then does not wait for
+ * them.  GIL, main thread. */
+void pyr_shutdown_threads(const pyr_logger_t *log, int timeout_ms);
+/* End the process (logged) if pyr_shutdown_backstop_cancel() is not called
+ * within ms.  Any thread, GIL or not; log must stay valid. */
+void pyr_shutdown_backstop(const pyr_logger_t *log, int ms);
+void pyr_shutdown_backstop_cancel(void);
 
 /* guard.c: whether a request is still running, and who is using it; shared
  * by req and its tables (see guard.c).  Every function: GIL, unless said. */

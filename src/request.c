@@ -760,6 +760,7 @@ pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache
     /* Threads that kept req: the one inside it finishes, the others get
      * RuntimeError from now on, and r and bb are ours again. */
     pyr_guard_close(guard);
+    pyr_interp_request_done();
     passed = req->passed;
     req->r = NULL;
     Py_DECREF(req);

@@ -31,6 +31,8 @@ Suite *suite_deploy(void);
 Suite *suite_request(void);
 Suite *suite_names(void);
 Suite *suite_safety(void);
+Suite *suite_hostile(void);
+Suite *suite_coexist(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -42,6 +44,8 @@ static Suite *(*const SUITES[])(void) = {
     suite_request,
     suite_names,
     suite_safety,
+    suite_hostile,
+    suite_coexist,
 };
 
 /* Run once by `make it`, not once per MPM. */

@@ -20,6 +20,7 @@ Suite *suite_deps(void);
 Suite *suite_notify(void);
 Suite *suite_perm(void);
 Suite *suite_names(void);
+Suite *suite_stdio(void);
 
 /* A fresh directory for the running test; removed by ut_teardown. */
 extern char ut_dir[];
@@ -73,6 +74,9 @@ int ut_log_count(const char *needle);
 const char *ut_log_text(void);
 /* At most 1,500 characters of the log from the first line holding needle. */
 const char *ut_log_from(const char *needle);
+
+/* Run code in __main__ with the GIL taken; asserts it did not raise. */
+void ut_run(const char *code);
 
 /* Run handler(arg) of a pinned generation and return its result as a new
  * C string (str() of it), or "EXC:<type>" if it raised.  Takes the GIL. */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static long
 eval_long(const char *expr)
@@ -29,22 +30,6 @@ eval_long(const char *expr)
     return v;
 }
 
-static void
-run(const char *code)
-{
-    PyObject *main_dict, *r;
-
-    pyr_gil_take();
-    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
-    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
-    if (!r) {
-        PyErr_Print();
-    }
-    ck_assert_ptr_nonnull(r);
-    Py_DECREF(r);
-    pyr_gil_drop();
-}
-
 START_TEST(test_isolated)
 {
     ck_assert_int_eq(eval_long("__import__('sys').flags.isolated"), 1);
@@ -55,7 +40,7 @@ END_TEST
 
 START_TEST(test_stdio_to_log)
 {
-    run("import sys, logging\n"
+    ut_run("import sys, logging\n"
         "print('hello stdout')\n"
         "sys.stderr.write('partial ')\n"
         "sys.stderr.write('line\\n')\n"
@@ -82,7 +67,7 @@ thread_body(void *arg)
     int i;
 
     for (i = 0; i < 200; i++) {
-        run("counter += 1\n");
+        ut_run("counter += 1\n");
     }
     return NULL;
 }
@@ -92,7 +77,7 @@ START_TEST(test_gil_from_threads)
     pthread_t t[4];
     int i;
 
-    run("counter = 0\n");
+    ut_run("counter = 0\n");
     for (i = 0; i < 4; i++) {
         pthread_create(&t[i], NULL, thread_body, NULL);
     }
@@ -107,6 +92,47 @@ START_TEST(test_gil_from_threads)
 }
 END_TEST
 
+/* A non-daemon thread that never ends, and an executor task that never
+ * ends, do not hold the end of the process: fini waits about a second,
+ * names them, and returns. */
+START_TEST(test_fini_bounded_with_threads)
+{
+    struct timespec a, b;
+    double ms;
+
+    ut_run("import threading, time, concurrent.futures\n"
+           "def run():\n"
+           "    while True:\n"
+           "        time.sleep(0.05)\n"
+           "threading.Thread(target=run, name='pyrt-unit-forever', daemon=False).start()\n"
+           "pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix='pyrt-unit-pool')\n"
+           "pool.submit(run)\n");
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pyr_interp_fini();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+    ck_assert_msg(ms < 3000, "fini took %.0f ms", ms);
+    ck_assert_int_eq(ut_log_count("PYR0302"), 1);
+    ck_assert_int_eq(ut_log_count("'pyrt-unit-forever'"), 1);
+    ck_assert_int_eq(ut_log_count("'pyrt-unit-pool_0'"), 1);
+}
+END_TEST
+
+START_TEST(test_fini_quick_without_threads)
+{
+    struct timespec a, b;
+    double ms;
+
+    ut_run("import threading\nt = threading.Thread(target=lambda: None)\nt.start()\n");
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pyr_interp_fini();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+    ck_assert_msg(ms < 500, "fini took %.0f ms", ms);
+    ck_assert_int_eq(ut_log_count("PYR0302"), 0);
+}
+END_TEST
+
 Suite *
 suite_interp(void)
 {
@@ -118,6 +144,8 @@ suite_interp(void)
     tcase_add_test(tc, test_stdio_to_log);
     tcase_add_test(tc, test_pyreload_module);
     tcase_add_test(tc, test_gil_from_threads);
+    tcase_add_test(tc, test_fini_bounded_with_threads);
+    tcase_add_test(tc, test_fini_quick_without_threads);
     suite_add_tcase(s, tc);
     return s;
 }

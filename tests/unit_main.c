@@ -157,6 +157,22 @@ result_text(PyObject *r)
     return out;
 }
 
+void
+ut_run(const char *code)
+{
+    PyObject *main_dict, *r;
+
+    pyr_gil_take();
+    main_dict = PyModule_GetDict(PyImport_AddModule("__main__"));
+    r = PyRun_String(code, Py_file_input, main_dict, main_dict);
+    if (!r) {
+        PyErr_Print();
+    }
+    ck_assert_ptr_nonnull(r);
+    Py_DECREF(r);
+    pyr_gil_drop();
+}
+
 char *
 ut_call(pyr_gen_t *g, int slot)
 {
@@ -362,6 +378,7 @@ main(void)
     srunner_add_suite(sr, suite_perm());
     srunner_add_suite(sr, suite_names());
     srunner_add_suite(sr, suite_build());
+    srunner_add_suite(sr, suite_stdio());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
