@@ -116,24 +116,37 @@ START_TEST(test_split_keeps_utf8_whole)
 END_TEST
 
 /* The issue's slow-down: each write without a newline copied everything
- * held so far (quadratic); 10,000 writes of 1,000 characters took longer
- * each time.  Now the whole run is proportional to what is written. */
-START_TEST(test_no_newline_linear)
+ * held so far (quadratic); 10,000 writes of 1,000 characters took 69 s.
+ * Linear means four times the writes cost about four times the time, not
+ * sixteen: a ratio, so a slow machine or a sanitizer build cannot fail it. */
+static double
+timed_writes(int n)
 {
     struct timespec a, b;
-    double ms;
+    char src[256];
+
+    snprintf(src, sizeof(src), "import sys\nw = sys.stdout.write\nchunk = 'z' * 1000\n"
+             "for _ in range(%d):\n    w(chunk)\nsys.stdout.flush()\n", n);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    ut_run(src);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+}
+
+START_TEST(test_no_newline_linear)
+{
+    double small, big;
     size_t total, longest;
 
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    ut_run("import sys\nw = sys.stdout.write\nchunk = 'z' * 1000\n"
-        "for _ in range(10000):\n    w(chunk)\nsys.stdout.flush()\n");
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
-    fprintf(stderr, "stdio: 10,000 writes of 1,000 characters without a newline: %.0f ms\n",
-            ms);
-    ck_assert_int_eq(lines_with("[stdout] ", "z", &total, &longest), 5000);
-    ck_assert_uint_eq(total, 10000000);
-    ck_assert_msg(ms < 2000, "10 MB without a newline took %.0f ms", ms);
+    small = timed_writes(2500);
+    ck_assert_int_eq(lines_with("[stdout] ", "z", &total, &longest), 1250);
+    big = timed_writes(10000);
+    fprintf(stderr, "stdio: writes of 1,000 characters without a newline: 2,500 in %.0f ms, "
+            "10,000 in %.0f ms (x%.1f)\n", small, big, big / (small > 0 ? small : 1));
+    ck_assert_int_eq(lines_with("[stdout] ", "z", &total, &longest), 1250 + 5000);
+    ck_assert_uint_eq(total, 12500000);
+    ck_assert_msg(big < 8 * small + 100, "4x the writes took %.1fx the time (%.0f ms, "
+                  "then %.0f ms): not linear", big / small, small, big);
 }
 END_TEST
 
