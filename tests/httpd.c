@@ -974,6 +974,62 @@ static int read_pid_file(const httpd_t *h)
     return pid;
 }
 
+/* apache2's environment: clean, plus opts.env and the sanitizer's.  envp
+ * has room for 64; entries from [2] on are malloc'd.  Returns the count. */
+static size_t build_env(const httpd_t *h, char **envp)
+{
+    size_t ne = 0;
+
+    envp[ne++] = CLEAN_PATH;
+    envp[ne++] = CLEAN_LANG;
+    for (const char *const *v = h->opts.env; v && *v && ne < 59; v++)
+        envp[ne++] = httpd_subst(h, *v);
+    ne += sanitizer_env(h, envp + ne);
+    envp[ne] = NULL;
+    return ne;
+}
+
+int httpd_configtest(httpd_t *h, char **out)
+{
+    char *argv[] = {APACHE2, "-t", "-f", h->conf, NULL};
+    char *envp[64];
+    size_t ne = build_env(h, envp), len = 0;
+    double deadline = now_ms() + 10000;
+    int fds[2], status = -1;
+    pid_t pid;
+
+    *out = calloc(1, 65536);
+    if (!*out || pipe(fds) != 0) {
+        for (size_t i = 2; i < ne; i++) free(envp[i]);
+        return -1;
+    }
+    pid = fork();
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDONLY);
+        dup2(nul, 0);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        for (int i = 3; i < 1024; i++) close(i);
+        execve(APACHE2, argv, envp);
+        _exit(127);
+    }
+    for (size_t i = 2; i < ne; i++) free(envp[i]);
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    while (pid > 0 && now_ms() < deadline) {
+        ssize_t n = read(fds[0], *out + len, 65535 - len);
+        if (n > 0) { len += (size_t)n; continue; }
+        if (n == 0 || len == 65535) break;
+        sleep_ms(10);
+    }
+    close(fds[0]);
+    if (pid > 0) {
+        if (now_ms() >= deadline) kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    return pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* One attempt.  0 ok, 1 port taken (retry), -1 failure. */
 static int start_once(httpd_t *h)
 {
@@ -986,12 +1042,7 @@ static int start_once(httpd_t *h)
     pid_t launcher, pid = 0;
     struct reg_entry *e;
 
-    envp[ne++] = CLEAN_PATH;
-    envp[ne++] = CLEAN_LANG;
-    for (const char *const *v = h->opts.env; v && *v && ne < 59; v++)
-        envp[ne++] = httpd_subst(h, *v);
-    ne += sanitizer_env(h, envp + ne);
-    envp[ne] = NULL;
+    ne = build_env(h, envp);
 
     unlink(h->pid_file);
     h->slot = reg_claim(h);

@@ -163,6 +163,12 @@ httpd_t *httpd_launch(const httpd_opts_t *opts);
  * a time per process, requests on the process's main thread). */
 const char *httpd_mpm(const httpd_t *h);
 
+/* `apache2 -t` on the generated configuration, with the environment
+ * httpd_start() gives apache2 (sanitizer runtime included).  Its exit
+ * status (-1: could not run it); *out: what it printed, malloc'd.  Bounded
+ * (10 s). */
+int httpd_configtest(httpd_t *h, char **out);
+
 /* SIGTERM the parent, wait up to 10 s, then SIGKILL it and any child left.
  * Sets stop_seconds and stop_clean.  Returns 0 when the stop was clean,
  * -1 otherwise.  No-op (0) when not running. */

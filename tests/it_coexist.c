@@ -154,27 +154,6 @@ START_TEST(test_with_mod_wsgi_subinterpreter)
 }
 END_TEST
 
-/* apache2 -t with h's configuration: its exit status, and its output in *out. */
-static int
-configtest(httpd_t *h, char **out)
-{
-    char *cmd = NULL;
-    FILE *p;
-    size_t len = 0;
-    int status;
-
-    ck_assert_int_gt(asprintf(&cmd, "env -i PATH=/usr/sbin:/usr/bin:/bin LANG=C "
-                              "/usr/sbin/apache2 -t -f %s 2>&1", h->conf), 0);
-    p = popen(cmd, "r");
-    free(cmd);
-    ck_assert_ptr_nonnull(p);
-    *out = calloc(1, 65536);
-    len = fread(*out, 1, 65535, p);
-    (*out)[len] = '\0';
-    status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 START_TEST(test_with_mod_python_refused)
 {
     httpd_t *h;
@@ -190,7 +169,7 @@ START_TEST(test_with_mod_python_refused)
                   && strstr(h->startup_output, "a2dismod python"),
                   "startup output:\n%s", h->startup_output);
     /* configtest must not say "Syntax OK" */
-    rc = configtest(h, &out);
+    rc = httpd_configtest(h, &out);
     ck_assert_msg(rc != 0 && strstr(out, "PYR0002") && !strstr(out, "Syntax OK"),
                   "apache2 -t: %d\n%s", rc, out);
     free(out);

@@ -59,23 +59,6 @@ static const start_case_t STARTS[] = {
      "ok.py", 0666, 1, {NULL}},
 };
 
-/* `apache2 -t` on the configuration the fixture wrote: its exit status. */
-static int
-configtest(httpd_t *h, char **out)
-{
-    char cmd[512], buf[4096];
-    size_t n;
-    FILE *p;
-
-    snprintf(cmd, sizeof(cmd), "/usr/sbin/apache2 -t -f %s 2>&1", h->conf);
-    p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    n = fread(buf, 1, sizeof(buf) - 1, p);
-    buf[n] = '\0';
-    *out = strdup(buf);
-    return WEXITSTATUS(pclose(p));
-}
-
 START_TEST(test_unsafe_refused_at_start)
 {
     static const httpd_file_t files[] = {{"ok.py", OK_PY}, {"../lib/.keep", ""}, {NULL, NULL}};
@@ -112,7 +95,7 @@ START_TEST(test_unsafe_refused_at_start)
                       h->startup_output);
         free(want);
     }
-    rc = configtest(h, &out);
+    rc = httpd_configtest(h, &out);
     ck_assert_msg(rc != 0 && strstr(out, "PYR0020") && !strstr(out, "Syntax OK"),
                   "[%s] apache2 -t: %d\n%s", c->what, rc, out);
     free(out);

@@ -6,10 +6,6 @@
  */
 #include "unit.h"
 
-#ifdef PYR_SANITIZE
-#include <sanitizer/lsan_interface.h>
-#endif
-
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,11 +100,6 @@ START_TEST(test_fini_bounded_with_threads)
     struct timespec a, b;
     double ms;
 
-#ifdef PYR_SANITIZE
-    /* What the abandoned threads hold is never freed, by design: check for
-     * leaks now, which also ends LeakSanitizer's check at exit. */
-    __lsan_do_leak_check();
-#endif
     ut_run("import threading, time, concurrent.futures\n"
            "def run():\n"
            "    while True:\n"
