@@ -215,9 +215,9 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
 }
 
 /* Let go of what g imported (which may finish those in turn), except the
- * generations freed in the same collection, and free it.  GIL. */
+ * generations freed in the same collection.  GIL. */
 static void
-gen_free(pyr_gen_t *g, const pyr_logger_t *log)
+gen_unref_deps(pyr_gen_t *g, const pyr_logger_t *log)
 {
     int i;
 
@@ -226,6 +226,11 @@ gen_free(pyr_gen_t *g, const pyr_logger_t *log)
             pyr_gen_unref(g->deps[i], log);
         }
     }
+}
+
+static void
+gen_free(pyr_gen_t *g)
+{
     free(g->deps);
     PyMem_Free(g);
 }
@@ -241,7 +246,8 @@ pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log)
 {
     if (--g->refs == 0 && g->retired) {
         gen_purge(g, log);
-        gen_free(g, log);
+        gen_unref_deps(g, log);
+        gen_free(g);
     }
     else if (g->retired) {
         /* What is left may be other retired generations only (a cycle). */
@@ -311,13 +317,18 @@ pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log)
                 dead = g;
             }
         }
-        /* Every hook runs before any generation of the garbage is freed. */
+        /* Every hook runs before any generation of the garbage is freed,
+         * and each one's imports are let go of while all of the garbage is
+         * still there to say it is dying. */
         for (g = dead; g; g = g->dnext) {
             gen_purge(g, log);
         }
+        for (g = dead; g; g = g->dnext) {
+            gen_unref_deps(g, log);
+        }
         while ((g = dead)) {
             dead = g->dnext;
-            gen_free(g, log);
+            gen_free(g);
         }
     } while (c->collect_again);
     c->collecting = 0;
