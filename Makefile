@@ -40,7 +40,7 @@ CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/engine.c src/loader.c src/notify.c \
-             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c
+             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
 # httpd-side Python glue.
 GLUE_SRC   = src/request.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)

@@ -14,6 +14,7 @@
  * against a thread that holds the GIL and waits for a mutex.
  */
 #include "engine.h"
+#include "mem.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
@@ -154,7 +155,7 @@ pyr_entry_require(pyr_entry_t *e, const char *callable)
         }
     }
     if (slot < 0 && e->nnames < PYR_MAX_CALLABLES) {
-        e->names[e->nnames] = strdup(callable);
+        e->names[e->nnames] = pyr_xstrdup(callable);
         slot = e->nnames;
         __atomic_store_n(&e->nnames, e->nnames + 1, __ATOMIC_RELEASE);
     }
@@ -560,7 +561,7 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
         free(e->error);
         e->error = error;
     }
-    copy = error ? strdup(error) : NULL;
+    copy = error ? pyr_xstrdup(error) : NULL;
     pthread_mutex_unlock(&e->lock);
     watch_release(old);
 

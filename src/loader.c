@@ -17,6 +17,7 @@
  * Every function here runs with the GIL held unless it says otherwise.
  */
 #include "engine.h"
+#include "mem.h"
 
 #include <apr_strings.h>
 
@@ -82,7 +83,7 @@ grow(void *arr, int *cap, int need, size_t size)
         return arr;
     }
     *cap = need < 8 ? 8 : need * 2;
-    return realloc(arr, (size_t)*cap * size);
+    return pyr_xrealloc(arr, (size_t)*cap * size);
 }
 
 static int
@@ -121,7 +122,7 @@ report(pyr_build_t *b, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    b->report = realloc(b->report, have + strlen(line) + 2);
+    b->report = pyr_xrealloc(b->report, have + strlen(line) + 2);
     memcpy(b->report + have, line, strlen(line));
     b->report[have + strlen(line)] = '\n';
     b->report[have + strlen(line) + 1] = '\0';
@@ -363,7 +364,7 @@ safe_to_run(pyr_build_t *b, pyr_entry_t *e)
         return 0;
     }
     if (!b->refused) {
-        b->refused = strdup(msg);
+        b->refused = pyr_xstrdup(msg);
     }
     PyErr_SetString(PyExc_PermissionError, msg);
     return -1;
@@ -619,7 +620,7 @@ request_import(pyr_entry_t *d)
             pyr_watch_t *w = pinned->entry->watch, *nw;
             int n = w->n;
 
-            nw = malloc(sizeof(*nw) + (size_t)(n + 1) * sizeof(nw->item[0]));
+            nw = pyr_xmalloc(sizeof(*nw) + (size_t)(n + 1) * sizeof(nw->item[0]));
             memcpy(nw->item, w->item, (size_t)n * sizeof(nw->item[0]));
             nw->n = n + 1;
             nw->refs = 1;
@@ -1204,7 +1205,7 @@ publish(pyr_build_t *b)
                 Py_XINCREF(g->callables[j]);
             }
         }
-        g->deps = it->ndeps ? malloc((size_t)it->ndeps * sizeof(*g->deps)) : NULL;
+        g->deps = it->ndeps ? pyr_xmalloc((size_t)it->ndeps * sizeof(*g->deps)) : NULL;
         for (j = 0; j < it->ndeps; j++) {
             pyr_gen_t *d = it->deps[j].item >= 0 ? gens[it->deps[j].item] : it->deps[j].gen;
             if (d) {
@@ -1243,7 +1244,7 @@ watch_of(pyr_gen_t *g)
 
     memset(&tmp, 0, sizeof(tmp));
     collect_old(&tmp, g);
-    w = malloc(sizeof(*w) + (size_t)tmp.nold * sizeof(w->item[0]));
+    w = pyr_xmalloc(sizeof(*w) + (size_t)tmp.nold * sizeof(w->item[0]));
     w->refs = 1;
     w->n = tmp.nold;
     for (i = 0; i < tmp.nold; i++) {
@@ -1260,7 +1261,7 @@ watch_of(pyr_gen_t *g)
 static pyr_watch_t *
 watch_seen(pyr_build_t *b, pyr_entry_t *root)
 {
-    pyr_watch_t *w = malloc(sizeof(*w) + (size_t)(b->nold + b->nitems + 1)
+    pyr_watch_t *w = pyr_xmalloc(sizeof(*w) + (size_t)(b->nold + b->nitems + 1)
                             * sizeof(w->item[0]));
     int i, n = 0;
 
@@ -1348,7 +1349,7 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
     if (b.refused) {
         /* Not a bug in the code: the message says it all, no traceback. */
         PyErr_Clear();
-        *error = malloc(strlen(b.refused) + 2);
+        *error = pyr_xmalloc(strlen(b.refused) + 2);
         sprintf(*error, "%s\n", b.refused);
         *watch = watch_seen(&b, e);
         failed = 1;
