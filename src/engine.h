@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.h: the structures the cache (engine.c) and the loader (loader.c)
+ * engine.h: the structures the cache (cache.c) and the loader (loader.c)
  * share.  Nothing outside those two files looks inside them.
  */
 #ifndef PYR_ENGINE_H
@@ -104,7 +104,7 @@ struct pyr_cache {
     PyObject *packages;             /* prefix -> the root's package (names.c) */
 };
 
-/* engine.c */
+/* cache.c */
 pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
 void pyr_gen_ref(pyr_gen_t *g);

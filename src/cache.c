@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.c: the per-process module cache, its checks and the life of
+ * cache.c: the per-process module cache, its checks and the life of
  * generations.  Building new generations is loader.c.
  *
  * Three locks, never taken the wrong way round:
