@@ -107,6 +107,8 @@ struct pyr_cache {
 /* cache.c */
 pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
+
+/* gen.c (GIL) */
 void pyr_gen_ref(pyr_gen_t *g);
 void pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log);
 /* g was replaced: from now on it lives only while a request or another
@@ -118,6 +120,10 @@ void pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log);
 /* Call module.<name>(arg) (arg NULL: no argument) if the module defines a
  * callable of that name.  0, also when absent, or -1 with an exception. */
 int pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg);
+
+/* The handler generation the calling thread's request is pinned to
+ * (pyr_entry_acquire() to pyr_gen_release()), or NULL. */
+pyr_gen_t *pyr_gen_pinned(void);
 
 /* loader.c: building new generations (GIL held, build mutex held). */
 typedef struct pyr_build pyr_build_t;
@@ -147,8 +153,5 @@ void pyr_names_leave(pyr_entry_t *e, PyObject **saved);
 int pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n);
 void pyr_names_forget(pyr_entry_t *e, PyObject *module);
 void pyr_names_fini(pyr_cache_t *c);
-
-/* The handler generation the calling thread's request is pinned to. */
-extern __thread pyr_gen_t *pyr_pinned;
 
 #endif /* PYR_ENGINE_H */

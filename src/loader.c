@@ -26,8 +26,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-__thread pyr_gen_t *pyr_pinned;
-
 static PyObject *orig_import;           /* builtins.__import__ before us */
 static PyObject *orig_import_module;    /* importlib.import_module before us */
 static PyObject *key_pyreload;          /* "__pyreload__" */
@@ -313,28 +311,6 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
 /* ------------------------------------------------------------------ */
 /* Building one module                                                 */
 
-int
-pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg)
-{
-    PyObject *fn, *r;
-
-    fn = PyDict_GetItemWithError(PyModule_GetDict(module), name);  /* borrowed */
-    if (!fn) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    if (!PyCallable_Check(fn)) {
-        return 0;
-    }
-    Py_INCREF(fn);      /* the hook may rebind its own name */
-    r = arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
-    Py_DECREF(fn);
-    if (!r) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
 /* Code anyone may write never runs (unless PyReloadSafeFiles Off); code the
  * server's own User may write runs, with a warning once per file.  The
  * refusal is recorded in the build, so that it fails even if the importer
@@ -580,7 +556,7 @@ static PyObject *
 request_import(pyr_entry_t *d)
 {
     pyr_cache_t *c = d->cache;
-    pyr_gen_t *pinned = pyr_pinned;
+    pyr_gen_t *pinned = pyr_gen_pinned();
 
     if (!d->current) {
         pyr_build_t b;
@@ -646,6 +622,7 @@ static PyObject *
 module_for(pyr_entry_t *importer, pyr_entry_t *d)
 {
     pyr_build_t *b = building;
+    pyr_gen_t *pinned;
 
     if (b) {
         int from = find_item(b, importer), i = find_item(b, d), o;
@@ -667,8 +644,8 @@ module_for(pyr_entry_t *importer, pyr_entry_t *d)
         record_dep(b, from, d);
         return m;
     }
-    if (pyr_pinned) {
-        pyr_gen_t *g = in_closure(pyr_pinned, d, 0);
+    if ((pinned = pyr_gen_pinned())) {
+        pyr_gen_t *g = in_closure(pinned, d, 0);
         if (g) {
             return g->module;
         }
