@@ -457,24 +457,16 @@ pyr_cache_destroy(pyr_cache_t *c)
      * retire protocol (no request runs any more). */
     for (hi = apr_hash_first(NULL, c->entries); hi; hi = apr_hash_next(hi)) {
         pyr_entry_t *e = apr_hash_this_val(hi);
-        pyr_gen_t *g = e->current;
-        int i;
 
-        if (g) {
-            for (i = 0; i < g->ncallables; i++) {
-                Py_CLEAR(g->callables[i]);
-            }
-            pyr_names_forget(e, g->module);
-            Py_CLEAR(g->module);
-            Py_CLEAR(g->code);
+        if (e->current) {
+            pyr_gen_clear(e->current);
         }
     }
     for (hi = apr_hash_first(NULL, c->entries); hi; hi = apr_hash_next(hi)) {
         pyr_entry_t *e = apr_hash_this_val(hi);
 
         if (e->current) {
-            free(e->current->deps);
-            PyMem_Free(e->current);
+            pyr_gen_free(e->current);
             e->current = NULL;
         }
         Py_CLEAR(e->capsule);

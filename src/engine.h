@@ -109,6 +109,16 @@ pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
 
 /* gen.c (GIL) */
+/* The next generation of e, built from a file that looked like sig; the
+ * build fills in its module, code and callables.  NULL with MemoryError. */
+pyr_gen_t *pyr_gen_new(pyr_entry_t *e, const pyr_sig_t *sig);
+/* g imported d: g holds a reference to d until g is freed. */
+void pyr_gen_add_dep(pyr_gen_t *g, pyr_gen_t *d);
+/* Let go of g's module, code and callables (and its name in sys.modules). */
+void pyr_gen_clear(pyr_gen_t *g);
+/* Free g itself, letting go of no reference it holds: a generation never
+ * published, or any at the end of the process. */
+void pyr_gen_free(pyr_gen_t *g);
 void pyr_gen_ref(pyr_gen_t *g);
 void pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log);
 /* g was replaced: from now on it lives only while a request or another

@@ -42,13 +42,35 @@ pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg)
     return 0;
 }
 
+pyr_gen_t *
+pyr_gen_new(pyr_entry_t *e, const pyr_sig_t *sig)
+{
+    pyr_gen_t *g = PyMem_Calloc(1, sizeof(*g));
+
+    if (!g) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    g->entry = e;
+    g->sig = *sig;
+    g->number = e->published + 1;
+    return g;
+}
+
+void
+pyr_gen_add_dep(pyr_gen_t *g, pyr_gen_t *d)
+{
+    g->deps = pyr_xgrow(g->deps, &g->capdeps, g->ndeps + 1, sizeof(*g->deps));
+    g->deps[g->ndeps++] = d;
+    pyr_gen_ref(d);
+}
+
 /* A retired generation nobody uses any more, before it is freed: __purge__
  * it and let go of its module.  GIL. */
 static void
 gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
 {
     pyr_cache_t *c = g->entry->cache;
-    int i;
 
     if (g->rprev) {
         g->rprev->rnext = g->rnext;
@@ -70,6 +92,14 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
         Py_END_ALLOW_THREADS
         free(tb);
     }
+    pyr_gen_clear(g);
+}
+
+void
+pyr_gen_clear(pyr_gen_t *g)
+{
+    int i;
+
     for (i = 0; i < g->ncallables; i++) {
         Py_CLEAR(g->callables[i]);
     }
@@ -92,8 +122,8 @@ gen_unref_deps(pyr_gen_t *g, const pyr_logger_t *log)
     }
 }
 
-static void
-gen_free(pyr_gen_t *g)
+void
+pyr_gen_free(pyr_gen_t *g)
 {
     free(g->deps);
     PyMem_Free(g);
@@ -111,7 +141,7 @@ pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log)
     if (--g->refs == 0 && g->retired) {
         gen_purge(g, log);
         gen_unref_deps(g, log);
-        gen_free(g);
+        pyr_gen_free(g);
     }
     else if (g->retired) {
         /* What is left may be other retired generations only (a cycle). */
@@ -192,7 +222,7 @@ pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log)
         }
         while ((g = dead)) {
             dead = g->dnext;
-            gen_free(g);
+            pyr_gen_free(g);
         }
     } while (c->collect_again);
     c->collecting = 0;

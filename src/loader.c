@@ -74,16 +74,6 @@ struct pyr_build {
 
 static __thread pyr_build_t *building;
 
-static void *
-grow(void *arr, int *cap, int need, size_t size)
-{
-    if (need <= *cap) {
-        return arr;
-    }
-    *cap = need < 8 ? 8 : need * 2;
-    return pyr_xrealloc(arr, (size_t)*cap * size);
-}
-
 static int
 find_item(pyr_build_t *b, pyr_entry_t *e)
 {
@@ -141,7 +131,7 @@ record_dep(pyr_build_t *b, int from, pyr_entry_t *to)
             return;
         }
     }
-    it->deps = grow(it->deps, &it->capdeps, it->ndeps + 1, sizeof(dep_t));
+    it->deps = pyr_xgrow(it->deps, &it->capdeps, it->ndeps + 1, sizeof(dep_t));
     ti = find_item(b, to);
     it->deps[it->ndeps].e = to;
     it->deps[it->ndeps].item = ti;
@@ -468,7 +458,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     if (!e->capsule && !(e->capsule = PyCapsule_New(e, NULL, NULL))) {
         return NULL;
     }
-    b->items = grow(b->items, &b->capitems, b->nitems + 1, sizeof(item_t));
+    b->items = pyr_xgrow(b->items, &b->capitems, b->nitems + 1, sizeof(item_t));
     idx = b->nitems++;
     it = &b->items[idx];
     memset(it, 0, sizeof(*it));
@@ -584,10 +574,7 @@ request_import(pyr_entry_t *d)
         pthread_mutex_unlock(&c->build);
     }
     if (pinned && !in_closure(pinned, d, 0)) {
-        pinned->deps = grow(pinned->deps, &pinned->capdeps, pinned->ndeps + 1,
-                            sizeof(pyr_gen_t *));
-        pinned->deps[pinned->ndeps++] = d->current;
-        pyr_gen_ref(d->current);
+        pyr_gen_add_dep(pinned, d->current);
         /* The next check of the handler must look at d as well. */
         __atomic_store_n(&pinned->entry->next_check, 0, __ATOMIC_RELAXED);
         Py_BEGIN_ALLOW_THREADS
@@ -978,7 +965,7 @@ collect_old(pyr_build_t *b, pyr_gen_t *g)
     if (find_old(b, g->entry) >= 0) {
         return;
     }
-    b->old = grow(b->old, &b->capold, b->nold + 1, sizeof(old_t));
+    b->old = pyr_xgrow(b->old, &b->capold, b->nold + 1, sizeof(old_t));
     memset(&b->old[b->nold], 0, sizeof(old_t));
     b->old[b->nold].e = g->entry;
     b->old[b->nold].g = g;
@@ -1146,25 +1133,13 @@ publish(pyr_build_t *b)
         return -1;
     }
     for (i = 0; i < b->nitems; i++) {
-        item_t *it = &b->items[i];
-        pyr_gen_t *g = PyMem_Calloc(1, sizeof(*g));
-
-        if (!g) {
-            for (j = 0; j < i; j++) {
-                PyMem_Free(gens[j]);
-            }
-            PyMem_Free(gens);
-            PyErr_NoMemory();
-            return -1;
+        if (!(gens[i] = pyr_gen_new(b->items[i].e, &b->items[i].sig))) {
+            break;
         }
-        g->entry = it->e;
-        g->sig = it->sig;
-        g->number = it->e->published + 1;
-        gens[i] = g;
     }
-    if (publish_names(b) < 0) {
-        for (i = 0; i < b->nitems; i++) {
-            PyMem_Free(gens[i]);
+    if (i < b->nitems || publish_names(b) < 0) {
+        for (i = 0; i < b->nitems && gens[i]; i++) {
+            pyr_gen_free(gens[i]);
         }
         PyMem_Free(gens);
         return -1;
@@ -1182,15 +1157,12 @@ publish(pyr_build_t *b)
                 Py_XINCREF(g->callables[j]);
             }
         }
-        g->deps = it->ndeps ? pyr_xmalloc((size_t)it->ndeps * sizeof(*g->deps)) : NULL;
         for (j = 0; j < it->ndeps; j++) {
             pyr_gen_t *d = it->deps[j].item >= 0 ? gens[it->deps[j].item] : it->deps[j].gen;
             if (d) {
-                g->deps[g->ndeps++] = d;
-                pyr_gen_ref(d);
+                pyr_gen_add_dep(g, d);
             }
         }
-        g->capdeps = g->ndeps;
     }
     for (i = 0; i < b->nitems; i++) {
         pyr_entry_t *e = b->items[i].e;

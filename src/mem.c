@@ -58,3 +58,13 @@ pyr_xstrdup(const char *s)
 
     return memcpy(pyr_xmalloc(n), s, n);
 }
+
+void *
+pyr_xgrow(void *arr, int *cap, int need, size_t size)
+{
+    if (need <= *cap) {
+        return arr;
+    }
+    *cap = need < 8 ? 8 : need * 2;
+    return pyr_xrealloc(arr, (size_t)*cap * size);
+}

@@ -15,5 +15,8 @@ void *pyr_xmalloc(size_t size);
 void *pyr_xcalloc(size_t n, size_t size);
 void *pyr_xrealloc(void *p, size_t size);
 char *pyr_xstrdup(const char *s);
+/* arr, with room for at least need elements of size bytes; *cap is the
+ * room it has, updated. */
+void *pyr_xgrow(void *arr, int *cap, int need, size_t size);
 
 #endif /* PYR_MEM_H */
