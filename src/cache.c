@@ -126,6 +126,30 @@ pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *ro
 }
 
 pyr_entry_t *
+pyr_cache_find(pyr_cache_t *c, const char *path)
+{
+    pyr_entry_t *e;
+
+    pthread_mutex_lock(&c->lock);
+    e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
+    pthread_mutex_unlock(&c->lock);
+    return e;
+}
+
+const char *
+pyr_cache_root(pyr_cache_t *c, int i)
+{
+    const char *r = NULL;
+
+    pthread_mutex_lock(&c->lock);
+    if (i >= 0 && i < c->roots->nelts) {
+        r = APR_ARRAY_IDX(c->roots, i, const char *);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+pyr_entry_t *
 pyr_cache_entry(pyr_cache_t *c, const char *path)
 {
     return pyr_entry_new(c, path, NULL, NULL, 1, 0);
@@ -178,7 +202,17 @@ pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p)
 }
 
 /* ------------------------------------------------------------------ */
-/* Checking                                                            */
+/* Watch lists                                                         */
+
+pyr_watch_t *
+pyr_watch_new(int n)
+{
+    pyr_watch_t *w = pyr_xmalloc(sizeof(*w) + (size_t)n * sizeof(w->item[0]));
+
+    w->refs = 1;
+    w->n = n;
+    return w;
+}
 
 static void
 watch_release(pyr_watch_t *w)
@@ -186,6 +220,28 @@ watch_release(pyr_watch_t *w)
     if (w && __atomic_sub_fetch(&w->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(w);
     }
+}
+
+void
+pyr_entry_watch_add(pyr_entry_t *e, pyr_entry_t *d, const pyr_sig_t *sig)
+{
+    /* The next check of the handler must look at d as well. */
+    __atomic_store_n(&e->next_check, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&e->lock);
+    if (e->watch) {
+        pyr_watch_t *w = e->watch, *nw = pyr_watch_new(w->n + 1);
+
+        memcpy(nw->item, w->item, (size_t)w->n * sizeof(nw->item[0]));
+        nw->item[w->n].e = d;
+        nw->item[w->n].sig = *sig;
+        nw->item[w->n].exists = 1;
+        e->watch = nw;
+        /* The next check watches the new list, then sweeps it. */
+        __atomic_store_n(&e->clean_epoch, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&e->watch_gen, 0, __ATOMIC_RELEASE);
+        watch_release(w);
+    }
+    pthread_mutex_unlock(&e->lock);
 }
 
 static pyr_status_t
@@ -234,6 +290,9 @@ watch_changed(pyr_entry_t *e, const pyr_watch_t *w, int patient)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* Checking                                                            */
 
 /* Watch every file of w where its path leads now.  1 if all are watched.
  * No GIL, no lock. */

@@ -104,9 +104,18 @@ struct pyr_cache {
     PyObject *packages;             /* prefix -> the root's package (names.c) */
 };
 
-/* cache.c */
+/* cache.c (no GIL: each takes the cache's lock or e's mutex) */
 pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
                            const char *root, int is_handler, int is_package);
+/* The entry of path if there is one, else NULL. */
+pyr_entry_t *pyr_cache_find(pyr_cache_t *c, const char *path);
+/* The i-th PyReloadPath directory, or NULL past the last. */
+const char *pyr_cache_root(pyr_cache_t *c, int i);
+/* A watch list of n items for the caller to fill in; one reference. */
+pyr_watch_t *pyr_watch_new(int n);
+/* A request of handler e imported d for the first time (d's file looked
+ * like sig): e's checks watch d from now on. */
+void pyr_entry_watch_add(pyr_entry_t *e, pyr_entry_t *d, const pyr_sig_t *sig);
 
 /* gen.c (GIL) */
 /* The next generation of e, built from a file that looked like sig; the

@@ -161,9 +161,7 @@ is_module_file(pyr_cache_t *c, const char *path)
     if (is_file(path)) {
         return 1;
     }
-    pthread_mutex_lock(&c->lock);
-    e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
-    pthread_mutex_unlock(&c->lock);
+    e = pyr_cache_find(c, path);
     return e && __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE)
         && pyr_sig_stat_settled(path, &sig) == 0;
 }
@@ -218,7 +216,7 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
 {
     pyr_cache_t *c = importer->cache;
     PyObject *key, *hit, *list;
-    const char *name;
+    const char *name, *r;
     int n = 0, i;
 
     if (!c->resolved && !(c->resolved = PyDict_New())) {
@@ -260,17 +258,10 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
 
     Py_BEGIN_ALLOW_THREADS
     n = resolve_in(c, importer->root, name, out, MAX_DEPTH);
-    if (!n) {
-        pthread_mutex_lock(&c->lock);
-        for (i = 0; !n && i < c->roots->nelts; i++) {
-            const char *r = APR_ARRAY_IDX(c->roots, i, const char *);
-            if (strcmp(r, importer->root) != 0) {
-                pthread_mutex_unlock(&c->lock);
-                n = resolve_in(c, r, name, out, MAX_DEPTH);
-                pthread_mutex_lock(&c->lock);
-            }
+    for (i = 0; !n && (r = pyr_cache_root(c, i)); i++) {
+        if (strcmp(r, importer->root) != 0) {
+            n = resolve_in(c, r, name, out, MAX_DEPTH);
         }
-        pthread_mutex_unlock(&c->lock);
     }
     Py_END_ALLOW_THREADS
 
@@ -574,31 +565,11 @@ request_import(pyr_entry_t *d)
         pthread_mutex_unlock(&c->build);
     }
     if (pinned && !in_closure(pinned, d, 0)) {
-        pyr_gen_add_dep(pinned, d->current);
-        /* The next check of the handler must look at d as well. */
-        __atomic_store_n(&pinned->entry->next_check, 0, __ATOMIC_RELAXED);
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&pinned->entry->lock);
-        if (pinned->entry->watch) {
-            pyr_watch_t *w = pinned->entry->watch, *nw;
-            int n = w->n;
+        pyr_sig_t sig = d->current->sig;
 
-            nw = pyr_xmalloc(sizeof(*nw) + (size_t)(n + 1) * sizeof(nw->item[0]));
-            memcpy(nw->item, w->item, (size_t)n * sizeof(nw->item[0]));
-            nw->n = n + 1;
-            nw->refs = 1;
-            nw->item[n].e = d;
-            nw->item[n].sig = d->current->sig;
-            nw->item[n].exists = 1;
-            pinned->entry->watch = nw;
-            /* The next check watches the new list, then sweeps it. */
-            __atomic_store_n(&pinned->entry->clean_epoch, 0, __ATOMIC_RELEASE);
-            __atomic_store_n(&pinned->entry->watch_gen, 0, __ATOMIC_RELEASE);
-            if (__atomic_sub_fetch(&w->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-                free(w);
-            }
-        }
-        pthread_mutex_unlock(&pinned->entry->lock);
+        pyr_gen_add_dep(pinned, d->current);
+        Py_BEGIN_ALLOW_THREADS
+        pyr_entry_watch_add(pinned->entry, d, &sig);
         Py_END_ALLOW_THREADS
     }
     return d->current->module;
@@ -1193,9 +1164,7 @@ watch_of(pyr_gen_t *g)
 
     memset(&tmp, 0, sizeof(tmp));
     collect_old(&tmp, g);
-    w = pyr_xmalloc(sizeof(*w) + (size_t)tmp.nold * sizeof(w->item[0]));
-    w->refs = 1;
-    w->n = tmp.nold;
+    w = pyr_watch_new(tmp.nold);
     for (i = 0; i < tmp.nold; i++) {
         w->item[i].e = tmp.old[i].e;
         w->item[i].sig = tmp.old[i].g->sig;
@@ -1210,11 +1179,9 @@ watch_of(pyr_gen_t *g)
 static pyr_watch_t *
 watch_seen(pyr_build_t *b, pyr_entry_t *root)
 {
-    pyr_watch_t *w = pyr_xmalloc(sizeof(*w) + (size_t)(b->nold + b->nitems + 1)
-                            * sizeof(w->item[0]));
+    pyr_watch_t *w = pyr_watch_new(b->nold + b->nitems + 1);
     int i, n = 0;
 
-    w->refs = 1;
     for (i = 0; i < b->nold; i++) {
         w->item[n].e = b->old[i].e;
         w->item[n].sig = b->old[i].now;
