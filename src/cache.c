@@ -3,7 +3,7 @@
  *
  * cache.c: the per-process module cache: its entries and reload roots, the
  * check a request makes before it runs (refresh), and the watch lists those
- * checks sweep.  A generation's life is gen.c; building one is loader.c.
+ * checks sweep.  A generation's life is gen.c; building one is build.c.
  *
  * Three locks, never taken the wrong way round:
  *   - an entry's mutex guards what a request needs before it may run Python

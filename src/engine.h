@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.h: the structures the cache (cache.c) and the loader (loader.c)
+ * engine.h: the structures the cache (cache.c) and the builder (build.c)
  * share.  Nothing outside those two files looks inside them.
  */
 #ifndef PYR_ENGINE_H
@@ -144,7 +144,7 @@ int pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg);
  * (pyr_entry_acquire() to pyr_gen_release()), or NULL. */
 pyr_gen_t *pyr_gen_pinned(void);
 
-/* loader.c: building new generations (GIL held, build mutex held). */
+/* build.c: building new generations (GIL held, build mutex held). */
 typedef struct pyr_build pyr_build_t;
 
 /* Rebuild what changed in the closure of e (a handler), or load it for the

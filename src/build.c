@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * loader.c: building new generations of a handler and of the modules it
+ * build.c: building new generations of a handler and of the modules it
  * imports from its reload roots, and the import hook that makes those
  * imports go through the cache.
  *
