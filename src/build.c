@@ -527,8 +527,6 @@ in_closure(pyr_gen_t *g, pyr_entry_t *d, int depth)
     return NULL;
 }
 
-static int publish(pyr_build_t *b);
-static void build_free(pyr_build_t *b);
 
 /* A request imports a module its pinned set does not have: load it now if
  * it never was, and add it to the request's handler generation so that the
@@ -536,33 +534,10 @@ static void build_free(pyr_build_t *b);
 static PyObject *
 request_import(pyr_entry_t *d)
 {
-    pyr_cache_t *c = d->cache;
     pyr_gen_t *pinned = pyr_gen_pinned();
 
-    if (!d->current) {
-        pyr_build_t b;
-        PyObject *m;
-        int ok;
-
-        /* The build lock is never waited for with the GIL held. */
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&c->build);
-        Py_END_ALLOW_THREADS
-        if (!d->current) {
-            memset(&b, 0, sizeof(b));
-            b.cache = c;
-            b.log = c->log.log ? &c->log : NULL;
-            building = &b;
-            m = build_module(&b, d);
-            building = NULL;
-            ok = m && publish(&b) == 0;
-            build_free(&b);
-            if (!ok) {
-                pthread_mutex_unlock(&c->build);
-                return NULL;
-            }
-        }
-        pthread_mutex_unlock(&c->build);
+    if (!d->current && pyr_build_first(d) < 0) {
+        return NULL;
     }
     if (pinned && !in_closure(pinned, d, 0)) {
         pyr_sig_t sig = d->current->sig;
@@ -579,28 +554,11 @@ request_import(pyr_entry_t *d)
 static PyObject *
 module_for(pyr_entry_t *importer, pyr_entry_t *d)
 {
-    pyr_build_t *b = building;
+    pyr_build_t *b = pyr_build_current();
     pyr_gen_t *pinned;
 
     if (b) {
-        int from = find_item(b, importer), i = find_item(b, d), o;
-        PyObject *m;
-
-        if (i >= 0) {
-            record_dep(b, from, d);
-            return b->items[i].module;
-        }
-        o = find_old(b, d);
-        if (!d->current || (o >= 0 && b->old[o].marked)) {
-            if (!(m = build_module(b, d))) {
-                return NULL;
-            }
-        }
-        else {
-            m = d->current->module;
-        }
-        record_dep(b, from, d);
-        return m;
+        return pyr_build_import(b, importer, d);
     }
     if ((pinned = pyr_gen_pinned())) {
         pyr_gen_t *g = in_closure(pinned, d, 0);
@@ -687,8 +645,10 @@ bind_child(pyr_entry_t *pe, PyObject *parent, pyr_entry_t *ce, PyObject *child)
 {
     const char *last = strrchr(ce->name, '.');
 
-    if (building) {
-        record_dep(building, find_item(building, pe), ce);
+    pyr_build_t *b = pyr_build_current();
+
+    if (b) {
+        pyr_build_bind(b, pe, ce);
     }
     return PyObject_SetAttrString(parent, last ? last + 1 : ce->name, child);
 }
@@ -1281,4 +1241,70 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
     }
     build_free(&b);
     return failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The build in progress on this thread, for the import hook           */
+
+pyr_build_t *
+pyr_build_current(void)
+{
+    return building;
+}
+
+PyObject *
+pyr_build_import(pyr_build_t *b, pyr_entry_t *importer, pyr_entry_t *d)
+{
+    int from = find_item(b, importer), i = find_item(b, d), o;
+    PyObject *m;
+
+    if (i >= 0) {
+        record_dep(b, from, d);
+        return b->items[i].module;
+    }
+    o = find_old(b, d);
+    if (!d->current || (o >= 0 && b->old[o].marked)) {
+        if (!(m = build_module(b, d))) {
+            return NULL;
+        }
+    }
+    else {
+        m = d->current->module;
+    }
+    record_dep(b, from, d);
+    return m;
+}
+
+void
+pyr_build_bind(pyr_build_t *b, pyr_entry_t *parent, pyr_entry_t *child)
+{
+    record_dep(b, find_item(b, parent), child);
+}
+
+int
+pyr_build_first(pyr_entry_t *d)
+{
+    pyr_cache_t *c = d->cache;
+    pyr_build_t b;
+    int rv = 0;
+
+    /* The build lock is never waited for with the GIL held. */
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&c->build);
+    Py_END_ALLOW_THREADS
+    /* Another thread may have loaded it meanwhile. */
+    if (!d->current) {
+        PyObject *m;
+
+        memset(&b, 0, sizeof(b));
+        b.cache = c;
+        b.log = c->log.log ? &c->log : NULL;
+        building = &b;
+        m = build_module(&b, d);
+        building = NULL;
+        rv = m && publish(&b) == 0 ? 0 : -1;
+        build_free(&b);
+    }
+    pthread_mutex_unlock(&c->build);
+    return rv;
 }

@@ -156,6 +156,24 @@ typedef struct pyr_build pyr_build_t;
 int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
                      pyr_watch_t **watch, char **report);
 
+/* The build in progress on this thread: while a build runs the body of one
+ * of its modules, the import hook (import.c) hands that module's imports to
+ * the build, not to the published generations.  The build is current from
+ * the first module it builds to the last; it is never current while it
+ * publishes (a __purge__ hook's imports are ordinary request-time ones).
+ * All: GIL held. */
+pyr_build_t *pyr_build_current(void);       /* NULL: no build on this thread */
+/* Within b: the module importer gets for d (built now if b must rebuild it
+ * or it never was loaded), recorded as importer's dependency.  Borrowed
+ * reference, or NULL with an exception. */
+PyObject *pyr_build_import(pyr_build_t *b, pyr_entry_t *importer, pyr_entry_t *d);
+/* Within b: package parent depends on its submodule child. */
+void pyr_build_bind(pyr_build_t *b, pyr_entry_t *parent, pyr_entry_t *child);
+/* Outside any build: load d, never loaded, on its own and publish it (a
+ * request's first import of d).  Takes the build mutex, waiting for it
+ * with the GIL released.  0, or -1 with an exception. */
+int pyr_build_first(pyr_entry_t *d);
+
 /* Install the import hook (builtins.__import__ for reloadable modules, and
  * importlib.import_module).  GIL, at interpreter start. */
 int pyr_loader_init(void);
