@@ -174,10 +174,13 @@ void pyr_build_bind(pyr_build_t *b, pyr_entry_t *parent, pyr_entry_t *child);
  * with the GIL released.  0, or -1 with an exception. */
 int pyr_build_first(pyr_entry_t *d);
 
-/* Install the import hook (builtins.__import__ for reloadable modules, and
- * importlib.import_module).  GIL, at interpreter start. */
+/* import.c (GIL).  Install the import hook (builtins.__import__ for
+ * reloadable modules, and importlib.import_module), at interpreter start
+ * (the names are older than the file). */
 int pyr_loader_init(void);
 void pyr_loader_fini(void);
+/* Code run in globals (a module e's dict) imports through the cache, as e. */
+int pyr_import_bind_globals(PyObject *globals, pyr_entry_t *e);
 
 /* names.c: generations in sys.modules (GIL).
  * enter: while e's new module runs its body, sys.modules[e->name] is it;
