@@ -39,7 +39,7 @@ CFLAGS  ?= -O2 -g
 CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
-ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/import.c src/notify.c \
+ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
 # httpd-side Python glue.
 GLUE_SRC   = src/request.c

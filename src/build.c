@@ -138,156 +138,15 @@ record_dep(pyr_build_t *b, int from, pyr_entry_t *to)
 /* ------------------------------------------------------------------ */
 /* Building one module                                                 */
 
-/* Code anyone may write never runs (unless PyReloadSafeFiles Off); code the
- * server's own User may write runs, with a warning once per file.  The
- * refusal is recorded in the build, so that it fails even if the importer
- * catches the exception.  0, or -1 with PermissionError set. */
-static int
-safe_to_run(pyr_build_t *b, pyr_entry_t *e)
-{
-    const pyr_logger_t *log = b->log ? b->log : e->cache->log.log ? &e->cache->log : NULL;
-    char msg[1024];
-    int unsafe = 0, writable = 0;
-
-    Py_BEGIN_ALLOW_THREADS
-    if (!e->cache->unsafe_ok) {
-        unsafe = pyr_perm_check(e->path, msg, sizeof(msg)) == 1;
-    }
-    if (!unsafe && !e->warned_writable) {
-        writable = pyr_perm_self_writable(e->path, msg, sizeof(msg));
-        if (writable && log) {
-            pyr_logf(log, PYR_LOG_WARNING, "PYR0121: %s", msg);
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (writable) {
-        e->warned_writable = 1;
-    }
-    if (!unsafe) {
-        return 0;
-    }
-    if (!b->refused) {
-        b->refused = pyr_xstrdup(msg);
-    }
-    PyErr_SetString(PyExc_PermissionError, msg);
-    return -1;
-}
-
-/* Compile e's source (or reuse the current code when the file is the same:
- * only a dependency changed).  New reference, or NULL with an exception. */
-static PyObject *
-compile_source(pyr_build_t *b, pyr_entry_t *e, item_t *it)
-{
-    PyCompilerFlags flags = {0, PY_MINOR_VERSION};
-    PyObject *fname, *code;
-    char *src = NULL;
-    size_t len = 0;
-    int rv;
-
-    if (safe_to_run(b, e) < 0) {
-        return NULL;
-    }
-    if (e->current && e->current->code) {
-        pyr_sig_t now;
-
-        Py_BEGIN_ALLOW_THREADS
-        rv = pyr_sig_stat(e->path, &now);
-        Py_END_ALLOW_THREADS
-        if (rv == 0 && pyr_sig_equal(&now, &e->current->sig)) {
-            it->sig = now;
-            it->exists = 1;
-            return Py_NewRef(e->current->code);
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS
-    rv = pyr_source_read(e->path, &src, &len, &it->sig);
-    Py_END_ALLOW_THREADS
-    if (rv != 0) {
-        it->exists = rv != ENOENT && rv != ENOTDIR;
-        if (!it->exists) {
-            memset(&it->sig, 0, sizeof(it->sig));
-            (void)pyr_sig_stat(e->path, &it->sig);
-        }
-        PyErr_Format(rv == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError,
-                     "%s: %s", e->path, rv == EAGAIN
-                     ? "it kept changing while it was being read" : strerror(rv));
-        return NULL;
-    }
-    it->exists = 1;
-    if (memchr(src, '\0', len)) {
-        free(src);
-        PyErr_Format(PyExc_SyntaxError, "%s: source code contains a NUL byte", e->path);
-        return NULL;
-    }
-    if (!(fname = PyUnicode_DecodeFSDefault(e->path))) {
-        free(src);
-        return NULL;
-    }
-    /* From bytes, with the real path: a coding cookie is honoured and
-     * tracebacks name the file and line. */
-    code = Py_CompileStringObject(src, fname, Py_file_input, &flags, -1);
-    Py_DECREF(fname);
-    free(src);
-    return code;
-}
-
-static int
-init_globals(pyr_entry_t *e, PyObject *dict, long number)
-{
-    PyObject *v;
-    int rv;
-
-    if (!(v = PyUnicode_DecodeFSDefault(e->path))) {
-        return -1;
-    }
-    rv = PyDict_SetItem(dict, pyr_str.file, v);
-    Py_DECREF(v);
-    if (rv < 0 || PyDict_SetItem(dict, pyr_str.builtins, PyEval_GetBuiltins()) < 0
-        || pyr_import_bind_globals(dict, e) < 0) {
-        return -1;
-    }
-    if (!(v = PyLong_FromLong(number))) {
-        return -1;
-    }
-    rv = PyDict_SetItem(dict, pyr_str.generation, v);
-    Py_DECREF(v);
-    if (rv < 0) {
-        return -1;
-    }
-    if (e->is_handler) {
-        return 0;
-    }
-    if (e->is_package) {
-        PyObject *path = Py_BuildValue("[s]", e->dir);
-
-        rv = path ? PyDict_SetItemString(dict, "__path__", path) : -1;
-        Py_XDECREF(path);
-        v = PyUnicode_FromString(e->name);
-    }
-    else {
-        const char *dot = strrchr(e->name, '.');
-
-        v = PyUnicode_FromStringAndSize(e->name, dot ? dot - e->name : 0);
-    }
-    if (rv < 0 || !v) {
-        Py_XDECREF(v);
-        return -1;
-    }
-    rv = PyDict_SetItemString(dict, "__package__", v);
-    Py_DECREF(v);
-    return rv;
-}
-
 /* Build the next generation of e's module into b (once per build: a second
  * request for it, e.g. from an import cycle, gets the module as far as it
  * got, as Python's own imports do).  Borrowed reference, or NULL. */
 static PyObject *
 build_module(pyr_build_t *b, pyr_entry_t *e)
 {
-    PyObject *code, *mod, *r, *saved;
-    PyObject *old = e->current ? e->current->module : NULL;    /* borrowed */
+    PyObject *code, *mod;
     item_t *it;
-    int idx = find_item(b, e), i, ok;
+    int idx = find_item(b, e), i;
 
     if (idx >= 0) {
         return b->items[idx].module;
@@ -316,37 +175,20 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     if (b->why && !e->is_handler) {
         report(b, "PYR0101: %s (%s) rebuilt: %s", e->import_name, e->path, b->why);
     }
-    if (!(code = compile_source(b, e, it))) {
+    if (!(code = pyr_module_code(e, b->log, &it->sig, &it->exists, &b->refused))) {
         return NULL;
     }
     it = &b->items[idx];
     it->code = code;
-    if (!(mod = PyModule_New(e->name))) {
+    if (!(mod = pyr_module_new(e, e->published + 1))) {
         return NULL;
     }
     it->module = mod;
-    if (init_globals(e, PyModule_GetDict(mod), e->published + 1) < 0) {
+    /* The body's imports may build more modules of b: items move. */
+    if (pyr_module_exec(e, mod, code) < 0) {
         return NULL;
     }
-    /* Old code hands its state over before the new body runs. */
-    if (old && pyr_call_hook(old, pyr_str.clone, mod) < 0) {
-        return NULL;
-    }
-    /* Code run at import time finds the new module by its name (dataclasses,
-     * pickle in __upgrade__); the name goes back to the serving generation
-     * until the whole set is published. */
-    if (pyr_names_enter(e, mod, &saved) < 0) {
-        return NULL;
-    }
-    r = PyEval_EvalCode(code, PyModule_GetDict(mod), PyModule_GetDict(mod));
-    ok = r != NULL;
-    Py_XDECREF(r);
-    /* New code knows old data formats; old code cannot know future ones. */
-    if (ok && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
-        ok = 0;
-    }
-    pyr_names_leave(e, &saved);
-    return ok ? b->items[idx].module : NULL;
+    return b->items[idx].module;
 }
 
 /* ------------------------------------------------------------------ */

@@ -156,6 +156,23 @@ typedef struct pyr_build pyr_build_t;
 int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
                      pyr_watch_t **watch, char **report);
 
+/* module.c: one module of a build (GIL held, build mutex held).
+ * code: e's code for its next generation, compiled from its file, or the
+ * current generation's when the file is the same (only a dependency
+ * changed); *sig and *exists say what the file looked like.  A file anyone
+ * may write is refused (unless PyReloadSafeFiles Off): PermissionError, and
+ * *refused, if still NULL, gets the message (malloc'd), so that the build
+ * fails even if the importer catches the exception.  log NULL: the
+ * cache's.  New reference, or NULL with an exception.
+ * new: a fresh module for e's generation number, its globals set (new
+ * reference, or NULL).  exec: run code in mod: the current module's
+ * __clone__(mod), the body (under e's name in sys.modules), then
+ * mod.__upgrade__(current).  0, or -1 with an exception. */
+PyObject *pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig,
+                          int *exists, char **refused);
+PyObject *pyr_module_new(pyr_entry_t *e, long number);
+int pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code);
+
 /* The build in progress on this thread: while a build runs the body of one
  * of its modules, the import hook (import.c) hands that module's imports to
  * the build, not to the published generations.  The build is current from
