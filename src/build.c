@@ -21,9 +21,6 @@
 #include "engine.h"
 #include "mem.h"
 
-#include <apr_strings.h>
-
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,42 +289,6 @@ build_free(pyr_build_t *b)
     free(b->refused);
 }
 
-/* Handler files: a callable that a configuration uses must not disappear.
- * One the current generation has and the new one lacks fails the load (the
- * last good code keeps serving, as for any broken edit); one never found
- * belongs to the configuration that names it, not to the file: out[i] is
- * NULL and only that configuration's requests fail. */
-static int
-check_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
-{
-    int i, n = __atomic_load_n(&e->nnames, __ATOMIC_ACQUIRE);
-    PyObject *dict = PyModule_GetDict(module);
-    PyObject *had = e->current ? PyModule_GetDict(e->current->module) : NULL;
-
-    for (i = 0; i < n; i++) {
-        PyObject *fn = PyDict_GetItemString(dict, e->names[i]);    /* borrowed */
-        PyObject *old = had ? PyDict_GetItemString(had, e->names[i]) : NULL;
-
-        out[i] = fn && PyCallable_Check(fn) ? fn : NULL;
-        if (out[i] || !old || !PyCallable_Check(old)) {
-            continue;
-        }
-        if (!fn) {
-            PyErr_Format(PyExc_AttributeError, "%s defines no '%s' (named by "
-                         "PyReloadHandler, and defined by the code serving now)",
-                         e->path, e->names[i]);
-        }
-        else {
-            PyErr_Format(PyExc_TypeError, "'%s' in %s is a %.100s, not a callable "
-                         "(named by PyReloadHandler)", e->names[i], e->path,
-                         Py_TYPE(fn)->tp_name);
-        }
-        return -1;
-    }
-    *nout = n;
-    return 0;
-}
-
 /* sys.modules: every name of the build to its new module (or none). */
 static int
 publish_names(pyr_build_t *b)
@@ -356,12 +317,11 @@ static int
 publish(pyr_build_t *b)
 {
     pyr_gen_t **gens;
-    PyObject *calls[PYR_MAX_CALLABLES];
-    int i, j, ncalls = 0;
+    int i, j;
 
     for (i = 0; i < b->nitems; i++) {
         if (b->items[i].e->is_handler
-            && check_callables(b->items[i].e, b->items[i].module, calls, &ncalls) < 0) {
+            && pyr_gen_check_callables(b->items[i].e, b->items[i].module) < 0) {
             return -1;
         }
     }
@@ -389,10 +349,7 @@ publish(pyr_build_t *b)
         g->code = it->code;
         it->module = it->code = NULL;
         if (it->e->is_handler) {
-            check_callables(it->e, g->module, g->callables, &g->ncallables);
-            for (j = 0; j < g->ncallables; j++) {
-                Py_XINCREF(g->callables[j]);
-            }
+            pyr_gen_take_callables(g);
         }
         for (j = 0; j < it->ndeps; j++) {
             pyr_gen_t *d = it->deps[j].item >= 0 ? gens[it->deps[j].item] : it->deps[j].gen;

@@ -123,6 +123,11 @@ void pyr_entry_watch_add(pyr_entry_t *e, pyr_entry_t *d, const pyr_sig_t *sig);
 pyr_gen_t *pyr_gen_new(pyr_entry_t *e, const pyr_sig_t *sig);
 /* g imported d: g holds a reference to d until g is freed. */
 void pyr_gen_add_dep(pyr_gen_t *g, pyr_gen_t *d);
+/* Handler generations: whether module, e's next one, has the callables
+ * the configuration names (0, or -1 with an exception: see gen.c); take
+ * them into g, whose module is set, before it is published. */
+int pyr_gen_check_callables(pyr_entry_t *e, PyObject *module);
+void pyr_gen_take_callables(pyr_gen_t *g);
 /* Let go of g's module, code and callables (and its name in sys.modules). */
 void pyr_gen_clear(pyr_gen_t *g);
 /* Free g itself, letting go of no reference it holds: a generation never

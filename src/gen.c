@@ -15,7 +15,6 @@
 #include "mem.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 /* The handler generation the calling thread's request is pinned to. */
 static __thread pyr_gen_t *pinned;
@@ -259,6 +258,62 @@ long
 pyr_gen_number(const pyr_gen_t *g)
 {
     return g->number;
+}
+
+/* Handler files: a callable that a configuration uses must not disappear.
+ * One the current generation has and the new one lacks fails the load (the
+ * last good code keeps serving, as for any broken edit); one never found
+ * belongs to the configuration that names it, not to the file: out[i] is
+ * NULL and only that configuration's requests fail. */
+static int
+find_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
+{
+    int i, n = __atomic_load_n(&e->nnames, __ATOMIC_ACQUIRE);
+    PyObject *dict = PyModule_GetDict(module);
+    PyObject *had = e->current ? PyModule_GetDict(e->current->module) : NULL;
+
+    for (i = 0; i < n; i++) {
+        PyObject *fn = PyDict_GetItemString(dict, e->names[i]);    /* borrowed */
+        PyObject *old = had ? PyDict_GetItemString(had, e->names[i]) : NULL;
+
+        out[i] = fn && PyCallable_Check(fn) ? fn : NULL;
+        if (out[i] || !old || !PyCallable_Check(old)) {
+            continue;
+        }
+        if (!fn) {
+            PyErr_Format(PyExc_AttributeError, "%s defines no '%s' (named by "
+                         "PyReloadHandler, and defined by the code serving now)",
+                         e->path, e->names[i]);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "'%s' in %s is a %.100s, not a callable "
+                         "(named by PyReloadHandler)", e->names[i], e->path,
+                         Py_TYPE(fn)->tp_name);
+        }
+        return -1;
+    }
+    *nout = n;
+    return 0;
+}
+
+int
+pyr_gen_check_callables(pyr_entry_t *e, PyObject *module)
+{
+    PyObject *calls[PYR_MAX_CALLABLES];
+    int n;
+
+    return find_callables(e, module, calls, &n);
+}
+
+void
+pyr_gen_take_callables(pyr_gen_t *g)
+{
+    int i;
+
+    (void)find_callables(g->entry, g->module, g->callables, &g->ncallables);
+    for (i = 0; i < g->ncallables; i++) {
+        Py_XINCREF(g->callables[i]);
+    }
 }
 
 PyObject *
