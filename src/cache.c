@@ -5,14 +5,12 @@
  * check a request makes before it runs (refresh), and the watch lists those
  * checks sweep.  A generation's life is gen.c; building one is build.c.
  *
- * Three locks, never taken the wrong way round:
- *   - an entry's mutex guards what a request needs before it may run Python
- *     (the files its handler watches, who is loading, the last failure);
- *   - the cache's build mutex lets one rebuild run at a time;
- *   - the GIL guards the Python side: current generations and their counts.
- * The two mutexes are only ever waited for WITHOUT the GIL, and the GIL is
- * taken after them, so a loader that needs the GIL can never deadlock
- * against a thread that holds the GIL and waits for a mutex.
+ * Locking (the order for the whole engine is in engine.h): this is the one
+ * file that takes the cache's lock (entries and roots, held for a lookup
+ * only) and an entry's mutex (what a request needs before it may run
+ * Python: the files its handler watches, who is loading, the last
+ * failure).  Its functions run WITHOUT the GIL, except pyr_cache_destroy(),
+ * and load(), which takes the build mutex and then the GIL.
  */
 #include "engine.h"
 #include "mem.h"

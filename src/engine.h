@@ -1,8 +1,27 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.h: the structures the cache (cache.c) and the builder (build.c)
- * share.  Nothing outside those two files looks inside them.
+ * engine.h: what the engine's files share: the cache, its entries and
+ * their generations, and the functions each file offers the others.
+ * Nothing outside these files looks inside the structures (the API is
+ * include/pyreload.h).
+ *
+ *   cache.c   entries, reload roots, a request's check, watch lists
+ *   gen.c     a generation's life: made, pinned, retired, collected, freed
+ *   build.c   a build: what to rebuild, in which order; publishing the set
+ *   module.c  one module of a build: safety, code, globals, hooks, body
+ *   import.c  the import hook and name resolution
+ *   names.c   generations in sys.modules
+ *
+ * Three locks, never taken the wrong way round:
+ *   - an entry's mutex guards what a request needs before it may run Python
+ *     (the files its handler watches, who is loading, the last failure);
+ *   - the cache's build mutex lets one rebuild run at a time;
+ *   - the GIL guards the Python side: current generations and their counts.
+ * The two mutexes are only ever waited for WITHOUT the GIL, and the GIL is
+ * taken after them, so a loader that needs the GIL can never deadlock
+ * against a thread that holds the GIL and waits for a mutex.  The cache's
+ * own lock (entries, roots) is held for a lookup only, without the GIL.
  */
 #ifndef PYR_ENGINE_H
 #define PYR_ENGINE_H
@@ -161,6 +180,23 @@ typedef struct pyr_build pyr_build_t;
 int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
                      pyr_watch_t **watch, char **report);
 
+/* The build in progress on this thread: while a build runs the body of one
+ * of its modules, the import hook (import.c) hands that module's imports to
+ * the build, not to the published generations.  A build is current on its
+ * thread from the first module it builds to the last, not while it
+ * publishes.  All: GIL held. */
+pyr_build_t *pyr_build_current(void);       /* NULL: no build on this thread */
+/* Within b: the module importer gets for d (built now if b must rebuild it
+ * or it never was loaded), recorded as importer's dependency.  Borrowed
+ * reference, or NULL with an exception. */
+PyObject *pyr_build_import(pyr_build_t *b, pyr_entry_t *importer, pyr_entry_t *d);
+/* Within b: package parent depends on its submodule child. */
+void pyr_build_bind(pyr_build_t *b, pyr_entry_t *parent, pyr_entry_t *child);
+/* Outside any build: load d, never loaded, on its own and publish it (a
+ * request's first import of d).  Takes the build mutex, waiting for it
+ * with the GIL released.  0, or -1 with an exception. */
+int pyr_build_first(pyr_entry_t *d);
+
 /* module.c: one module of a build (GIL held, build mutex held).
  * code: e's code for its next generation, compiled from its file, or the
  * current generation's when the file is the same (only a dependency
@@ -177,24 +213,6 @@ PyObject *pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *si
                           int *exists, char **refused);
 PyObject *pyr_module_new(pyr_entry_t *e, long number);
 int pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code);
-
-/* The build in progress on this thread: while a build runs the body of one
- * of its modules, the import hook (import.c) hands that module's imports to
- * the build, not to the published generations.  The build is current from
- * the first module it builds to the last; it is never current while it
- * publishes (a __purge__ hook's imports are ordinary request-time ones).
- * All: GIL held. */
-pyr_build_t *pyr_build_current(void);       /* NULL: no build on this thread */
-/* Within b: the module importer gets for d (built now if b must rebuild it
- * or it never was loaded), recorded as importer's dependency.  Borrowed
- * reference, or NULL with an exception. */
-PyObject *pyr_build_import(pyr_build_t *b, pyr_entry_t *importer, pyr_entry_t *d);
-/* Within b: package parent depends on its submodule child. */
-void pyr_build_bind(pyr_build_t *b, pyr_entry_t *parent, pyr_entry_t *child);
-/* Outside any build: load d, never loaded, on its own and publish it (a
- * request's first import of d).  Takes the build mutex, waiting for it
- * with the GIL released.  0, or -1 with an exception. */
-int pyr_build_first(pyr_entry_t *d);
 
 /* import.c (GIL).  Install the import hook (builtins.__import__ for
  * reloadable modules, and importlib.import_module), at interpreter start
