@@ -39,8 +39,8 @@ CFLAGS  ?= -O2 -g
 CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
-ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/engine.c src/loader.c src/notify.c \
-             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c
+ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
+             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
 # httpd-side Python glue.
 GLUE_SRC   = src/request.c src/child.c

@@ -159,7 +159,7 @@ const char *pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file,
 int pyr_is_identifier(const char *s);
 
 /* ------------------------------------------------------------------ */
-/* engine.c: the module cache                                          */
+/* cache.c, gen.c: the module cache and its generations                */
 
 typedef struct pyr_cache pyr_cache_t;
 typedef struct pyr_entry pyr_entry_t;

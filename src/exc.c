@@ -7,6 +7,7 @@
  * sys.stderr in one go, without the file name header we log before it.
  */
 #include "pyr_py.h"
+#include "mem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ static char *
 dup_utf8(PyObject *s)
 {
     const char *u = PyUnicode_AsUTF8(s);
-    return u ? strdup(u) : NULL;
+    return u ? pyr_xstrdup(u) : NULL;
 }
 
 char *
@@ -27,7 +28,7 @@ pyr_exc_format(void)
 
     PyErr_Fetch(&type, &value, &tb);
     if (!type) {
-        return strdup("(no Python exception was set)\n");
+        return pyr_xstrdup("(no Python exception was set)\n");
     }
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb && value) {
@@ -63,5 +64,5 @@ pyr_exc_format(void)
     Py_XDECREF(lines);
     Py_XDECREF(empty);
     Py_XDECREF(text);
-    return out ? out : strdup("(the exception could not be formatted)\n");
+    return out ? out : pyr_xstrdup("(the exception could not be formatted)\n");
 }

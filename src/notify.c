@@ -20,7 +20,7 @@
  * directory itself went: IN_DELETE_SELF, IN_MOVE_SELF, IN_IGNORED), and it
  * moves the generation: every path is resolved again and watched where it
  * now leads before any request trusts "no event" again.  Until then the
- * entries stat their files (engine.c).
+ * entries stat their files (cache.c).
  *
  * Read-your-writes holds: the kernel queues the event inside the writer's
  * own system call, so once a save has returned, a request that starts

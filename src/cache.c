@@ -1,19 +1,19 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.c: the per-process module cache, its checks and the life of
- * generations.  Building new generations is loader.c.
+ * cache.c: the per-process module cache: its entries and reload roots, the
+ * check a request makes before it runs (refresh), and the watch lists those
+ * checks sweep.  A generation's life is gen.c; building one is build.c.
  *
- * Three locks, never taken the wrong way round:
- *   - an entry's mutex guards what a request needs before it may run Python
- *     (the files its handler watches, who is loading, the last failure);
- *   - the cache's build mutex lets one rebuild run at a time;
- *   - the GIL guards the Python side: current generations and their counts.
- * The two mutexes are only ever waited for WITHOUT the GIL, and the GIL is
- * taken after them, so a loader that needs the GIL can never deadlock
- * against a thread that holds the GIL and waits for a mutex.
+ * Locking (the order for the whole engine is in engine.h): this is the one
+ * file that takes the cache's lock (entries and roots, held for a lookup
+ * only) and an entry's mutex (what a request needs before it may run
+ * Python: the files its handler watches, who is loading, the last
+ * failure).  Its functions run WITHOUT the GIL, except pyr_cache_destroy(),
+ * and load(), which takes the build mutex and then the GIL.
  */
 #include "engine.h"
+#include "mem.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
@@ -124,6 +124,30 @@ pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *ro
 }
 
 pyr_entry_t *
+pyr_cache_find(pyr_cache_t *c, const char *path)
+{
+    pyr_entry_t *e;
+
+    pthread_mutex_lock(&c->lock);
+    e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
+    pthread_mutex_unlock(&c->lock);
+    return e;
+}
+
+const char *
+pyr_cache_root(pyr_cache_t *c, int i)
+{
+    const char *r = NULL;
+
+    pthread_mutex_lock(&c->lock);
+    if (i >= 0 && i < c->roots->nelts) {
+        r = APR_ARRAY_IDX(c->roots, i, const char *);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+pyr_entry_t *
 pyr_cache_entry(pyr_cache_t *c, const char *path)
 {
     return pyr_entry_new(c, path, NULL, NULL, 1, 0);
@@ -154,7 +178,7 @@ pyr_entry_require(pyr_entry_t *e, const char *callable)
         }
     }
     if (slot < 0 && e->nnames < PYR_MAX_CALLABLES) {
-        e->names[e->nnames] = strdup(callable);
+        e->names[e->nnames] = pyr_xstrdup(callable);
         slot = e->nnames;
         __atomic_store_n(&e->nnames, e->nnames + 1, __ATOMIC_RELEASE);
     }
@@ -176,239 +200,17 @@ pyr_entry_last_error(pyr_entry_t *e, apr_pool_t *p)
 }
 
 /* ------------------------------------------------------------------ */
-/* Generations                                                         */
+/* Watch lists                                                         */
 
-/* A retired generation nobody uses any more, before it is freed: __purge__
- * it and let go of its module.  GIL. */
-static void
-gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
+pyr_watch_t *
+pyr_watch_new(int n)
 {
-    pyr_cache_t *c = g->entry->cache;
-    int i;
+    pyr_watch_t *w = pyr_xmalloc(sizeof(*w) + (size_t)n * sizeof(w->item[0]));
 
-    if (g->rprev) {
-        g->rprev->rnext = g->rnext;
-    }
-    else if (c->retired == g) {
-        c->retired = g->rnext;
-    }
-    if (g->rnext) {
-        g->rnext->rprev = g->rprev;
-    }
-    g->rnext = g->rprev = NULL;
-    if (pyr_call_hook(g->module, pyr_str.purge, NULL) < 0) {
-        char *tb = pyr_exc_format();
-
-        Py_BEGIN_ALLOW_THREADS
-        pyr_logf(log, PYR_LOG_ERR, "PYR0104: %s: __purge__() of generation %ld raised:",
-                 g->entry->path, g->number);
-        pyr_log_lines(log, PYR_LOG_ERR, "PYR0104: ", tb);
-        Py_END_ALLOW_THREADS
-        free(tb);
-    }
-    for (i = 0; i < g->ncallables; i++) {
-        Py_CLEAR(g->callables[i]);
-    }
-    pyr_names_forget(g->entry, g->module);
-    Py_CLEAR(g->module);
-    Py_CLEAR(g->code);
+    w->refs = 1;
+    w->n = n;
+    return w;
 }
-
-/* Let go of what g imported (which may finish those in turn), except the
- * generations of the same collection, which are freed after all of them
- * let go.  GIL. */
-static void
-gen_unref_deps(pyr_gen_t *g, const pyr_logger_t *log)
-{
-    int i;
-
-    for (i = 0; i < g->ndeps; i++) {
-        if (!g->deps[i]->dying) {
-            pyr_gen_unref(g->deps[i], log);
-        }
-    }
-}
-
-static void
-gen_free(pyr_gen_t *g)
-{
-    free(g->deps);
-    PyMem_Free(g);
-}
-
-void
-pyr_gen_ref(pyr_gen_t *g)
-{
-    g->refs++;
-}
-
-void
-pyr_gen_unref(pyr_gen_t *g, const pyr_logger_t *log)
-{
-    if (--g->refs == 0 && g->retired) {
-        gen_purge(g, log);
-        gen_unref_deps(g, log);
-        gen_free(g);
-    }
-    else if (g->retired) {
-        /* What is left may be other retired generations only (a cycle). */
-        pyr_gen_collect(g->entry->cache, log);
-    }
-}
-
-void
-pyr_gen_retire(pyr_gen_t *g)
-{
-    pyr_cache_t *c = g->entry->cache;
-
-    g->retired = 1;
-    g->rprev = NULL;
-    g->rnext = c->retired;
-    if (c->retired) {
-        c->retired->rprev = g;
-    }
-    c->retired = g;
-}
-
-/* Reference counts alone never free two retired generations that import
- * each other.  As CPython's cycle collector does, subtract the references
- * that retired generations hold on each other: what is still held from
- * outside (a request, a current generation) lives, and so does everything
- * it imports; the rest is garbage.  Retired generations are few and short
- * lived, so a whole pass costs little, and only replaced code pays it. */
-void
-pyr_gen_collect(pyr_cache_t *c, const pyr_logger_t *log)
-{
-    pyr_gen_t *g, *dead;
-    int i, again;
-
-    if (c->collecting) {
-        c->collect_again = 1;
-        return;
-    }
-    c->collecting = 1;
-    do {
-        c->collect_again = 0;
-        for (g = c->retired; g; g = g->rnext) {
-            g->held = 0;
-        }
-        for (g = c->retired; g; g = g->rnext) {
-            for (i = 0; i < g->ndeps; i++) {
-                g->deps[i]->held += g->deps[i]->retired;
-            }
-        }
-        for (g = c->retired; g; g = g->rnext) {
-            g->live = g->refs > g->held;
-        }
-        do {
-            again = 0;
-            for (g = c->retired; g; g = g->rnext) {
-                for (i = 0; g->live && i < g->ndeps; i++) {
-                    if (g->deps[i]->retired && !g->deps[i]->live) {
-                        g->deps[i]->live = again = 1;
-                    }
-                }
-            }
-        } while (again);
-        dead = NULL;
-        for (g = c->retired; g; g = g->rnext) {
-            g->dying = !g->live;
-            if (g->dying) {
-                g->dnext = dead;
-                dead = g;
-            }
-        }
-        /* Every hook runs, then every reference out of the garbage goes,
-         * before any of it is freed. */
-        for (g = dead; g; g = g->dnext) {
-            gen_purge(g, log);
-        }
-        for (g = dead; g; g = g->dnext) {
-            gen_unref_deps(g, log);
-        }
-        while ((g = dead)) {
-            dead = g->dnext;
-            gen_free(g);
-        }
-    } while (c->collect_again);
-    c->collecting = 0;
-}
-
-pyr_gen_t *
-pyr_entry_acquire(pyr_entry_t *e)
-{
-    pyr_gen_t *g = e->current;
-
-    if (g) {
-        g->refs++;
-        pyr_pinned = g;
-    }
-    return g;
-}
-
-void
-pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log)
-{
-    if (pyr_pinned == g) {
-        pyr_pinned = NULL;
-    }
-    pyr_gen_unref(g, log);
-}
-
-PyObject *
-pyr_gen_module(pyr_gen_t *g)
-{
-    return g->module;
-}
-
-long
-pyr_gen_number(const pyr_gen_t *g)
-{
-    return g->number;
-}
-
-PyObject *
-pyr_gen_callable(pyr_gen_t *g, int slot)
-{
-    PyObject *name, *fn;
-    pyr_entry_t *e = g->entry;
-
-    if (slot >= 0 && slot < g->ncallables && g->callables[slot]) {
-        return g->callables[slot];
-    }
-    /* Declared after this generation was published, or missing from it:
-     * look it up now (and say why it cannot be called). */
-    if (slot < 0 || slot >= __atomic_load_n(&e->nnames, __ATOMIC_ACQUIRE)) {
-        PyErr_SetString(PyExc_RuntimeError, "too many callables declared for one file");
-        return NULL;
-    }
-    if (!(name = PyUnicode_FromString(e->names[slot]))) {
-        return NULL;
-    }
-    fn = PyDict_GetItemWithError(PyModule_GetDict(g->module), name);    /* borrowed */
-    if (!fn && !PyErr_Occurred()) {
-        PyErr_Format(PyExc_AttributeError, "%s defines no '%U'", e->path, name);
-    }
-    else if (fn && !PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "'%U' in %s is not callable", name, e->path);
-        fn = NULL;
-    }
-    Py_DECREF(name);
-    return fn;
-}
-
-int
-pyr_gen_tell_missing(pyr_gen_t *g, int slot)
-{
-    if (slot < 0 || slot >= PYR_MAX_CALLABLES || g->told[slot]) {
-        return 0;
-    }
-    g->told[slot] = 1;
-    return 1;
-}
-
-/* ------------------------------------------------------------------ */
-/* Checking                                                            */
 
 static void
 watch_release(pyr_watch_t *w)
@@ -416,6 +218,28 @@ watch_release(pyr_watch_t *w)
     if (w && __atomic_sub_fetch(&w->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         free(w);
     }
+}
+
+void
+pyr_entry_watch_add(pyr_entry_t *e, pyr_entry_t *d, const pyr_sig_t *sig)
+{
+    /* The next check of the handler must look at d as well. */
+    __atomic_store_n(&e->next_check, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&e->lock);
+    if (e->watch) {
+        pyr_watch_t *w = e->watch, *nw = pyr_watch_new(w->n + 1);
+
+        memcpy(nw->item, w->item, (size_t)w->n * sizeof(nw->item[0]));
+        nw->item[w->n].e = d;
+        nw->item[w->n].sig = *sig;
+        nw->item[w->n].exists = 1;
+        e->watch = nw;
+        /* The next check watches the new list, then sweeps it. */
+        __atomic_store_n(&e->clean_epoch, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&e->watch_gen, 0, __ATOMIC_RELEASE);
+        watch_release(w);
+    }
+    pthread_mutex_unlock(&e->lock);
 }
 
 static pyr_status_t
@@ -464,6 +288,9 @@ watch_changed(pyr_entry_t *e, const pyr_watch_t *w, int patient)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* Checking                                                            */
 
 /* Watch every file of w where its path leads now.  1 if all are watched.
  * No GIL, no lock. */
@@ -560,7 +387,7 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
         free(e->error);
         e->error = error;
     }
-    copy = error ? strdup(error) : NULL;
+    copy = error ? pyr_xstrdup(error) : NULL;
     pthread_mutex_unlock(&e->lock);
     watch_release(old);
 
@@ -687,24 +514,16 @@ pyr_cache_destroy(pyr_cache_t *c)
      * retire protocol (no request runs any more). */
     for (hi = apr_hash_first(NULL, c->entries); hi; hi = apr_hash_next(hi)) {
         pyr_entry_t *e = apr_hash_this_val(hi);
-        pyr_gen_t *g = e->current;
-        int i;
 
-        if (g) {
-            for (i = 0; i < g->ncallables; i++) {
-                Py_CLEAR(g->callables[i]);
-            }
-            pyr_names_forget(e, g->module);
-            Py_CLEAR(g->module);
-            Py_CLEAR(g->code);
+        if (e->current) {
+            pyr_gen_clear(e->current);
         }
     }
     for (hi = apr_hash_first(NULL, c->entries); hi; hi = apr_hash_next(hi)) {
         pyr_entry_t *e = apr_hash_this_val(hi);
 
         if (e->current) {
-            free(e->current->deps);
-            PyMem_Free(e->current);
+            pyr_gen_free(e->current);
             e->current = NULL;
         }
         Py_CLEAR(e->capsule);
