@@ -3,7 +3,7 @@
  *
  * pymod.c: the built-in "pyreload" module a handler imports: return codes,
  * HTTP status and log level constants, HTTPError, and the Table type.
- * The Request type is added by whoever embeds the engine (src/request.c for
+ * The Request type is added by whoever embeds the engine (src/req.c for
  * httpd) through the extender hook, so the engine stays httpd-free.
  */
 #include "pyr_py.h"
