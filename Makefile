@@ -3,6 +3,7 @@
 #   make            build ./mod_pyreload.so (apxs + Debian's system Python)
 #   make check      install what is missing, build, run every test (the integration
 #                   suites under the event, worker and prefork MPMs)
+#   make check-layers  fail if the engine includes an httpd header (run by `make unit`)
 #   make check-asan the unit and integration suites again with the module and the
 #                   engine built with AddressSanitizer + UBSan (leaks included)
 #   make check-valgrind  the unit suite under valgrind memcheck
@@ -27,8 +28,8 @@ DEB_TEST   = git rsync vim tar
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)
 PY_LIBDIR   := $(shell $(PYTHON_CONFIG) --configdir 2>/dev/null)
-AP_INCLUDES := -I$(shell $(APXS) -q INCLUDEDIR 2>/dev/null) \
-               $(shell apr-1-config --includes --cppflags 2>/dev/null)
+APR_INCLUDES := $(shell apr-1-config --includes --cppflags 2>/dev/null)
+AP_INCLUDES := -I$(shell $(APXS) -q INCLUDEDIR 2>/dev/null) $(APR_INCLUDES)
 APR_LIBS    := $(shell apr-1-config --link-ld 2>/dev/null)
 CHECK_FLAGS := $(shell pkg-config --cflags --libs check 2>/dev/null)
 CURL_FLAGS  := $(shell pkg-config --cflags --libs libcurl 2>/dev/null)
@@ -36,22 +37,25 @@ CURL_FLAGS  := $(shell pkg-config --cflags --libs libcurl 2>/dev/null)
 comma   := ,
 WARN     = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 CFLAGS  ?= -O2 -g
-CPPFLAGS_ALL = -Iinclude -Isrc $(PY_INCLUDES) $(AP_INCLUDES)
+# The engine and its unit tests are built without httpd's include path:
+# that they build proves they include no httpd header, directly or not.
+ENGINE_CPPFLAGS = -Iinclude -Isrc $(PY_INCLUDES) $(APR_INCLUDES)
+CPPFLAGS_ALL = $(ENGINE_CPPFLAGS) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
 # httpd-side Python glue.
-GLUE_SRC   = src/request.c src/child.c
+GLUE_SRC   = src/serve.c src/req.c src/child.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 
 UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/httpd.c
 
-.PHONY: all deps deps-bench check unit it check-asan unit-asan it-asan check-valgrind \
-        demo stop bench install clean
+.PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
+        check-valgrind demo stop bench install clean
 
 all: mod_pyreload.so
 
@@ -66,7 +70,7 @@ mod_pyreload.so: $(MODULE_SRC) $(HEADERS) Makefile
 	@rm -rf *.lo *.slo src/*.lo src/*.slo src/*.o *.o *.la src/*.la .libs src/.libs
 
 tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
-	$(CC) -std=gnu11 $(CFLAGS) $(WARN) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
+	$(CC) -std=gnu11 $(CFLAGS) $(WARN) $(ENGINE_CPPFLAGS) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
 	    $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
 
 tests/it_runner: $(IT_SRC) tests/httpd.h tests/it_util.h Makefile
@@ -83,7 +87,21 @@ check: deps
 	$(MAKE) all tests/unit_runner tests/it_runner
 	$(MAKE) unit it
 
-unit: tests/unit_runner
+# The layering rule, said where it breaks: no engine source includes an
+# httpd header (the unit runner's build, without httpd's include path,
+# catches what they include in turn).
+HTTPD_HEADER = (httpd|http_[a-z_]+|ap_[a-z_]+|util_[a-z_]+|mod_[a-z_]+|glue)\.h
+check-layers:
+	@bad=$$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]$(HTTPD_HEADER)[">]' \
+	    $(ENGINE_SRC)); \
+	if [ -n "$$bad" ]; then \
+	    echo "$$bad"; \
+	    echo "check-layers: an engine source (ENGINE_SRC) includes an httpd header;" \
+	         "httpd-side code belongs in the glue (GLUE_SRC)"; \
+	    exit 1; \
+	fi
+
+unit: check-layers tests/unit_runner
 	CK_DEFAULT_TIMEOUT=60 ./tests/unit_runner
 
 # The integration suites under each MPM in turn: all of them under the first,
@@ -135,7 +153,7 @@ $(SAN_DIR)/mod_pyreload.so: $(MODULE_SRC) $(HEADERS) Makefile
 
 $(SAN_DIR)/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 	@mkdir -p $(SAN_DIR)
-	$(CC) $(SAN_CFLAGS) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
+	$(CC) $(SAN_CFLAGS) $(ENGINE_CPPFLAGS) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
 	    $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
 
 check-asan: deps
@@ -157,7 +175,7 @@ VG_DIR = build/valgrind
 
 $(VG_DIR)/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 	@mkdir -p $(VG_DIR)
-	$(CC) -std=gnu11 -O1 -g -DPYR_SANITIZE $(WARN) $(CPPFLAGS_ALL) -o $@ $(UNIT_SRC) \
+	$(CC) -std=gnu11 -O1 -g -DPYR_SANITIZE $(WARN) $(ENGINE_CPPFLAGS) -o $@ $(UNIT_SRC) \
 	    $(ENGINE_SRC) $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
 
 check-valgrind: deps

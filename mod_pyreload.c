@@ -15,8 +15,8 @@
  *   </Location>
  *
  * This file is httpd glue only: directives, configuration, hooks.  The
- * engine (module cache, reloads, generations) is src/engine.c behind
- * include/pyreload.h; one request through Python is src/request.c.
+ * engine (module cache, reloads, generations) is behind include/pyreload.h;
+ * one request through Python is src/serve.c, and handler(req) is src/req.c.
  */
 #include "glue.h"
 
@@ -50,8 +50,7 @@ create_dir_conf(apr_pool_t *p, char *dir)
     c->handler = NULL;
     c->debug = PYR_UNSET;
     c->check = PYR_UNSET;
-    c->interval = 0;
-    c->interval_set = 0;
+    c->interval = PYR_UNSET;
     c->options = apr_table_make(p, 4);
     return c;
 }
@@ -65,8 +64,7 @@ merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     c->handler = add->handler ? add->handler : base->handler;
     c->debug = add->debug != PYR_UNSET ? add->debug : base->debug;
     c->check = add->check != PYR_UNSET ? add->check : base->check;
-    c->interval = add->interval_set ? add->interval : base->interval;
-    c->interval_set = add->interval_set || base->interval_set;
+    c->interval = add->interval != PYR_UNSET ? add->interval : base->interval;
     /* base first, then add: compressing with SET keeps the last, inner value. */
     c->options = apr_table_overlay(p, base->options, add->options);
     apr_table_compress(c->options, APR_OVERLAP_TABLES_SET);
@@ -126,11 +124,10 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
     h->path = path;
     h->callable = callable;
     h->where = directive_where(cmd);
-    h->slot = -1;
+    h->protocol = &pyr_protocol_pyreload;
+    h->id = configured->nelts;
+    APR_ARRAY_PUSH(configured, const pyr_handler_t *) = h;
     c->handler = h;
-    if (configured) {
-        APR_ARRAY_PUSH(configured, const pyr_handler_t *) = h;
-    }
     return NULL;
 }
 
@@ -140,8 +137,14 @@ add_path(cmd_parms *cmd, void *mconfig, const char *arg)
     pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
                                               &pyreload_module);
     const char *dir = ap_server_root_relative(cmd->pool, arg);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_VIRTUALHOST);
     struct stat st;
 
+    if (err) {
+        return apr_pstrcat(cmd->pool, err, ": sys.path is process-wide (one Python "
+                           "serves every virtual host of a process), so PyReloadPath "
+                           "belongs at server level", NULL);
+    }
     if (!dir || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a directory", cmd->cmd->name,
                             dir ? dir : arg);
@@ -178,7 +181,6 @@ set_interval(cmd_parms *cmd, void *mconfig, const char *arg)
                             cmd->cmd->name, arg);
     }
     c->interval = (apr_interval_time_t)ms * 1000;
-    c->interval_set = 1;
     return NULL;
 }
 
@@ -208,7 +210,8 @@ static const command_rec pyreload_cmds[] = {
                   "FILE[::CALLABLE]: the Python file (and function, default "
                   "'handler') that answers requests here"),
     AP_INIT_TAKE1("PyReloadPath", add_path, NULL, RSRC_CONF,
-                  "DIR: a directory to put first on sys.path (repeatable)"),
+                  "DIR: a directory to put first on sys.path (repeatable); "
+                  "server-wide"),
     AP_INIT_FLAG("PyReloadDebug", set_debug, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: 500 responses carry the Python traceback (default Off)"),
     AP_INIT_FLAG("PyReloadCheck", set_check, NULL, RSRC_CONF | ACCESS_CONF,
@@ -249,8 +252,8 @@ pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 static int
 check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
+    pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
     char msg[1024];
-    server_rec *vs;
     int i, bad = 0;
 
     if (!safe_files_on(s)) {
@@ -266,18 +269,14 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
             bad = 1;
         }
     }
-    for (vs = s; vs; vs = vs->next) {
-        pyr_srv_conf_t *sc = ap_get_module_config(vs->module_config, &pyreload_module);
+    for (i = 0; i < sc->paths->nelts; i++) {
+        const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
 
-        for (i = 0; i < sc->paths->nelts; i++) {
-            const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
-
-            if (pyr_perm_check(dir, msg, sizeof(msg)) == 1) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
-                             "PyReloadPath: %s; or, on a development machine only, "
-                             "PyReloadSafeFiles Off", msg);
-                bad = 1;
-            }
+        if (pyr_perm_check(dir, msg, sizeof(msg)) == 1) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
+                         "PyReloadPath: %s; or, on a development machine only, "
+                         "PyReloadSafeFiles Off", msg);
+            bad = 1;
         }
     }
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
@@ -308,33 +307,31 @@ child_exit(void *unused)
 static void
 child_init(apr_pool_t *pchild, server_rec *s)
 {
+    pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
     apr_array_header_t *paths = apr_array_make(pchild, 4, sizeof(const char *));
     pyr_interp_opts_t opts;
     const char *err = NULL, *owner = pyr_child_python_owner();
-    server_rec *vs;
     int i;
 
-    for (vs = s; vs; vs = vs->next) {
-        pyr_srv_conf_t *sc = ap_get_module_config(vs->module_config, &pyreload_module);
+    /* PyReloadPath is server-wide (refused in a virtual host). */
+    for (i = 0; i < sc->paths->nelts; i++) {
+        const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
+        int j, dup = 0;
 
-        for (i = 0; i < sc->paths->nelts; i++) {
-            const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
-            int j, dup = 0;
-
-            for (j = 0; j < paths->nelts; j++) {
-                dup |= strcmp(APR_ARRAY_IDX(paths, j, const char *), dir) == 0;
-            }
-            if (!dup) {
-                APR_ARRAY_PUSH(paths, const char *) = dir;
-            }
+        for (j = 0; j < paths->nelts; j++) {
+            dup |= strcmp(APR_ARRAY_IDX(paths, j, const char *), dir) == 0;
+        }
+        if (!dup) {
+            APR_ARRAY_PUSH(paths, const char *) = dir;
         }
     }
+    pyr_serve_child_init(pchild, configured->nelts);
     main_server = s;
     opts.paths = (const char *const *)paths->elts;
     opts.npaths = paths->nelts;
     opts.stdio.log = stdio_log;
     opts.stdio.baton = main_server;
-    opts.extend_module = pyr_request_register;
+    opts.extend_module = pyr_req_register;
     opts.drain = pyr_child_drain;
     if (owner) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "PYR0003: Python was started in "
@@ -356,15 +353,36 @@ child_init(apr_pool_t *pchild, server_rec *s)
     apr_pool_cleanup_register(pchild, NULL, child_exit, apr_pool_cleanup_null);
 }
 
+/* PyReloadHandler needs no SetHandler: its requests get our handler name
+ * here, unless one was set for them already.  core sets SetHandler's in
+ * its own fixup (APR_HOOK_REALLY_FIRST, before this one) and mod_mime sets
+ * AddHandler's in type_checker (before every fixup): so `SetHandler
+ * default-handler` for a static subtree under a Python location wins. */
 static int
-pyreload_handler(request_rec *r)
+name_handler(request_rec *r)
 {
     pyr_dir_conf_t *cfg = ap_get_module_config(r->per_dir_config, &pyreload_module);
 
-    if (!cfg->handler) {
+    if (cfg->handler && !r->handler) {
+        r->handler = PYR_HANDLER_NAME;
+    }
+    return DECLINED;
+}
+
+static int
+pyreload_handler(request_rec *r)
+{
+    pyr_dir_conf_t *cfg;
+
+    if (!r->handler || strcmp(r->handler, PYR_HANDLER_NAME)) {
         return DECLINED;
     }
-    return pyr_request_handle(r, cfg, cache);
+    cfg = ap_get_module_config(r->per_dir_config, &pyreload_module);
+    if (!cfg->handler) {
+        /* SetHandler pyreload-handler without a PyReloadHandler here. */
+        return DECLINED;
+    }
+    return pyr_serve(r, cfg, cache);
 }
 
 static void
@@ -379,6 +397,7 @@ register_hooks(apr_pool_t *p)
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(name_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

@@ -8,7 +8,7 @@
  * every request), the load sequence (read, compile, fresh module,
  * old.__clone__(new), exec, new.__upgrade__(old), publish) and the life of a
  * generation (pinned by the requests running on it, __purge__d when it is
- * retired and idle).  mod_pyreload.c and src/request.c drive it from httpd;
+ * retired and idle).  mod_pyreload.c and src/serve.c drive it from httpd;
  * tests/ drive it directly.
  *
  * Locking rules, which every function below states again:

@@ -2,7 +2,8 @@
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
  * glue.h: what mod_pyreload.c (httpd hooks and directives) shares with the
- * httpd-side Python glue in src/request.c.  The engine never sees it.
+ * httpd-side Python glue: src/serve.c (a request, whatever the protocol),
+ * src/req.c (the native protocol), src/child.c.  The engine never sees it.
  */
 #ifndef PYR_GLUE_H
 #define PYR_GLUE_H
@@ -12,36 +13,94 @@
 #include "httpd.h"
 #include "http_config.h"
 
+/* "Not set here" for every scalar field of the configuration records
+ * (pointers: NULL), so that merging can tell inherited from set. */
 #define PYR_UNSET (-1)
 
-/* One per PyReloadHandler directive, in configuration memory.  Each process
- * binds it to its cache entry on first use (entry and slot). */
+/* The handler name (r->handler) of the requests mod_pyreload answers.
+ * PyReloadHandler gives it to its requests itself (a fixup); a SetHandler
+ * or AddHandler that applies to a request wins; `SetHandler
+ * pyreload-handler` says the same explicitly. */
+#define PYR_HANDLER_NAME "pyreload-handler"
+
+typedef struct pyr_protocol pyr_protocol_t;
+
+/* One per PyReloadHandler directive, in configuration memory, which no
+ * request writes: each process binds a handler to its cache entry in a
+ * table of its own (serve.c), indexed by id. */
 typedef struct pyr_handler {
     const char *path;           /* absolute */
     const char *callable;
     const char *where;          /* the directive's section, file and line, for logs */
-    pyr_entry_t *entry;         /* atomic; NULL until bound */
-    int slot;
+    const pyr_protocol_t *protocol;
+    int id;                     /* 0, 1, ... in configuration order */
 } pyr_handler_t;
 
 typedef struct pyr_dir_conf {
-    pyr_handler_t *handler;     /* NULL: unset */
-    int debug;                  /* PYR_UNSET, 0, 1 */
-    int check;                  /* PYR_UNSET, 0, 1 */
-    apr_interval_time_t interval;
-    int interval_set;
-    apr_table_t *options;       /* PyReloadOption, merged */
+    pyr_handler_t *handler;         /* NULL: unset */
+    int debug;                      /* PYR_UNSET, 0, 1 */
+    int check;                      /* PYR_UNSET, 0, 1 */
+    apr_interval_time_t interval;   /* PYR_UNSET, or microseconds */
+    apr_table_t *options;           /* PyReloadOption, merged (empty: none) */
 } pyr_dir_conf_t;
 
 typedef struct pyr_srv_conf {
-    apr_array_header_t *paths;  /* const char *: PyReloadPath */
+    apr_array_header_t *paths;  /* const char *: PyReloadPath; main server only */
     int safe_files;             /* PYR_UNSET, 0, 1; main server only */
 } pyr_srv_conf_t;
 
-/* request.c */
-int pyr_request_register(PyObject *module);     /* adds pyreload.Request */
-int pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg,
-                       pyr_cache_t *cache);
+/* ------------------------------------------------------------------ */
+/* serve.c: one request through Python, whatever the protocol         */
+
+/* One request, as serve.c hands it to its protocol. */
+typedef struct pyr_call {
+    request_rec *r;
+    const pyr_dir_conf_t *cfg;
+    apr_bucket_brigade *bb;     /* the response not yet passed to the filters:
+                                   serve.c sends it, or drops it on a failure */
+    void *state;                /* the protocol's, from start() to finish() */
+} pyr_call_t;
+
+/* What a handler's outcome means for the response. */
+typedef struct pyr_outcome {
+    int status;         /* what the hook returns: OK, DONE, DECLINED, an HTTP status */
+    int failed;         /* a 500 of ours: log 'why', and show it if debugging */
+    char *why;          /* malloc'd traceback or message, or NULL */
+    int missing;        /* the file lacks the callable: 1 log it, -1 said already */
+} pyr_outcome_t;
+
+/* A way of calling Python for a request: what the callable is given, what
+ * its result means.  serve.c does the rest (bind, refresh, pin, call,
+ * unpin, the failure tail).  Every function runs with the GIL held and may
+ * release it around I/O; c->state is theirs. */
+struct pyr_protocol {
+    const char *name;           /* "pyreload" (req.c) */
+    /* Build what the callable is given (the native protocol's req).  0, or
+     * -1 with a Python exception set. */
+    int (*start)(pyr_call_t *c);
+    /* Call fn for the request and carry out its response as far as the
+     * protocol goes (a body to iterate, write and close()).  A new
+     * reference, or NULL with an exception set. */
+    PyObject *(*call)(pyr_call_t *c, PyObject *fn);
+    /* What result (NULL: the exception set) means for the response, in *o;
+     * the exception is cleared. */
+    void (*judge)(pyr_call_t *c, PyObject *result, pyr_outcome_t *o);
+    /* The request is over for Python: objects kept past it raise from now
+     * on.  1 if the response had started going out (flushed headers). */
+    int (*finish)(pyr_call_t *c);
+};
+
+/* Before the first request of this process: room to bind nhandlers
+ * handlers (ids 0 .. nhandlers-1), from pchild. */
+void pyr_serve_child_init(apr_pool_t *pchild, int nhandlers);
+/* Answer r with cfg->handler.  No GIL. */
+int pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache);
+/* A 500 of ours, whose reason is the exception set (cleared).  GIL. */
+void pyr_outcome_exception(pyr_outcome_t *o);
+
+/* req.c: the native protocol, handler(req) */
+extern const pyr_protocol_t pyr_protocol_pyreload;
+int pyr_req_register(PyObject *module);         /* adds pyreload.Request */
 
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,

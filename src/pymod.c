@@ -3,11 +3,13 @@
  *
  * pymod.c: the built-in "pyreload" module a handler imports: return codes,
  * HTTP status and log level constants, HTTPError, and the Table type.
- * The Request type is added by whoever embeds the engine (src/request.c for
+ * The Request type is added by whoever embeds the engine (src/req.c for
  * httpd) through the extender hook, so the engine stays httpd-free.
  */
 #include "pyr_py.h"
 
+/* pyreload.HTTPError: our own reference, since handler code may rebind or
+ * delete the module's attribute and req.read() still raises the class. */
 PyObject *pyr_HTTPError;
 
 static int (*extender)(PyObject *module);
@@ -65,8 +67,46 @@ static const char http_error_src[] =
     "        self.message = message\n"
     "HTTPError.__module__ = 'pyreload'\n";
 
+/* Finalisation drops our reference while the interpreter still runs
+ * (atexit functions run first in Py_FinalizeEx(), also when another module
+ * owns Python), so that a later interpreter in the process starts clean. */
+static PyObject *
+drop_http_error(PyObject *self, PyObject *unused)
+{
+    Py_CLEAR(pyr_HTTPError);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef drop_http_error_def = {
+    "_drop_http_error", drop_http_error, METH_NOARGS, NULL
+};
+
 static int
-module_exec(PyObject *m)
+hold_http_error(PyObject *dict)
+{
+    PyObject *cls, *atexit = NULL, *fn = NULL, *r = NULL;
+
+    if (!(cls = PyMapping_GetItemString(dict, "HTTPError"))) {
+        return -1;
+    }
+    Py_XSETREF(pyr_HTTPError, cls);
+    if ((atexit = PyImport_ImportModule("atexit"))
+        && (fn = PyCFunction_New(&drop_http_error_def, NULL))) {
+        r = PyObject_CallMethod(atexit, "register", "O", fn);
+    }
+    Py_XDECREF(atexit);
+    Py_XDECREF(fn);
+    if (!r) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Fill the module made by pyr_pymod_init() (single-phase: the module is
+ * made, then filled, in one call). */
+static int
+fill_module(PyObject *m)
 {
     PyObject *dict = PyModule_GetDict(m);   /* borrowed */
     PyObject *r;
@@ -89,9 +129,7 @@ module_exec(PyObject *m)
         return -1;
     }
     Py_DECREF(r);
-    pyr_HTTPError = PyDict_GetItemString(dict, "HTTPError");   /* borrowed: the module keeps it */
-    if (!pyr_HTTPError) {
-        PyErr_SetString(PyExc_RuntimeError, "pyreload.HTTPError was not defined");
+    if (hold_http_error(dict) < 0) {
         return -1;
     }
     if (PyType_Ready(&pyr_TableType) < 0
@@ -113,7 +151,7 @@ pyr_pymod_init(void)
 {
     PyObject *m = PyModule_Create(&pyreload_def);
 
-    if (m && module_exec(m) < 0) {
+    if (m && fill_module(m) < 0) {
         Py_CLEAR(m);
     }
     return m;

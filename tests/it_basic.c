@@ -16,6 +16,7 @@
 #include <check.h>
 
 #include "httpd.h"
+#include "it_util.h"
 
 #define LOG_WAIT_MS 3000
 
@@ -1058,6 +1059,20 @@ static const char DANGER_PY[] =
     "    req.write('\\n'.join(out))\n"
     "    return pyreload.OK\n"
     "\n"
+    "def rebind(req):\n"
+    "    import gc\n"
+    "    if req.args == 'del':\n"
+    "        del pyreload.HTTPError\n"
+    "    else:\n"
+    "        pyreload.HTTPError = None\n"
+    "    gc.collect()\n"
+    "    req.write('rebound')\n"
+    "    return pyreload.OK\n"
+    "\n"
+    "def echo(req):\n"
+    "    req.write(req.read())\n"
+    "    return pyreload.OK\n"
+    "\n"
     "def use_map(req):\n"
     "    out = []\n"
     "    _try(out, 'headers_in', lambda: _saved['headers_in'].get('Host'))\n"
@@ -1072,7 +1087,10 @@ static const char DANGER_CONF[] =
     "<Location /keep>\n  PyReloadHandler @APP@/danger.py::keep\n</Location>\n"
     "<Location /kmap>\n  PyReloadHandler @APP@/danger.py::keep_map\n</Location>\n"
     "<Location /use>\n  PyReloadHandler @APP@/danger.py::use\n</Location>\n"
-    "<Location /umap>\n  PyReloadHandler @APP@/danger.py::use_map\n</Location>\n";
+    "<Location /umap>\n  PyReloadHandler @APP@/danger.py::use_map\n</Location>\n"
+    "<Location /rebind>\n  PyReloadHandler @APP@/danger.py::rebind\n</Location>\n"
+    "<Location /limited>\n  LimitRequestBody 100\n"
+    "  PyReloadHandler @APP@/danger.py::echo\n</Location>\n";
 
 static httpd_t *dsrv;
 static pid_t dsrv_child;
@@ -1107,6 +1125,30 @@ START_TEST(test_system_exit)
     http_assert_status(r, 200);
     ck_assert_str_eq(r->body, "Hello, world!\n");
     http_free(r);
+    assert_same_child(dsrv, dsrv_child);
+}
+END_TEST
+
+/* pyreload.HTTPError rebound or deleted by a handler: the module's own
+ * class still answers a body over LimitRequestBody with 413. */
+START_TEST(test_httperror_rebound)
+{
+    static char body[200];
+    size_t mark = httpd_log_mark(dsrv);
+    http_resp_t *r = http_get(dsrv, _i ? "/rebind?del" : "/rebind");
+
+    http_assert_status(r, 200);
+    http_free(r);
+    memset(body, 'x', sizeof body);
+    for (int i = 0; i < 3; i++) {
+        r = http_post(dsrv, "/limited", body, sizeof body);
+        http_assert_status(r, 413);
+        http_free(r);
+    }
+    r = http_post(dsrv, "/limited", body, 10);
+    http_assert_status(r, 200);
+    http_free(r);
+    assert_log_lacks(dsrv, mark, "Traceback");
     assert_same_child(dsrv, dsrv_child);
 }
 END_TEST
@@ -1361,6 +1403,54 @@ END_TEST
 
 /* ================================================================== */
 
+/* ================================================================== */
+/* Dispatch on the handler name: a nested SetHandler wins               */
+
+static const char DISPATCH_CONF[] =
+    "<Location /app>\n  PyReloadHandler @APP@/hello.py\n</Location>\n"
+    "<Location /app/static>\n  SetHandler default-handler\n</Location>\n"
+    "<Location /explicit>\n  SetHandler pyreload-handler\n"
+    "  PyReloadHandler @APP@/hello.py\n</Location>\n"
+    "<Location /unnamed>\n  SetHandler pyreload-handler\n</Location>\n";
+
+static httpd_t *xsrv;
+
+static void setup_dispatch(void)
+{
+    static const httpd_file_t files[] = {
+        {"hello.py", HELLO_PY},
+        {"../htdocs/app/static/s.txt", "PYRT static under a Python location\n"},
+        {"../htdocs/unnamed/u.txt", "PYRT unnamed\n"},
+        {NULL, NULL},
+    };
+    httpd_opts_t o = {.config = DISPATCH_CONF, .files = files};
+    xsrv = httpd_launch(&o);
+    ck_assert_msg(xsrv != NULL, "httpd did not start");
+}
+
+static void teardown_dispatch(void)
+{
+    httpd_free(xsrv);
+    xsrv = NULL;
+}
+
+START_TEST(test_nested_sethandler_wins)
+{
+    it_expect(xsrv, "/app/static/s.txt", "PYRT static under a Python location\n");
+    it_expect(xsrv, "/app", "Hello, world!\n");
+    it_expect(xsrv, "/app/x/y", "Hello, world!\n");
+}
+END_TEST
+
+/* The name PyReloadHandler sets may be given explicitly; without a
+ * PyReloadHandler there, the handler declines and the file is served. */
+START_TEST(test_sethandler_pyreload)
+{
+    it_expect(xsrv, "/explicit", "Hello, world!\n");
+    it_expect(xsrv, "/unnamed/u.txt", "PYRT unnamed\n");
+}
+END_TEST
+
 Suite *suite_basic(void)
 {
     Suite *s = suite_create("basic");
@@ -1403,6 +1493,7 @@ Suite *suite_basic(void)
 
     tc = httpd_tcase("robustness", 60, setup_danger, teardown_danger);
     tcase_add_loop_test(tc, test_system_exit, 0, 2);
+    tcase_add_loop_test(tc, test_httperror_rebound, 0, 2);
     tcase_add_test(tc, test_req_after_request);
     tcase_add_test(tc, test_mappings_after_request);
     suite_add_tcase(s, tc);
@@ -1411,6 +1502,11 @@ Suite *suite_basic(void)
     tcase_add_test(tc, test_relative_handler_path);
     tcase_add_test(tc, test_pyreload_path);
     tcase_add_test(tc, test_vhost_handler);
+    suite_add_tcase(s, tc);
+
+    tc = httpd_tcase("dispatch", 60, setup_dispatch, teardown_dispatch);
+    tcase_add_test(tc, test_nested_sethandler_wins);
+    tcase_add_test(tc, test_sethandler_pyreload);
     suite_add_tcase(s, tc);
 
     tc = httpd_tcase("isolation", 60, NULL, NULL);

@@ -46,6 +46,9 @@ static const bad_case_t BAD[] = {
     {"PyReloadHandler\n", {"PyReloadHandler"}},
     {"PyReloadHandler ::handler\n", {"PyReloadHandler"}},
     {"PyReloadPath @DIR@/no-such-dir\n", {"PyReloadPath", "no-such-dir"}},
+    /* One interpreter per process: sys.path cannot differ per virtual host. */
+    {"<VirtualHost 127.0.0.1:*>\n  PyReloadPath @DIR@/lib\n</VirtualHost>\n",
+     {"PyReloadPath", "VirtualHost", "sys.path is process-wide"}},
     {"PyReloadDebug maybe\n", {"PyReloadDebug"}},
     {"PyReloadCheck sometimes\n", {"PyReloadCheck"}},
     {"PyReloadCheckInterval abc\n", {"PyReloadCheckInterval"}},

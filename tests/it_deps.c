@@ -424,7 +424,7 @@ START_TEST(test_concurrent_helper_saves)
 END_TEST
 
 Suite *
-suite_deps(void)
+suite_imports(void)
 {
     Suite *s = suite_create("deps");
     TCase *tc = httpd_tcase("imports", 60, setup, teardown);

@@ -3,8 +3,9 @@
  *
  * it_main.c: the check runner of the integration suites (tests/it_*.c).
  *
- * Each tests/it_<area>.c defines `Suite *suite_<area>(void)`; declare it and
- * add it to SUITES below.  A new suite runs under every MPM in `make it`;
+ * Each tests/it_<area>.c defines `Suite *suite_<area>(void)` (a name the
+ * unit runner does not use too: it_deps.c's is suite_imports, unit_deps.c
+ * having suite_deps); declare it and add it to SUITES below.  A new suite runs under every MPM in `make it`;
  * list it in MPM_INDEPENDENT too only if nothing it tests can depend on the
  * MPM (the harness itself, configuration parsing).
  *
@@ -26,7 +27,7 @@ Suite *suite_fixture(void);
 Suite *suite_basic(void);
 Suite *suite_config(void);
 Suite *suite_reload(void);
-Suite *suite_deps(void);
+Suite *suite_imports(void);   /* tests/it_deps.c */
 Suite *suite_deploy(void);
 Suite *suite_request(void);
 Suite *suite_names(void);
@@ -39,7 +40,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_basic,
     suite_config,
     suite_reload,
-    suite_deps,
+    suite_imports,
     suite_deploy,
     suite_request,
     suite_names,

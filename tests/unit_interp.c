@@ -5,6 +5,7 @@
  * any thread can take the GIL through its own kept thread state.
  */
 #include "unit.h"
+#include "pyr_py.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -58,6 +59,32 @@ START_TEST(test_pyreload_module)
     ck_assert_int_eq(eval_long("__import__('pyreload').HTTP_NOT_FOUND"), 404);
     ck_assert_int_eq(eval_long("__import__('pyreload').HTTPError(403).status"), 403);
     ck_assert_int_eq(eval_long("issubclass(__import__('pyreload').HTTPError, Exception)"), 1);
+}
+END_TEST
+
+/* The engine's HTTPError is its own reference: a module whose dict drops
+ * the class (a handler's `del pyreload.HTTPError`, or mod_wsgi's process,
+ * where nothing else keeps a copy) leaves it alive for req.read()'s 413. */
+START_TEST(test_httperror_owned)
+{
+    PyObject *m, *wr, *cls;
+
+    pyr_gil_take();
+    m = pyr_pymod_init();       /* as attaching to mod_wsgi's Python does */
+    ck_assert_ptr_nonnull(m);
+    cls = PyObject_GetAttrString(m, "HTTPError");
+    ck_assert_ptr_eq(cls, pyr_HTTPError);
+    wr = PyWeakref_NewRef(cls, NULL);
+    ck_assert_ptr_nonnull(wr);
+    Py_DECREF(cls);
+    ck_assert_int_eq(PyObject_DelAttrString(m, "HTTPError"), 0);
+    Py_DECREF(m);
+    PyGC_Collect();
+    ck_assert_msg(PyWeakref_GetObject(wr) == pyr_HTTPError,
+                  "pyreload.HTTPError was freed while the engine points at it");
+    ck_assert_int_eq(PyType_Check(pyr_HTTPError), 1);
+    Py_DECREF(wr);
+    pyr_gil_drop();
 }
 END_TEST
 
@@ -143,6 +170,7 @@ suite_interp(void)
     tcase_add_test(tc, test_isolated);
     tcase_add_test(tc, test_stdio_to_log);
     tcase_add_test(tc, test_pyreload_module);
+    tcase_add_test(tc, test_httperror_owned);
     tcase_add_test(tc, test_gil_from_threads);
     tcase_add_test(tc, test_fini_bounded_with_threads);
     tcase_add_test(tc, test_fini_quick_without_threads);

@@ -1,15 +1,15 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * request.c: one request through a Python handler, and the `req` object.
+ * req.c: the native protocol, `handler(req)`: the `req` object a handler
+ * is given, and what its return value means.  serve.c runs the rest of
+ * the request (and is where the request's cost is kept low).
  *
- * The per-request path is designed to cost a few microseconds over a C
- * handler: the file's stat happens before the GIL is taken; the GIL is taken
- * once, through a thread state made once per thread; `req` builds nothing
- * until an attribute is asked for; and req.write() only copies into the
- * request's brigade, so a small response costs no GIL round trip: it goes to
- * the network after the handler returns, with the GIL released (and with a
- * Content-Length, since the whole body is known by then).
+ * req builds nothing until an attribute is asked for, and req.write() only
+ * copies into the request's brigade, so a small response costs no GIL
+ * round trip: it goes to the network after the handler returns, with the
+ * GIL released (and with a Content-Length, since the whole body is known
+ * by then).
  */
 #include "glue.h"
 #include "pyr_py.h"
@@ -20,10 +20,7 @@
 #include "http_request.h"
 #include "util_filter.h"
 
-#include <apr_portable.h>
 #include <apr_strings.h>
-
-#include <sys/socket.h>
 
 APLOG_USE_MODULE(pyreload);
 
@@ -493,7 +490,7 @@ static PyTypeObject request_type = {
 };
 
 int
-pyr_request_register(PyObject *module)
+pyr_req_register(PyObject *module)
 {
     if (PyType_Ready(&request_type) < 0) {
         return -1;
@@ -502,36 +499,12 @@ pyr_request_register(PyObject *module)
 }
 
 /* ------------------------------------------------------------------ */
-/* Running a handler                                                   */
-
-static void
-rlog(void *baton, int level, const char *line)
-{
-    ap_log_rerror(APLOG_MARK, level, 0, (request_rec *)baton, "%s", line);
-}
-
-static void
-bind_handler(pyr_handler_t *h, pyr_cache_t *cache)
-{
-    pyr_entry_t *e = pyr_cache_entry(cache, h->path);
-
-    /* Racing binders compute the same entry and slot. */
-    h->slot = pyr_entry_require(e, h->callable);
-    __atomic_store_n(&h->entry, e, __ATOMIC_RELEASE);
-}
-
-/* What the handler's outcome means for the response.  GIL. */
-typedef struct {
-    int status;         /* what the hook returns */
-    int failed;         /* a 500 of ours: log 'why', and show it if debugging */
-    char *why;          /* malloc'd traceback or message */
-    int missing;        /* the file lacks the callable: 1 log it, -1 said already */
-} outcome_t;
+/* The protocol                                                        */
 
 /* A 1xx would go out as the final response, and the client would wait for
  * the real one: a 500 of ours instead. */
 static void
-not_final(const char *what, const char *how, long v, outcome_t *o)
+not_final(const char *what, const char *how, long v, pyr_outcome_t *o)
 {
     char buf[256];
 
@@ -543,8 +516,9 @@ not_final(const char *what, const char *how, long v, outcome_t *o)
 }
 
 static void
-judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
+req_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
 {
+    const char *what = c->cfg->handler->callable;
     long v;
 
     o->failed = 0;
@@ -569,9 +543,7 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
             o->status = (v >= 200 && v <= 599) ? (int)v : HTTP_INTERNAL_SERVER_ERROR;
             return;
         }
-        o->status = HTTP_INTERNAL_SERVER_ERROR;
-        o->failed = 1;
-        o->why = pyr_exc_format();
+        pyr_outcome_exception(o);
         return;
     }
     if (PyLong_Check(result) && !PyBool_Check(result)) {
@@ -611,205 +583,59 @@ judge(request_t *req, PyObject *result, const char *what, outcome_t *o)
     }
 }
 
-/* The status line has gone: all we can do is make the client see a broken
- * response rather than a complete-looking one.  A 502 error bucket is how
- * mod_proxy says that a backend broke mid-response: httpd's chunk filter then
- * leaves out the last chunk, and the connection is closed after it.  A body
- * that is not chunked (HTTP/1.0, a Content-Length set by the handler) has no
- * end marker to leave out: the connection is reset instead, since a plain
- * close is how such a body ends normally.  HTTP/2 resets the stream on the
- * error bucket by itself. */
-static void
-cut_short(request_rec *r, apr_bucket_brigade *bb)
-{
-    conn_rec *c = r->connection;
 
-    r->no_cache = 1;
-    c->keepalive = AP_CONN_CLOSE;
-    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
-                                                       c->bucket_alloc));
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-    (void)ap_pass_brigade(r->output_filters, bb);
-    apr_brigade_cleanup(bb);
-    if (!r->chunked && r->proto_num < HTTP_VERSION(2, 0) && !c->master) {
-        apr_socket_t *s = ap_get_conn_socket(c);
-        apr_os_sock_t fd;
-        struct linger lg = { 1, 0 };
-
-        /* SO_LINGER 0: the close sends RST; aborted: no lingering FIN first. */
-        if (s && apr_os_sock_get(&fd, s) == APR_SUCCESS) {
-            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        }
-        c->aborted = 1;
-    }
-}
-
-/* Send a 500 whose body is the traceback (PyReloadDebug On). */
 static int
-debug_page(request_rec *r, apr_bucket_brigade *bb, const char *title, const char *text)
+req_start(pyr_call_t *c)
 {
-    apr_brigade_cleanup(bb);
-    r->status = HTTP_INTERNAL_SERVER_ERROR;
-    ap_set_content_type(r, "text/plain; charset=utf-8");
-    apr_brigade_printf(bb, NULL, NULL, "%s\n\n%s", title, text);
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(r->connection->bucket_alloc));
-    return ap_pass_brigade(r->output_filters, bb) == APR_SUCCESS ? OK : AP_FILTER_ERROR;
-}
-
-/* PyReloadDebug On: the latest load failure, if any, as a 500 page; also
- * when a last good generation could serve, so that a developer sees a broken
- * save at once and until it is fixed (Debug Off keeps the last good code
- * serving).  DECLINED when the latest load did not fail. */
-static int
-load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
-{
-    char *tb = pyr_entry_last_error(e, r->pool);
-
-    if (!tb) {
-        return DECLINED;
-    }
-    return debug_page(r, apr_brigade_create(r->pool, r->connection->bucket_alloc),
-                      apr_psprintf(r->pool, has_good
-                                   ? "mod_pyreload: the latest version of %s failed to "
-                                     "load (without PyReloadDebug On, the last good "
-                                     "version would answer):"
-                                   : "mod_pyreload: %s failed to load:",
-                                   pyr_entry_path(e)), tb);
-}
-
-int
-pyr_request_handle(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
-{
-    pyr_handler_t *h = cfg->handler;
-    pyr_logger_t log = { rlog, r };
-    pyr_check_t check;
-    pyr_entry_t *e;
-    pyr_gen_t *g;
-    PyObject *fn, *result = NULL;
     pyr_guard_t *guard;
-    request_t *req = NULL;
-    apr_bucket_brigade *bb;
-    outcome_t o = { OK, 0, NULL, 0 };
-    int passed = 0, rc;
+    request_t *req;
 
-    if (!pyr_interp_ready()) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0201: Python is not "
-                      "available in this process (see the start-up errors)");
-        return HTTP_INTERNAL_SERVER_ERROR;
+    if (!(guard = pyr_guard_new())) {
+        return -1;
     }
-    e = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
-    if (!e) {
-        bind_handler(h, cache);
-        e = h->entry;
-    }
-    check.enabled = cfg->check != 0;
-    check.interval = cfg->interval;
-    switch (pyr_entry_refresh(e, &check, &log)) {
-    case PYR_READY:
-        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
-            return rc;
-        }
-        break;
-    case PYR_MISSING: return HTTP_NOT_FOUND;
-    case PYR_DENIED:  return HTTP_FORBIDDEN;
-    case PYR_FAILED:
-        if (cfg->debug == 1 && (rc = load_failure_page(r, e, 0)) != DECLINED) {
-            return rc;
-        }
-        return HTTP_INTERNAL_SERVER_ERROR;
-    default:          return HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-
-    pyr_gil_take();
-    g = pyr_entry_acquire(e);
-    if (!(guard = pyr_guard_new()) || !(req = PyObject_New(request_t, &request_type))) {
+    if (!(req = PyObject_New(request_t, &request_type))) {
         pyr_guard_unref(guard);
-        o.why = pyr_exc_format();
-        o.status = HTTP_INTERNAL_SERVER_ERROR;
-        o.failed = 1;
-        pyr_gen_release(g, &log);
-        pyr_gil_drop();
-        goto report;
+        return -1;
     }
     req->guard = guard;         /* req's reference */
-    req->r = r;
-    req->cfg = cfg;
-    req->bb = bb;
+    req->r = c->r;
+    req->cfg = c->cfg;
+    req->bb = c->bb;
     req->pending = 0;
     req->passed = 0;
     req->body_ready = 0;
     req->body_read = 0;
     req->headers_in = req->headers_out = req->err_headers_out = req->options = NULL;
+    c->state = req;             /* owned until req_finish() */
+    return 0;
+}
 
-    fn = pyr_gen_callable(g, h->slot);     /* borrowed from the generation */
-    if (fn) {
-        Py_INCREF(fn);
-        result = PyObject_CallOneArg(fn, (PyObject *)req);
-        Py_DECREF(fn);
-    }
-    judge(req, result, h->callable, &o);
-    if (!fn) {
-        /* The file serves its other configurations; this one is told once
-         * per generation, not on every request. */
-        o.missing = pyr_gen_tell_missing(g, h->slot) ? 1 : -1;
-    }
-    Py_XDECREF(result);
-    /* Threads that kept req: the one inside it finishes, the others get
-     * RuntimeError from now on, and r and bb are ours again. */
-    pyr_guard_close(guard);
-    pyr_interp_request_done();
+static PyObject *
+req_call(pyr_call_t *c, PyObject *fn)
+{
+    return PyObject_CallOneArg(fn, (PyObject *)c->state);
+}
+
+/* Threads that kept req: the one inside it finishes, the others get
+ * RuntimeError from now on, and r and bb are serve.c's again. */
+static int
+req_finish(pyr_call_t *c)
+{
+    request_t *req = c->state;
+    int passed;
+
+    pyr_guard_close(req->guard);
     passed = req->passed;
     req->r = NULL;
     Py_DECREF(req);
-    pyr_gen_release(g, &log);
-    pyr_gil_drop();
-
-    if (o.status == OK || o.status == DONE || (o.status == DECLINED && passed)) {
-        /* The whole body in one brigade with its EOS lets httpd add a
-         * Content-Length, and the flush sends it now rather than after the
-         * next keep-alive read. */
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(r->connection->bucket_alloc));
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(r->connection->bucket_alloc));
-        rc = ap_pass_brigade(r->output_filters, bb);
-        apr_brigade_cleanup(bb);
-        return o.status == DONE ? DONE : (rc == APR_SUCCESS ? OK : AP_FILTER_ERROR);
-    }
-
-report:
-    if (o.missing > 0) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0120: %s has no callable '%s' "
-                      "(named by PyReloadHandler in %s); answering 500 there until it "
-                      "has (said once per generation of the file)", h->path, h->callable,
-                      h->where ? h->where : "?");
-    }
-    else if (o.failed && !o.missing) {
-        const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);
-
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
-                      passed ? "the response had started: cutting it short"
-                             : "answering 500");
-        pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
-    }
-    else if (passed) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s answered %d after "
-                      "the response had started (flush() or a large write): cutting it "
-                      "short", h->path, h->callable, o.status);
-    }
-    if (passed) {
-        cut_short(r, bb);
-        free(o.why);
-        return OK;
-    }
-    apr_brigade_cleanup(bb);
-    if (o.failed && cfg->debug == 1) {
-        rc = debug_page(r, bb, apr_psprintf(r->pool, "mod_pyreload: %s::%s failed:",
-                                            h->path, h->callable), o.why);
-        free(o.why);
-        return rc;
-    }
-    free(o.why);
-    return o.status;
+    c->state = NULL;
+    return passed;
 }
+
+const pyr_protocol_t pyr_protocol_pyreload = {
+    "pyreload",
+    req_start,
+    req_call,
+    req_judge,
+    req_finish,
+};
