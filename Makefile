@@ -23,7 +23,7 @@ DEMO_PORT     ?= 8080
 DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-openssl-dev pkg-config
 DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python
 # The deploy suite (tests/it_deploy.c) runs the real tools.
-DEB_TEST   = git rsync vim tar
+DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python
 
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)

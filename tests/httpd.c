@@ -672,7 +672,8 @@ static size_t sanitizer_env(const httpd_t *h, char **env)
      * and httpd have no frame pointers, and allocation stacks would stop at
      * their first frame (useless reports, suppressions that cannot match). */
     env[1] = xasprintf("ASAN_OPTIONS=log_path=%s/san/asan:allow_user_segv_handler=0:"
-                       "detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0", h->dir);
+                       "detect_leaks=%d:halt_on_error=1:fast_unwind_on_malloc=0", h->dir,
+                       !h->opts.no_leak_check);
     env[2] = xasprintf("LSAN_OPTIONS=%s%s:print_suppressions=0",
                        supp && *supp ? "suppressions=" : "", supp && *supp ? supp : "");
     env[3] = xasprintf("UBSAN_OPTIONS=log_path=%s/san/ubsan:print_stacktrace=1:"

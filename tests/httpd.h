@@ -102,6 +102,9 @@ typedef struct httpd_opts {
     const char *loglevel;        /* LogLevel argument; NULL: "info" */
     int threads;                 /* event/worker ThreadsPerChild (= MaxRequestWorkers,
                                     one child); 0: 16 */
+    int no_leak_check;           /* sanitizer runs: no LeakSanitizer in this server (its
+                                    Python belongs to another module, e.g. mod_wsgi, whose
+                                    exit-time leaks are not ours); ASan/UBSan stay on */
     int procs;                   /* prefork: child processes (a concurrent test needs
                                     one per client); 0: 1.  event/worker: ignored */
     int no_module;               /* 1: do not LoadModule pyreload (fixture tests) */

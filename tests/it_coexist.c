@@ -64,14 +64,15 @@ make(const char *name, int pyreload_first, const char *conf)
         {"hello.py", HANDLER_PY}, {"app.wsgi", APP_WSGI}, {NULL, NULL},
     };
     char path[256], other[320], *text = NULL;
-    httpd_opts_t o = {.files = files, .no_module = 1};
+    /* The process's Python is mod_wsgi's (or mod_python's): what it leaks at
+     * exit is theirs, so only ASan's and UBSan's other checks apply here. */
+    httpd_opts_t o = {.files = files, .no_module = 1, .no_leak_check = 1};
     httpd_t *h;
 
     snprintf(path, sizeof path, MODDIR "/mod_%s.so", name);
-    if (access(path, R_OK) != 0) {
-        fprintf(stderr, "it_coexist: %s is not installed: skipped\n", path);
-        return NULL;
-    }
+    /* make check installs it (DEB_TEST): missing, the test fails, never
+     * passes without having looked. */
+    ck_assert_msg(access(path, R_OK) == 0, "%s is not installed (make deps installs it)", path);
     snprintf(other, sizeof other, "LoadModule %s_module %s\n", name, path);
     ck_assert_int_gt(asprintf(&text, "%sLoadModule pyreload_module %s\n%s%s",
                               pyreload_first ? "" : other, httpd_module_path(),
