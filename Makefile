@@ -52,7 +52,7 @@ MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 
 UNIT_SRC   = $(wildcard tests/unit_*.c)
-IT_SRC     = $(wildcard tests/it_*.c) tests/httpd.c
+IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
 .PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
         check-valgrind demo stop bench install clean
@@ -73,7 +73,7 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) $(ENGINE_CPPFLAGS) -o $@ $(UNIT_SRC) $(ENGINE_SRC) \
 	    $(PY_LDFLAGS) $(APR_LIBS) $(CHECK_FLAGS) -lpthread
 
-tests/it_runner: $(IT_SRC) tests/httpd.h tests/it_util.h Makefile
+tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
 
 # Install only what is missing, so that a machine that has it all needs no network.
@@ -132,7 +132,7 @@ it: tests/it_runner mod_pyreload.so
 # UBSan into build/asan/ (./mod_pyreload.so is left alone), Python's allocator
 # switched to malloc there (PYR_SANITIZE, src/interp.c), the unit suite run,
 # then the integration suites with that module in apache2 (libasan preloaded,
-# reports collected and failed on by tests/httpd.c).  Any report fails,
+# reports collected and failed on by tests/fixture.c).  Any report fails,
 # leaks included; tests/lsan.supp lists the known leaks that are not ours.
 SAN_DIR    = build/asan
 SAN_FLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=undefined \

@@ -15,7 +15,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 #include "it_util.h"
 
 #define LOG_WAIT_MS 3000

@@ -22,7 +22,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 
 #define MODDIR "/usr/lib/apache2/modules"
 

@@ -11,7 +11,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 
 static const char OK_PY[] =
     "import pyreload\n"

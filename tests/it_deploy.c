@@ -15,7 +15,7 @@
  * marker), so "was it deployed" is an equality check.  Tools run with
  * fork/exec, a fixed environment and a bounded wait.
  */
-#include "httpd.h"
+#include "fixture.h"
 
 #include <errno.h>
 #include <fcntl.h>

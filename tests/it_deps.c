@@ -5,7 +5,7 @@
  * own modules (under its directory or a PyReloadPath) reload with it, as a
  * consistent set; the standard library stays ordinary.
  */
-#include "httpd.h"
+#include "fixture.h"
 
 #include <pthread.h>
 #include <stdio.h>

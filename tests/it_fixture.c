@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * it_fixture.c: tests of the harness itself (tests/httpd.c), with httpd
+ * it_fixture.c: tests of the harness itself (tests/fixture.c), with httpd
  * serving static files and mod_pyreload NOT loaded.
  */
 #define _GNU_SOURCE
@@ -19,7 +19,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 
 static httpd_t *srv;
 

@@ -32,7 +32,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 
 #define LOG_WAIT_MS 5000
 

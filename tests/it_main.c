@@ -11,7 +11,7 @@
  *
  * check's usual environment applies: CK_RUN_SUITE, CK_RUN_CASE, CK_VERBOSITY,
  * CK_FORK, CK_DEFAULT_TIMEOUT; the fixture reads PYR_MODULE, PYR_MPM,
- * PYR_PORTS, PYR_KEEP and PYR_SANITIZE (see httpd.h).  PYR_IT_MPM_ONLY=1
+ * PYR_PORTS, PYR_KEEP and PYR_SANITIZE (see fixture.h).  PYR_IT_MPM_ONLY=1
  * leaves out the MPM_INDEPENDENT suites (`make it` sets it for every MPM but
  * the first), unless CK_RUN_SUITE names one.
  */
@@ -21,7 +21,7 @@
 
 #include <check.h>
 
-#include "httpd.h"
+#include "fixture.h"
 
 Suite *suite_fixture(void);
 Suite *suite_basic(void);

@@ -12,7 +12,7 @@
  * Each handler answers with a version marker so "was it reloaded" is an
  * equality check, never a sleep.
  */
-#include "httpd.h"
+#include "fixture.h"
 
 #include <pthread.h>
 #include <signal.h>

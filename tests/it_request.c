@@ -9,7 +9,7 @@
  *
  * Every case must pass under the event, worker and prefork MPMs (PYR_MPM).
  */
-#include "httpd.h"
+#include "fixture.h"
 
 #include <stdio.h>
 #include <stdlib.h>

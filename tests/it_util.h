@@ -2,12 +2,12 @@
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
  * it_util.h: small helpers that integration suites share, on top of the
- * fixture (httpd.h).  They assert with check: call them from tests.
+ * fixture (fixture.h).  They assert with check: call them from tests.
  */
 #ifndef PYR_IT_UTIL_H
 #define PYR_IT_UTIL_H
 
-#include "httpd.h"
+#include "fixture.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * httpd.h: a real-httpd fixture for the integration tests (tests/it_*.c).
+ * fixture.h: a real-httpd fixture for the integration tests (tests/it_*.c).
  *
  * One httpd_t is one /usr/sbin/apache2 running in its own temp dir
  *
@@ -77,8 +77,8 @@
  *
  * Nothing here talks to anything but 127.0.0.1.
  */
-#ifndef PYR_IT_HTTPD_H
-#define PYR_IT_HTTPD_H
+#ifndef PYR_IT_FIXTURE_H
+#define PYR_IT_FIXTURE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -358,4 +358,4 @@ char *http_raw(const httpd_t *h, const void *data, size_t len, size_t *outlen,
                   "body has \"%s\" (status %ld); body:\n%.2000s",            \
                   (needle), (long)(r)->status, (r)->body)
 
-#endif /* PYR_IT_HTTPD_H */
+#endif /* PYR_IT_FIXTURE_H */
