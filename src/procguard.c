@@ -22,6 +22,7 @@
  * How a process ends when httpd asks it to is shutdown.c.
  */
 #include "pyr_python.h"
+#include "pyr_mem.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -61,7 +62,7 @@ caller(void)
     int line;
 
     if (!f) {
-        return strdup("(no Python frame)");
+        return pyr_xstrdup("(no Python frame)");
     }
     code = PyFrame_GetCode(f);
     line = PyFrame_GetLineNumber(f);
@@ -72,10 +73,8 @@ caller(void)
     if (!u) {
         PyErr_Clear();
     }
-    out = malloc(strlen(u ? u : "?") + 24);
-    if (out) {
-        sprintf(out, "%s:%d", u ? u : "?", line);
-    }
+    out = pyr_xmalloc(strlen(u ? u : "?") + 24);
+    sprintf(out, "%s:%d", u ? u : "?", line);
     Py_XDECREF(file);
     Py_DECREF(code);
     return out;

@@ -13,6 +13,7 @@
  */
 #include "pyr_httpd.h"
 #include "pyr_python.h"
+#include "pyr_mem.h"
 
 #include "http_core.h"
 #include "http_log.h"
@@ -524,7 +525,7 @@ not_final(const char *what, const char *how, long v, pyr_outcome_t *o)
              what, how, v);
     o->status = HTTP_INTERNAL_SERVER_ERROR;
     o->failed = 1;
-    o->why = strdup(buf);
+    o->why = pyr_xstrdup(buf);
 }
 
 static void
@@ -592,7 +593,7 @@ req_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
         Py_XDECREF(repr);
         o->status = HTTP_INTERNAL_SERVER_ERROR;
         o->failed = 1;
-        o->why = strdup(buf);
+        o->why = pyr_xstrdup(buf);
     }
 }
 
