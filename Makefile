@@ -92,7 +92,7 @@ check: deps
 # The layering rule, said where it breaks: no engine source includes an
 # httpd header (the unit runner's build, without httpd's include path,
 # catches what they include in turn).
-HTTPD_HEADER = (httpd|http_[a-z_]+|ap_[a-z_]+|util_[a-z_]+|mod_[a-z_]+|glue)\.h
+HTTPD_HEADER = (httpd|http_[a-z_]+|ap_[a-z_]+|util_[a-z_]+|mod_[a-z_]+|pyr_httpd)\.h
 check-layers:
 	@bad=$$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]$(HTTPD_HEADER)[">]' \
 	    $(ENGINE_SRC)); \

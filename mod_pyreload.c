@@ -18,7 +18,7 @@
  * engine (module cache, reloads, generations) is behind include/pyreload.h;
  * one request through Python is src/serve.c, and handler(req) is src/req.c.
  */
-#include "glue.h"
+#include "pyr_httpd.h"
 
 #include "http_log.h"
 #include "http_protocol.h"
@@ -92,8 +92,8 @@ directive_where(cmd_parms *cmd)
         return "";
     }
     if (sec) {
-        return apr_psprintf(cmd->pool, "%s %s, %s:%d", sec->directive, sec->args,
-                            d->filename, d->line_num);
+        return apr_psprintf(cmd->pool, "%s %s, %s:%d", sec->directive, sec->args, d->filename,
+                            d->line_num);
     }
     return apr_psprintf(cmd->pool, "%s:%d", d->filename, d->line_num);
 }
@@ -117,8 +117,7 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
                             strerror(errno));
     }
     if (!S_ISREG(st.st_mode)) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a regular file",
-                            cmd->cmd->name, path);
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a regular file", cmd->cmd->name, path);
     }
     h = apr_pcalloc(cmd->pool, sizeof(*h));
     h->path = path;
@@ -134,16 +133,17 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
 static const char *
 add_path(cmd_parms *cmd, void *mconfig, const char *arg)
 {
-    pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config,
-                                              &pyreload_module);
+    pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config, &pyreload_module);
     const char *dir = ap_server_root_relative(cmd->pool, arg);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_VIRTUALHOST);
     struct stat st;
 
     if (err) {
-        return apr_pstrcat(cmd->pool, err, ": sys.path is process-wide (one Python "
+        return apr_pstrcat(cmd->pool, err,
+                           ": sys.path is process-wide (one Python "
                            "serves every virtual host of a process), so PyReloadPath "
-                           "belongs at server level", NULL);
+                           "belongs at server level",
+                           NULL);
     }
     if (!dir || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a directory", cmd->cmd->name,
@@ -176,7 +176,8 @@ set_interval(cmd_parms *cmd, void *mconfig, const char *arg)
 
     ms = apr_strtoi64(arg, &end, 10);
     if (!*arg || *end || ms < 0 || ms > 86400000) {
-        return apr_psprintf(cmd->pool, "%s takes milliseconds, a whole number from 0 "
+        return apr_psprintf(cmd->pool,
+                            "%s takes milliseconds, a whole number from 0 "
                             "(check on every request) to 86400000, not '%s'",
                             cmd->cmd->name, arg);
     }
@@ -225,7 +226,7 @@ static const command_rec pyreload_cmds[] = {
     AP_INIT_FLAG("PyReloadSafeFiles", set_safe_files, NULL, RSRC_CONF,
                  "Off: run Python files that any user may write (a development "
                  "machine; default On: refuse them); server-wide"),
-    {NULL}
+    { NULL }
 };
 
 /* ------------------------------------------------------------------ */
@@ -263,9 +264,11 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
         const pyr_handler_t *h = APR_ARRAY_IDX(configured, i, const pyr_handler_t *);
 
         if (pyr_perm_check(h->path, msg, sizeof(msg)) == 1) {
-            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
+                         "PYR0020: "
                          "PyReloadHandler (%s): %s; or, on a development machine only, "
-                         "PyReloadSafeFiles Off", h->where, msg);
+                         "PyReloadSafeFiles Off",
+                         h->where, msg);
             bad = 1;
         }
     }
@@ -273,9 +276,11 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
         const char *dir = APR_ARRAY_IDX(sc->paths, i, const char *);
 
         if (pyr_perm_check(dir, msg, sizeof(msg)) == 1) {
-            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "PYR0020: "
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
+                         "PYR0020: "
                          "PyReloadPath: %s; or, on a development machine only, "
-                         "PyReloadSafeFiles Off", msg);
+                         "PyReloadSafeFiles Off",
+                         msg);
             bad = 1;
         }
     }
@@ -334,12 +339,15 @@ child_init(apr_pool_t *pchild, server_rec *s)
     opts.extend_module = pyr_req_register;
     opts.drain = pyr_child_drain;
     if (owner) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "PYR0003: Python was started in "
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "PYR0003: Python was started in "
                      "this process by %s; mod_pyreload uses that interpreter (so %s's "
-                     "Python settings apply, not mod_pyreload's isolation)", owner, owner);
+                     "Python settings apply, not mod_pyreload's isolation)",
+                     owner, owner);
     }
     if (pyr_interp_init(&opts, &err) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "PYR0001: cannot start Python in "
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "PYR0001: cannot start Python in "
                      "this process; every Python handler will answer 500:");
         pyr_log_lines(&opts.stdio, APLOG_CRIT, "PYR0001: ", err ? err : "unknown error");
         return;
@@ -391,7 +399,7 @@ register_hooks(apr_pool_t *p)
     /* mod_wsgi, if loaded, starts Python and we attach: it must start it in
      * both load orders, since its child cleanup needs the thread state it
      * made then. */
-    static const char *const after[] = {"mod_wsgi.c", NULL};
+    static const char *const after[] = { "mod_wsgi.c", NULL };
 
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -402,12 +410,6 @@ register_hooks(apr_pool_t *p)
 }
 
 AP_DECLARE_MODULE(pyreload) = {
-    STANDARD20_MODULE_STUFF,
-    create_dir_conf,
-    merge_dir_conf,
-    create_srv_conf,
-    NULL,
-    pyreload_cmds,
-    register_hooks,
-    AP_MODULE_FLAG_NONE
+    STANDARD20_MODULE_STUFF, create_dir_conf, merge_dir_conf,     create_srv_conf, NULL,
+    pyreload_cmds,           register_hooks,  AP_MODULE_FLAG_NONE
 };

@@ -51,8 +51,7 @@ typedef struct pyr_logger {
 } pyr_logger_t;
 
 /* Log every line of text (split at '\n'), each prefixed with prefix. */
-void pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix,
-                   const char *text);
+void pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix, const char *text);
 /* printf-style single message; no GIL. */
 void pyr_logf(const pyr_logger_t *log, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -61,9 +60,9 @@ void pyr_logf(const pyr_logger_t *log, int level, const char *fmt, ...)
 /* interp.c: the interpreter of this process, and the GIL per thread   */
 
 typedef struct pyr_interp_opts {
-    const char *const *paths;   /* prepended to sys.path, in this order */
+    const char *const *paths; /* prepended to sys.path, in this order */
     int npaths;
-    pyr_logger_t stdio;         /* sys.stdout / sys.stderr / logging's last resort */
+    pyr_logger_t stdio; /* sys.stdout / sys.stderr / logging's last resort */
     /* Called by the pyreload module's init function to add what only the
      * caller knows (httpd's Request type); may be NULL. 0 or -1 + exception. */
     int (*extend_module)(PyObject *module);
@@ -167,16 +166,16 @@ typedef struct pyr_gen pyr_gen_t;
 
 /* How a request checks its file. */
 typedef struct pyr_check {
-    int enabled;                    /* 0: freeze a file after its first load */
-    apr_interval_time_t interval;   /* 0: stat on every request */
+    int enabled;                  /* 0: freeze a file after its first load */
+    apr_interval_time_t interval; /* 0: stat on every request */
 } pyr_check_t;
 
 typedef enum pyr_status {
-    PYR_READY = 0,      /* a generation can be acquired */
-    PYR_MISSING,        /* the file is gone (its last generation is kept) */
-    PYR_FAILED,         /* never loaded successfully: nothing to serve */
-    PYR_DENIED,         /* the file cannot be read (EACCES) */
-    PYR_SYSERR          /* any other stat or read failure */
+    PYR_READY = 0, /* a generation can be acquired */
+    PYR_MISSING,   /* the file is gone (its last generation is kept) */
+    PYR_FAILED,    /* never loaded successfully: nothing to serve */
+    PYR_DENIED,    /* the file cannot be read (EACCES) */
+    PYR_SYSERR     /* any other stat or read failure */
 } pyr_status_t;
 
 /* A cache lives as long as its pool; destroy it (no GIL) before finalising
@@ -213,8 +212,7 @@ int pyr_entry_require(pyr_entry_t *e, const char *callable);
  * change, rebuild what changed and what imports it, and publish the set.
  * Only one thread loads at a time; a request that sees the same change waits
  * (without the GIL) for that load.  No GIL. */
-pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check,
-                               const pyr_logger_t *log);
+pyr_status_t pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *log);
 
 /* How many times the entry's files were stat'ed: a check that finds nothing
  * happened in their directories (inotify) looks at no file.  No GIL. */

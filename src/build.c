@@ -18,8 +18,8 @@
  * otherwise, and (but pyr_build_first(), which takes it) with the cache's
  * build mutex held, so one build at a time runs in a process.
  */
-#include "engine.h"
-#include "mem.h"
+#include "pyr_engine.h"
+#include "pyr_mem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,14 +29,14 @@
 
 typedef struct {
     pyr_entry_t *e;
-    int item;                   /* index of a module of this build, or -1 */
-    pyr_gen_t *gen;             /* else: the published generation it uses */
+    int item;       /* index of a module of this build, or -1 */
+    pyr_gen_t *gen; /* else: the published generation it uses */
 } dep_t;
 
 typedef struct {
     pyr_entry_t *e;
-    PyObject *module;           /* owned */
-    PyObject *code;             /* owned */
+    PyObject *module; /* owned */
+    PyObject *code;   /* owned */
     pyr_sig_t sig;
     int exists;
     dep_t *deps;
@@ -45,12 +45,12 @@ typedef struct {
 
 typedef struct {
     pyr_entry_t *e;
-    pyr_gen_t *g;               /* its generation in the old closure */
+    pyr_gen_t *g; /* its generation in the old closure */
     pyr_sig_t now;
     int exists;
-    int changed;                /* its file differs from its current generation */
-    int stale;                  /* the closure holds an older generation than current */
-    int marked;                 /* rebuilt: changed, or imports a changed or stale one */
+    int changed; /* its file differs from its current generation */
+    int stale;   /* the closure holds an older generation than current */
+    int marked;  /* rebuilt: changed, or imports a changed or stale one */
 } old_t;
 
 struct pyr_build {
@@ -60,9 +60,9 @@ struct pyr_build {
     int nitems, capitems;
     old_t *old;
     int nold, capold;
-    char *report;               /* info lines, '\n'-separated */
-    const char *why;            /* the changed files, for the report */
-    char *refused;              /* a file anyone may write was met: the message */
+    char *report;    /* info lines, '\n'-separated */
+    const char *why; /* the changed files, for the report */
+    char *refused;   /* a file anyone may write was met: the message */
 };
 
 static __thread pyr_build_t *building;
@@ -252,15 +252,14 @@ build_marked(pyr_build_t *b, pyr_gen_t *g, int depth)
     if (k < 0 || !b->old[k].marked || find_item(b, g->entry) >= 0 || depth > 64) {
         return 0;
     }
-    b->old[k].marked = 2;   /* visiting: a cycle stops here */
+    b->old[k].marked = 2; /* visiting: a cycle stops here */
     for (i = 0; i < g->ndeps; i++) {
         int d = find_old(b, g->deps[i]->entry);
         if (d >= 0 && b->old[d].marked == 1 && build_marked(b, g->deps[i], depth + 1) < 0) {
             return -1;
         }
     }
-    if (find_item(b, g->entry) < 0 && !g->entry->is_handler
-        && !build_module(b, g->entry)) {
+    if (find_item(b, g->entry) < 0 && !g->entry->is_handler && !build_module(b, g->entry)) {
         return -1;
     }
     return 0;
@@ -320,8 +319,8 @@ publish(pyr_build_t *b)
     int i, j;
 
     for (i = 0; i < b->nitems; i++) {
-        if (b->items[i].e->is_handler
-            && pyr_gen_check_callables(b->items[i].e, b->items[i].module) < 0) {
+        if (b->items[i].e->is_handler &&
+            pyr_gen_check_callables(b->items[i].e, b->items[i].module) < 0) {
             return -1;
         }
     }
@@ -365,7 +364,7 @@ publish(pyr_build_t *b)
         e->current = gens[i];
         e->published = gens[i]->number;
         __atomic_store_n(&e->has_gen, 1, __ATOMIC_RELEASE);
-        gens[i] = old;      /* retired below, once every entry points to its new one */
+        gens[i] = old; /* retired below, once every entry points to its new one */
     }
     for (i = 0; i < b->nitems; i++) {
         if (gens[i]) {
@@ -427,8 +426,8 @@ watch_seen(pyr_build_t *b, pyr_entry_t *root)
 }
 
 int
-pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
-                 pyr_watch_t **watch, char **report_out)
+pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error, pyr_watch_t **watch,
+                 char **report_out)
 {
     pyr_build_t b;
     char why[2048];
@@ -441,7 +440,7 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
     *report_out = NULL;
     why[0] = '\0';
     if (e->cache->resolved) {
-        PyDict_Clear(e->cache->resolved);   /* new files may have appeared */
+        PyDict_Clear(e->cache->resolved); /* new files may have appeared */
     }
     if (!e->capsule && !(e->capsule = PyCapsule_New(e, NULL, NULL))) {
         *error = pyr_exc_format();
@@ -451,20 +450,20 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
 
     if (e->current) {
         collect_old(&b, e->current);
-        Py_BEGIN_ALLOW_THREADS
-        for (i = 0; i < b.nold; i++) {
+        Py_BEGIN_ALLOW_THREADS for (i = 0; i < b.nold; i++)
+        {
             b.old[i].exists = pyr_sig_stat(b.old[i].e->path, &b.old[i].now) == 0;
         }
-        Py_END_ALLOW_THREADS
-        if (!mark(&b)) {
+        Py_END_ALLOW_THREADS if (!mark(&b))
+        {
             /* Touched and put back, or only a stat race: nothing to build. */
             *watch = watch_of(e->current);
             build_free(&b);
             return 0;
         }
         for (i = 0; i < b.nold; i++) {
-            if ((b.old[i].changed || b.old[i].stale)
-                && strlen(why) + strlen(b.old[i].e->path) + 3 < sizeof(why)) {
+            if ((b.old[i].changed || b.old[i].stale) &&
+                strlen(why) + strlen(b.old[i].e->path) + 3 < sizeof(why)) {
                 strcat(why, why[0] ? ", " : "");
                 strcat(why, b.old[i].e->path);
             }
@@ -499,7 +498,7 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
     }
     else {
         *watch = watch_of(e->current);
-        *report_out = b.report;     /* the caller's now */
+        *report_out = b.report; /* the caller's now */
         b.report = NULL;
     }
     build_free(&b);
@@ -552,11 +551,11 @@ pyr_build_first(pyr_entry_t *d)
     int rv = 0;
 
     /* The build lock is never waited for with the GIL held. */
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&c->build);
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&c->build);
     Py_END_ALLOW_THREADS
-    /* Another thread may have loaded it meanwhile. */
-    if (!d->current) {
+        /* Another thread may have loaded it meanwhile. */
+        if (!d->current)
+    {
         PyObject *m;
 
         memset(&b, 0, sizeof(b));

@@ -5,15 +5,15 @@
  * check a request makes before it runs (refresh), and the watch lists those
  * checks sweep.  A generation's life is gen.c; building one is build.c.
  *
- * Locking (the order for the whole engine is in engine.h): this is the one
+ * Locking (the order for the whole engine is in pyr_engine.h): this is the one
  * file that takes the cache's lock (entries and roots, held for a lookup
  * only) and an entry's mutex (what a request needs before it may run
  * Python: the files its handler watches, who is loading, the last
  * failure).  Its functions run WITHOUT the GIL, except pyr_cache_destroy(),
  * and load(), which takes the build mutex and then the GIL.
  */
-#include "engine.h"
-#include "mem.h"
+#include "pyr_engine.h"
+#include "pyr_mem.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
@@ -83,8 +83,8 @@ unique_name(apr_pool_t *p, const char *path)
 }
 
 pyr_entry_t *
-pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *root,
-              int is_handler, int is_package)
+pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *root, int is_handler,
+              int is_package)
 {
     pyr_entry_t *e;
 
@@ -246,7 +246,8 @@ static pyr_status_t
 stat_failure(pyr_entry_t *e, int rv, const pyr_logger_t *log)
 {
     pyr_status_t st = (rv == ENOENT || rv == ENOTDIR) ? PYR_MISSING
-                    : rv == EACCES ? PYR_DENIED : PYR_SYSERR;
+                      : rv == EACCES                  ? PYR_DENIED
+                                                      : PYR_SYSERR;
     int first;
 
     pthread_mutex_lock(&e->lock);
@@ -254,10 +255,13 @@ stat_failure(pyr_entry_t *e, int rv, const pyr_logger_t *log)
     e->missing = 1;
     pthread_mutex_unlock(&e->lock);
     if (first) {
-        pyr_logf(log, PYR_LOG_ERR, "PYR0103: %s: %s; answering %s until it is back%s",
-                 e->path, strerror(rv), st == PYR_MISSING ? "404" : st == PYR_DENIED
-                 ? "403" : "500", __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE)
-                 ? " (its last generation is kept)" : "");
+        pyr_logf(log, PYR_LOG_ERR, "PYR0103: %s: %s; answering %s until it is back%s", e->path,
+                 strerror(rv),
+                 st == PYR_MISSING  ? "404"
+                 : st == PYR_DENIED ? "403"
+                                    : "500",
+                 __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE) ? " (its last generation is kept)"
+                                                                : "");
     }
     return st;
 }
@@ -281,8 +285,7 @@ watch_changed(pyr_entry_t *e, const pyr_watch_t *w, int patient)
         if (rv != 0 && w->item[i].e == e) {
             return -rv;
         }
-        if ((rv == 0) != w->item[i].exists
-            || (rv == 0 && !pyr_sig_equal(&now, &w->item[i].sig))) {
+        if ((rv == 0) != w->item[i].exists || (rv == 0 && !pyr_sig_equal(&now, &w->item[i].sig))) {
             return 1;
         }
     }
@@ -327,24 +330,28 @@ rewatch(pyr_entry_t *e, pyr_watch_t *w)
 }
 
 static void
-log_outcome(pyr_entry_t *e, const pyr_logger_t *log, int failed, char *error,
-            char *report, long number, apr_time_t t0)
+log_outcome(pyr_entry_t *e, const pyr_logger_t *log, int failed, char *error, char *report,
+            long number, apr_time_t t0)
 {
     if (report) {
         pyr_log_lines(log, PYR_LOG_INFO, "", report);
     }
     if (!failed) {
-        pyr_logf(log, PYR_LOG_INFO, "PYR0100: %s: generation %ld loaded in %.3f ms",
-                 e->path, number, (double)(apr_time_now() - t0) / 1000.0);
+        pyr_logf(log, PYR_LOG_INFO, "PYR0100: %s: generation %ld loaded in %.3f ms", e->path,
+                 number, (double)(apr_time_now() - t0) / 1000.0);
         return;
     }
     if (number) {
-        pyr_logf(log, PYR_LOG_ERR, "PYR0102: %s: load failed; generation %ld "
-                 "keeps serving until a file changes again:", e->path, number);
+        pyr_logf(log, PYR_LOG_ERR,
+                 "PYR0102: %s: load failed; generation %ld "
+                 "keeps serving until a file changes again:",
+                 e->path, number);
     }
     else {
-        pyr_logf(log, PYR_LOG_ERR, "PYR0102: %s: load failed; nothing to serve "
-                 "until a file changes again:", e->path);
+        pyr_logf(log, PYR_LOG_ERR,
+                 "PYR0102: %s: load failed; nothing to serve "
+                 "until a file changes again:",
+                 e->path);
     }
     pyr_log_lines(log, PYR_LOG_ERR, "PYR0102: ", error ? error : "(unknown error)\n");
 }
@@ -423,8 +430,8 @@ pyr_entry_refresh(pyr_entry_t *e, const pyr_check_t *check, const pyr_logger_t *
 
         /* Nothing happened on the way to any of its files since the last
          * sweep found them as they were: no lock, no stat. */
-        if (epoch && __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE)
-            && epoch == __atomic_load_n(&e->clean_epoch, __ATOMIC_ACQUIRE)) {
+        if (epoch && __atomic_load_n(&e->notified, __ATOMIC_ACQUIRE) &&
+            epoch == __atomic_load_n(&e->clean_epoch, __ATOMIC_ACQUIRE)) {
             return __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE) ? PYR_READY : PYR_FAILED;
         }
 

@@ -6,8 +6,8 @@
  * Never PyErr_Print(): it exits the process on SystemExit, and it writes to
  * sys.stderr in one go, without the file name header we log before it.
  */
-#include "pyr_py.h"
-#include "mem.h"
+#include "pyr_python.h"
+#include "pyr_mem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +37,8 @@ pyr_exc_format(void)
 
     mod = PyImport_ImportModule("traceback");
     if (mod) {
-        lines = PyObject_CallMethod(mod, "format_exception", "OOO", type,
-                                    value ? value : Py_None, tb ? tb : Py_None);
+        lines = PyObject_CallMethod(mod, "format_exception", "OOO", type, value ? value : Py_None,
+                                    tb ? tb : Py_None);
     }
     if (lines && (empty = PyUnicode_FromString(""))) {
         text = PyUnicode_Join(empty, lines);

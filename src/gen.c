@@ -11,8 +11,8 @@
  *
  * Locking: the GIL, for every function here; no mutex is taken.
  */
-#include "engine.h"
-#include "mem.h"
+#include "pyr_engine.h"
+#include "pyr_mem.h"
 
 #include <stdlib.h>
 
@@ -24,14 +24,14 @@ pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg)
 {
     PyObject *fn, *r;
 
-    fn = PyDict_GetItemWithError(PyModule_GetDict(module), name);  /* borrowed */
+    fn = PyDict_GetItemWithError(PyModule_GetDict(module), name); /* borrowed */
     if (!fn) {
         return PyErr_Occurred() ? -1 : 0;
     }
     if (!PyCallable_Check(fn)) {
         return 0;
     }
-    Py_INCREF(fn);      /* the hook may rebind its own name */
+    Py_INCREF(fn); /* the hook may rebind its own name */
     r = arg ? PyObject_CallOneArg(fn, arg) : PyObject_CallNoArgs(fn);
     Py_DECREF(fn);
     if (!r) {
@@ -84,12 +84,11 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
     if (pyr_call_hook(g->module, pyr_str.purge, NULL) < 0) {
         char *tb = pyr_exc_format();
 
-        Py_BEGIN_ALLOW_THREADS
-        pyr_logf(log, PYR_LOG_ERR, "PYR0104: %s: __purge__() of generation %ld raised:",
-                 g->entry->path, g->number);
+        Py_BEGIN_ALLOW_THREADS pyr_logf(
+            log, PYR_LOG_ERR, "PYR0104: %s: __purge__() of generation %ld raised:", g->entry->path,
+            g->number);
         pyr_log_lines(log, PYR_LOG_ERR, "PYR0104: ", tb);
-        Py_END_ALLOW_THREADS
-        free(tb);
+        Py_END_ALLOW_THREADS free(tb);
     }
     pyr_gen_clear(g);
 }
@@ -273,7 +272,7 @@ find_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
     PyObject *had = e->current ? PyModule_GetDict(e->current->module) : NULL;
 
     for (i = 0; i < n; i++) {
-        PyObject *fn = PyDict_GetItemString(dict, e->names[i]);    /* borrowed */
+        PyObject *fn = PyDict_GetItemString(dict, e->names[i]); /* borrowed */
         PyObject *old = had ? PyDict_GetItemString(had, e->names[i]) : NULL;
 
         out[i] = fn && PyCallable_Check(fn) ? fn : NULL;
@@ -281,14 +280,16 @@ find_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
             continue;
         }
         if (!fn) {
-            PyErr_Format(PyExc_AttributeError, "%s defines no '%s' (named by "
+            PyErr_Format(PyExc_AttributeError,
+                         "%s defines no '%s' (named by "
                          "PyReloadHandler, and defined by the code serving now)",
                          e->path, e->names[i]);
         }
         else {
-            PyErr_Format(PyExc_TypeError, "'%s' in %s is a %.100s, not a callable "
-                         "(named by PyReloadHandler)", e->names[i], e->path,
-                         Py_TYPE(fn)->tp_name);
+            PyErr_Format(PyExc_TypeError,
+                         "'%s' in %s is a %.100s, not a callable "
+                         "(named by PyReloadHandler)",
+                         e->names[i], e->path, Py_TYPE(fn)->tp_name);
         }
         return -1;
     }
@@ -334,7 +335,7 @@ pyr_gen_callable(pyr_gen_t *g, int slot)
     if (!(name = PyUnicode_FromString(e->names[slot]))) {
         return NULL;
     }
-    fn = PyDict_GetItemWithError(PyModule_GetDict(g->module), name);    /* borrowed */
+    fn = PyDict_GetItemWithError(PyModule_GetDict(g->module), name); /* borrowed */
     if (!fn && !PyErr_Occurred()) {
         PyErr_Format(PyExc_AttributeError, "%s defines no '%U'", e->path, name);
     }

@@ -17,16 +17,16 @@
  * Tables hold the guard, not the request, so req and its tables form no
  * reference cycle: a request's objects go with their last reference.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 #include <pthread.h>
 
 struct pyr_guard {
-    long refs;              /* GIL */
-    int live;               /* GIL */
-    int busy;               /* atomic: set with the GIL, cleared without it, under mu */
-    pthread_mutex_t mu;     /* only ever taken without the GIL */
-    pthread_cond_t idle;    /* busy went to 0 */
+    long refs;           /* GIL */
+    int live;            /* GIL */
+    int busy;            /* atomic: set with the GIL, cleared without it, under mu */
+    pthread_mutex_t mu;  /* only ever taken without the GIL */
+    pthread_cond_t idle; /* busy went to 0 */
 };
 
 pyr_guard_t *
@@ -70,8 +70,7 @@ static void
 wait_idle(pyr_guard_t *g)
 {
     while (__atomic_load_n(&g->busy, __ATOMIC_ACQUIRE)) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&g->mu);
+        Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&g->mu);
         while (__atomic_load_n(&g->busy, __ATOMIC_ACQUIRE)) {
             pthread_cond_wait(&g->idle, &g->mu);
         }
@@ -93,7 +92,7 @@ pyr_guard_check(pyr_guard_t *g)
 {
     if (!pyr_guard_live(g)) {
         PyErr_SetString(PyExc_RuntimeError, "this request has finished: req and its "
-                        "tables are only valid during their own request");
+                                            "tables are only valid during their own request");
         return -1;
     }
     return 0;

@@ -14,15 +14,15 @@
  * mutex in build.c, a handler's mutex in cache.c, each with the GIL
  * released.
  */
-#include "engine.h"
+#include "pyr_engine.h"
 
 #include <string.h>
 #include <sys/stat.h>
 
-static PyObject *orig_import;           /* builtins.__import__ before us */
-static PyObject *orig_import_module;    /* importlib.import_module before us */
-static PyObject *key_pyreload;          /* "__pyreload__" */
-static PyObject *stdlib_names;          /* frozenset: never reloadable */
+static PyObject *orig_import;        /* builtins.__import__ before us */
+static PyObject *orig_import_module; /* importlib.import_module before us */
+static PyObject *key_pyreload;       /* "__pyreload__" */
+static PyObject *stdlib_names;       /* frozenset: never reloadable */
 
 /* ------------------------------------------------------------------ */
 /* Names to files                                                      */
@@ -47,15 +47,14 @@ is_module_file(pyr_cache_t *c, const char *path)
         return 1;
     }
     e = pyr_cache_find(c, path);
-    return e && __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE)
-        && pyr_sig_stat_settled(path, &sig) == 0;
+    return e && __atomic_load_n(&e->has_gen, __ATOMIC_ACQUIRE) &&
+           pyr_sig_stat_settled(path, &sig) == 0;
 }
 
 /* "a.b.c" under one root: the entries of a, a.b and a.b.c, or 0 if the
  * name is not there.  No GIL (stats, and the cache lock). */
 static int
-resolve_in(pyr_cache_t *c, const char *root, const char *absname,
-           pyr_entry_t **out, int max)
+resolve_in(pyr_cache_t *c, const char *root, const char *absname, pyr_entry_t **out, int max)
 {
     char dir[4096], path[4200], prefix[1024];
     const char *p = absname;
@@ -124,7 +123,7 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
     if (!key) {
         return -1;
     }
-    hit = PyDict_GetItemWithError(c->resolved, key);   /* borrowed */
+    hit = PyDict_GetItemWithError(c->resolved, key); /* borrowed */
     if (hit) {
         Py_DECREF(key);
         if (hit == Py_None) {
@@ -141,8 +140,7 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
         return -1;
     }
 
-    Py_BEGIN_ALLOW_THREADS
-    n = resolve_in(c, importer->root, name, out, MAX_DEPTH);
+    Py_BEGIN_ALLOW_THREADS n = resolve_in(c, importer->root, name, out, MAX_DEPTH);
     for (i = 0; !n && (r = pyr_cache_root(c, i)); i++) {
         if (strcmp(r, importer->root) != 0) {
             n = resolve_in(c, r, name, out, MAX_DEPTH);
@@ -150,14 +148,14 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
     }
     Py_END_ALLOW_THREADS
 
-    if (n > 0) {
+        if (n > 0)
+    {
         if (!(list = PyTuple_New(n))) {
             Py_DECREF(key);
             return -1;
         }
         for (i = 0; i < n; i++) {
-            if (!out[i]->capsule
-                && !(out[i]->capsule = PyCapsule_New(out[i], NULL, NULL))) {
+            if (!out[i]->capsule && !(out[i]->capsule = PyCapsule_New(out[i], NULL, NULL))) {
                 Py_DECREF(list);
                 Py_DECREF(key);
                 return -1;
@@ -165,7 +163,8 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
             PyTuple_SET_ITEM(list, i, Py_NewRef(out[i]->capsule));
         }
     }
-    else {
+    else
+    {
         list = Py_NewRef(Py_None);
     }
     i = PyDict_SetItem(c->resolved, key, list);
@@ -198,7 +197,6 @@ in_closure(pyr_gen_t *g, pyr_entry_t *d, int depth)
     return NULL;
 }
 
-
 /* A request imports a module its pinned set does not have: load it now if
  * it never was, and add it to the request's handler generation so that the
  * handler's checks watch it from now on. */
@@ -214,8 +212,7 @@ request_import(pyr_entry_t *d)
         pyr_sig_t sig = d->current->sig;
 
         pyr_gen_add_dep(pinned, d->current);
-        Py_BEGIN_ALLOW_THREADS
-        pyr_entry_watch_add(pinned->entry, d, &sig);
+        Py_BEGIN_ALLOW_THREADS pyr_entry_watch_add(pinned->entry, d, &sig);
         Py_END_ALLOW_THREADS
     }
     return d->current->module;
@@ -257,7 +254,7 @@ importer_of(PyObject *globals)
     if (!globals || !PyDict_Check(globals)) {
         return NULL;
     }
-    cap = PyDict_GetItemWithError(globals, key_pyreload);      /* borrowed */
+    cap = PyDict_GetItemWithError(globals, key_pyreload); /* borrowed */
     if (!cap || !PyCapsule_CheckExact(cap)) {
         return NULL;
     }
@@ -278,8 +275,8 @@ absolute_name(pyr_entry_t *importer, PyObject *package, PyObject *name, int leve
     const char *pkg;
     PyObject *base;
 
-    if (!package || !PyUnicode_Check(package) || PyUnicode_GET_LENGTH(package) == 0
-        || !(pkg = PyUnicode_AsUTF8(package))) {
+    if (!package || !PyUnicode_Check(package) || PyUnicode_GET_LENGTH(package) == 0 ||
+        !(pkg = PyUnicode_AsUTF8(package))) {
         return NULL;
     }
     if (importer->prefix) {
@@ -291,7 +288,7 @@ absolute_name(pyr_entry_t *importer, PyObject *package, PyObject *name, int leve
             return NULL;
         }
         if (strncmp(pkg, importer->prefix, pl) == 0 && pkg[pl] == '.') {
-            start = (Py_ssize_t)pl + 1;     /* the prefix is ASCII: bytes = chars */
+            start = (Py_ssize_t)pl + 1; /* the prefix is ASCII: bytes = chars */
         }
     }
     end = PyUnicode_GET_LENGTH(package);
@@ -362,8 +359,8 @@ import_abs(pyr_entry_t *importer, PyObject *absname, int want_leaf, PyObject *fr
          * imported through the cache (the package's attribute may be an
          * older version). */
         while ((x = PyIter_Next(it))) {
-            if (PyUnicode_Check(x) && chain[n - 1]->is_package
-                && PyUnicode_CompareWithASCIIString(x, "*") != 0) {
+            if (PyUnicode_Check(x) && chain[n - 1]->is_package &&
+                PyUnicode_CompareWithASCIIString(x, "*") != 0) {
                 PyObject *sub = PyUnicode_FromFormat("%U.%U", absname, x);
                 pyr_entry_t *sc[MAX_DEPTH];
                 int sn = sub ? resolve(importer, sub, sc) : -1;
@@ -398,17 +395,17 @@ import_abs(pyr_entry_t *importer, PyObject *absname, int want_leaf, PyObject *fr
 static PyObject *
 hook_import(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name", "globals", "locals", "fromlist", "level", NULL};
+    static char *kwlist[] = { "name", "globals", "locals", "fromlist", "level", NULL };
     PyObject *name, *globals = NULL, *locals = NULL, *fromlist = NULL, *absname, *r;
     pyr_entry_t *importer;
     int level = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|OOOi:__import__", kwlist, &name,
-                                     &globals, &locals, &fromlist, &level)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|OOOi:__import__", kwlist, &name, &globals,
+                                     &locals, &fromlist, &level)) {
         return NULL;
     }
     if (!globals || globals == Py_None) {
-        globals = PyEval_GetGlobals();      /* borrowed; __import__('x') from code */
+        globals = PyEval_GetGlobals(); /* borrowed; __import__('x') from code */
     }
     importer = importer_of(globals);
     if (!importer) {
@@ -418,8 +415,8 @@ hook_import(PyObject *self, PyObject *args, PyObject *kw)
         return PyObject_Call(orig_import, args, kw);
     }
     if (level > 0) {
-        absname = absolute_name(importer, PyDict_GetItemString(globals, "__package__"),
-                                name, level);
+        absname =
+            absolute_name(importer, PyDict_GetItemString(globals, "__package__"), name, level);
     }
     else {
         absname = Py_NewRef(name);
@@ -439,7 +436,7 @@ hook_import(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *
 hook_import_module(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name", "package", NULL};
+    static char *kwlist[] = { "name", "package", NULL };
     PyObject *name, *package = Py_None, *absname = NULL, *r;
     pyr_entry_t *importer = importer_of(PyEval_GetGlobals());
     Py_ssize_t level = 0;
@@ -447,8 +444,7 @@ hook_import_module(PyObject *self, PyObject *args, PyObject *kw)
     if (!importer) {
         return PyErr_Occurred() ? NULL : PyObject_Call(orig_import_module, args, kw);
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O:import_module", kwlist, &name,
-                                     &package)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O:import_module", kwlist, &name, &package)) {
         return NULL;
     }
     while (level < PyUnicode_GET_LENGTH(name) && PyUnicode_READ_CHAR(name, level) == '.') {
@@ -484,15 +480,14 @@ static PyMethodDef hook_import_def = {
 };
 
 static PyMethodDef hook_import_module_def = {
-    "import_module", (PyCFunction)(void (*)(void))hook_import_module,
-    METH_VARARGS | METH_KEYWORDS,
+    "import_module", (PyCFunction)(void (*)(void))hook_import_module, METH_VARARGS | METH_KEYWORDS,
     "importlib.import_module, through mod_pyreload's module cache for reloadable modules."
 };
 
 int
 pyr_loader_init(void)
 {
-    PyObject *builtins = PyEval_GetBuiltins();      /* borrowed dict */
+    PyObject *builtins = PyEval_GetBuiltins(); /* borrowed dict */
     PyObject *importlib = NULL, *fn = NULL;
     int rv = -1;
 
@@ -500,8 +495,8 @@ pyr_loader_init(void)
         return -1;
     }
     {
-        PyObject *std = PySys_GetObject("stdlib_module_names");     /* borrowed */
-        PyObject *bi = PySys_GetObject("builtin_module_names");     /* borrowed */
+        PyObject *std = PySys_GetObject("stdlib_module_names"); /* borrowed */
+        PyObject *bi = PySys_GetObject("builtin_module_names"); /* borrowed */
         PyObject *all = std ? PySet_New(std) : NULL;
         Py_ssize_t i;
 
@@ -525,19 +520,19 @@ pyr_loader_init(void)
         return -1;
     }
     Py_INCREF(orig_import);
-    if (!(importlib = PyImport_ImportModule("importlib"))
-        || !(orig_import_module = PyObject_GetAttrString(importlib, "import_module"))) {
+    if (!(importlib = PyImport_ImportModule("importlib")) ||
+        !(orig_import_module = PyObject_GetAttrString(importlib, "import_module"))) {
         goto done;
     }
     /* A module-wide replacement keeps one shared builtins dict: modules that
      * are not reloadable pay one dict lookup per import statement. */
-    if (!(fn = PyCFunction_New(&hook_import_def, NULL))
-        || PyDict_SetItemString(builtins, "__import__", fn) < 0) {
+    if (!(fn = PyCFunction_New(&hook_import_def, NULL)) ||
+        PyDict_SetItemString(builtins, "__import__", fn) < 0) {
         goto done;
     }
     Py_CLEAR(fn);
-    if (!(fn = PyCFunction_New(&hook_import_module_def, NULL))
-        || PyObject_SetAttrString(importlib, "import_module", fn) < 0) {
+    if (!(fn = PyCFunction_New(&hook_import_module_def, NULL)) ||
+        PyObject_SetAttrString(importlib, "import_module", fn) < 0) {
         goto done;
     }
     rv = 0;

@@ -7,14 +7,14 @@
  * parent survives graceful restarts and reads its configuration twice at
  * start-up, and an interpreter there would leak or be forked mid-state.
  */
-#include "engine.h"
+#include "pyr_engine.h"
 
 #include <stdlib.h>
 
 pyr_strings_t pyr_str;
 
 static int ready;
-static int owner;               /* we started Python (else another module did) */
+static int owner; /* we started Python (else another module did) */
 static PyThreadState *main_tstate;
 static pyr_logger_t server_log; /* the process's, for stdio and guards */
 
@@ -36,8 +36,9 @@ static __thread int in_python;
 static int
 intern_strings(void)
 {
-#define INTERN(field, text) \
-    if (!(pyr_str.field = PyUnicode_InternFromString(text))) return -1
+#define INTERN(field, text)                                                                        \
+    if (!(pyr_str.field = PyUnicode_InternFromString(text)))                                       \
+    return -1
     INTERN(clone, "__clone__");
     INTERN(upgrade, "__upgrade__");
     INTERN(purge, "__purge__");
@@ -63,7 +64,7 @@ release_strings(void)
 static int
 prepend_paths(const pyr_interp_opts_t *opts)
 {
-    PyObject *path = PySys_GetObject("path");   /* borrowed */
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
     int i;
 
     if (!path || !PyList_Check(path)) {
@@ -154,7 +155,7 @@ start(const char **errmsg)
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.parse_argv = 0;
-    config.write_bytecode = 0;  /* children may not own the code directories */
+    config.write_bytecode = 0; /* children may not own the code directories */
     status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status)) {
@@ -176,12 +177,11 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     if (owner && start(errmsg) < 0) {
         return -1;
     }
-    if ((!owner && attach() < 0) || intern_strings() < 0 || prepend_paths(opts) < 0
-        || pyr_stdio_install(&server_log) < 0 || import_threading() < 0
-        || pyr_guard_install(&server_log, opts->drain) < 0
-        || pyr_loader_init() < 0) {
+    if ((!owner && attach() < 0) || intern_strings() < 0 || prepend_paths(opts) < 0 ||
+        pyr_stdio_install(&server_log) < 0 || import_threading() < 0 ||
+        pyr_guard_install(&server_log, opts->drain) < 0 || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
-        *errmsg = tb;       /* leaked on purpose: start-up failure, logged once */
+        *errmsg = tb; /* leaked on purpose: start-up failure, logged once */
         if (owner) {
             Py_FinalizeEx();
         }

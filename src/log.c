@@ -13,8 +13,7 @@
 #include <string.h>
 
 void
-pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix,
-              const char *text)
+pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix, const char *text)
 {
     const char *p = text;
 

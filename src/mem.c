@@ -1,10 +1,10 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * mem.c: allocations that never return NULL (see mem.h).  Any thread, no
+ * mem.c: allocations that never return NULL (see pyr_mem.h).  Any thread, no
  * lock.
  */
-#include "mem.h"
+#include "pyr_mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>

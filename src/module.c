@@ -10,8 +10,8 @@
  * Locking: the GIL, released around the file system calls; called with the
  * cache's build mutex held (build.c).
  */
-#include "engine.h"
-#include "mem.h"
+#include "pyr_engine.h"
+#include "pyr_mem.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,8 +28,8 @@ safe_to_run(pyr_entry_t *e, const pyr_logger_t *log, char **refused)
     char msg[1024];
     int unsafe = 0, writable = 0;
 
-    Py_BEGIN_ALLOW_THREADS
-    if (!e->cache->unsafe_ok) {
+    Py_BEGIN_ALLOW_THREADS if (!e->cache->unsafe_ok)
+    {
         unsafe = pyr_perm_check(e->path, msg, sizeof(msg)) == 1;
     }
     if (!unsafe && !e->warned_writable) {
@@ -38,8 +38,8 @@ safe_to_run(pyr_entry_t *e, const pyr_logger_t *log, char **refused)
             pyr_logf(log, PYR_LOG_WARNING, "PYR0121: %s", msg);
         }
     }
-    Py_END_ALLOW_THREADS
-    if (writable) {
+    Py_END_ALLOW_THREADS if (writable)
+    {
         e->warned_writable = 1;
     }
     if (!unsafe) {
@@ -56,7 +56,7 @@ PyObject *
 pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *exists,
                 char **refused)
 {
-    PyCompilerFlags flags = {0, PY_MINOR_VERSION};
+    PyCompilerFlags flags = { 0, PY_MINOR_VERSION };
     PyObject *fname, *code;
     char *src = NULL;
     size_t len = 0;
@@ -71,27 +71,24 @@ pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *ex
     if (e->current && e->current->code) {
         pyr_sig_t now;
 
-        Py_BEGIN_ALLOW_THREADS
-        rv = pyr_sig_stat(e->path, &now);
-        Py_END_ALLOW_THREADS
-        if (rv == 0 && pyr_sig_equal(&now, &e->current->sig)) {
+        Py_BEGIN_ALLOW_THREADS rv = pyr_sig_stat(e->path, &now);
+        Py_END_ALLOW_THREADS if (rv == 0 && pyr_sig_equal(&now, &e->current->sig))
+        {
             *sig = now;
             *exists = 1;
             return Py_NewRef(e->current->code);
         }
     }
-    Py_BEGIN_ALLOW_THREADS
-    rv = pyr_source_read(e->path, &src, &len, sig);
-    Py_END_ALLOW_THREADS
-    if (rv != 0) {
+    Py_BEGIN_ALLOW_THREADS rv = pyr_source_read(e->path, &src, &len, sig);
+    Py_END_ALLOW_THREADS if (rv != 0)
+    {
         *exists = rv != ENOENT && rv != ENOTDIR;
         if (!*exists) {
             memset(sig, 0, sizeof(*sig));
             (void)pyr_sig_stat(e->path, sig);
         }
-        PyErr_Format(rv == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError,
-                     "%s: %s", e->path, rv == EAGAIN
-                     ? "it kept changing while it was being read" : strerror(rv));
+        PyErr_Format(rv == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, "%s: %s", e->path,
+                     rv == EAGAIN ? "it kept changing while it was being read" : strerror(rv));
         return NULL;
     }
     *exists = 1;
@@ -123,8 +120,8 @@ init_globals(pyr_entry_t *e, PyObject *dict, long number)
     }
     rv = PyDict_SetItem(dict, pyr_str.file, v);
     Py_DECREF(v);
-    if (rv < 0 || PyDict_SetItem(dict, pyr_str.builtins, PyEval_GetBuiltins()) < 0
-        || pyr_import_bind_globals(dict, e) < 0) {
+    if (rv < 0 || PyDict_SetItem(dict, pyr_str.builtins, PyEval_GetBuiltins()) < 0 ||
+        pyr_import_bind_globals(dict, e) < 0) {
         return -1;
     }
     if (!(v = PyLong_FromLong(number))) {
@@ -173,7 +170,7 @@ pyr_module_new(pyr_entry_t *e, long number)
 int
 pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code)
 {
-    PyObject *old = e->current ? e->current->module : NULL;    /* borrowed */
+    PyObject *old = e->current ? e->current->module : NULL; /* borrowed */
     PyObject *r, *saved;
     int ok;
 

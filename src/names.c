@@ -32,12 +32,12 @@
  *
  * GIL everywhere.
  */
-#include "engine.h"
+#include "pyr_engine.h"
 
 static PyObject *
 sys_modules(void)
 {
-    PyObject *m = PySys_GetObject("modules");       /* borrowed */
+    PyObject *m = PySys_GetObject("modules"); /* borrowed */
 
     if (!m || !PyDict_Check(m)) {
         PyErr_SetString(PyExc_RuntimeError, "sys.modules is not a dict");
@@ -60,7 +60,7 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
     if (!c->packages && !(c->packages = PyDict_New())) {
         return -1;
     }
-    pkg = PyDict_GetItemString(c->packages, e->prefix);         /* borrowed */
+    pkg = PyDict_GetItemString(c->packages, e->prefix); /* borrowed */
     if (pkg) {
         return PyDict_SetItemString(mods, e->prefix, pkg);
     }
@@ -72,7 +72,8 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
     Py_XDECREF(path);
     if (rv == 0) {
         PyObject *doc = PyUnicode_FromFormat("mod_pyreload: the reloadable modules "
-                                             "under %s", e->root);
+                                             "under %s",
+                                             e->root);
 
         rv = doc ? PyObject_SetAttrString(pkg, "__doc__", doc) : -1;
         Py_XDECREF(doc);
@@ -99,7 +100,7 @@ pyr_names_enter(pyr_entry_t *e, PyObject *module, PyObject **saved)
     if (!mods || ensure_package(e, mods) < 0) {
         return -1;
     }
-    *saved = PyDict_GetItemString(mods, e->name);               /* borrowed */
+    *saved = PyDict_GetItemString(mods, e->name); /* borrowed */
     Py_XINCREF(*saved);
     if (PyDict_SetItemString(mods, e->name, module) < 0) {
         Py_CLEAR(*saved);
@@ -123,7 +124,7 @@ pyr_names_leave(pyr_entry_t *e, PyObject **saved)
             (void)PyDict_DelItemString(mods, e->name);
         }
     }
-    PyErr_Clear();      /* nothing better to do than leave it as it is */
+    PyErr_Clear(); /* nothing better to do than leave it as it is */
     Py_CLEAR(*saved);
     PyErr_Restore(type, value, tb);
 }
@@ -138,8 +139,8 @@ pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
         return -1;
     }
     for (i = 0; i < n; i++) {
-        if (ensure_package(entries[i], mods) < 0
-            || PyDict_SetItemString(mods, entries[i]->name, modules[i]) < 0) {
+        if (ensure_package(entries[i], mods) < 0 ||
+            PyDict_SetItemString(mods, entries[i]->name, modules[i]) < 0) {
             /* Back to the generations that still serve. */
             while (--i >= 0) {
                 pyr_gen_t *g = entries[i]->current;

@@ -31,7 +31,7 @@
  * cannot be added, a path is reported as unwatched and stat'ed every time.
  */
 #include "pyreload.h"
-#include "notify.h"
+#include "pyr_notify.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
@@ -47,37 +47,38 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#define WATCH_MASK (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO \
-                    | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF)
+#define WATCH_MASK                                                                                 \
+    (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE |            \
+     IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF)
 /* Events that change what a name resolves to, not only what a file holds. */
 #define MOVED_MASK (IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE)
 /* The watched directory is gone from where it was: the watch is stale. */
 #define STALE_MASK (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)
-#define MAX_LINKS 40
+#define MAX_LINKS  40
 
 /* One inotify watch: a directory, and the names lookups go through in it. */
 typedef struct wdir {
     int wd;
-    char **names;                   /* malloc'd */
+    char **names; /* malloc'd */
     int nnames, capnames;
 } wdir_t;
 
 /* A path the cache asked about. */
 typedef struct wpath {
-    uint64_t gen;                   /* the generation of its last resolution */
-    int ok;                         /* every directory on its way is watched */
+    uint64_t gen; /* the generation of its last resolution */
+    int ok;       /* every directory on its way is watched */
 } wpath_t;
 
 struct pyr_notify {
-    int fd;                         /* -1: not available, always stat */
-    uint64_t epoch;                 /* atomic: bumped after a drain that saw something */
-    uint64_t gen;                   /* atomic, changed under lock: resolutions may differ */
-    int draining;                   /* atomic */
-    pthread_mutex_t lock;           /* everything below, and draining */
-    uint64_t built;                 /* the generation the watches were rebuilt for */
+    int fd;               /* -1: not available, always stat */
+    uint64_t epoch;       /* atomic: bumped after a drain that saw something */
+    uint64_t gen;         /* atomic, changed under lock: resolutions may differ */
+    int draining;         /* atomic */
+    pthread_mutex_t lock; /* everything below, and draining */
+    uint64_t built;       /* the generation the watches were rebuilt for */
     apr_pool_t *pool;
-    apr_hash_t *watches;            /* int wd -> wdir_t (malloc'd) */
-    apr_hash_t *paths;              /* path -> wpath_t (pool: the set only grows) */
+    apr_hash_t *watches; /* int wd -> wdir_t (malloc'd) */
+    apr_hash_t *paths;   /* path -> wpath_t (pool: the set only grows) */
 };
 
 pyr_notify_t *
@@ -144,16 +145,15 @@ remote_fs(const char *dir)
         return 1;
     }
     switch ((unsigned long)sf.f_type) {
-    case 0x6969:        /* NFS */
-    case 0x517B:        /* SMB */
-    case 0xFF534D42:    /* CIFS */
-    case 0xFE534D42:    /* SMB2 */
-    case 0x65735546:    /* FUSE */
-    case 0x00C36400:    /* Ceph */
-    case 0x01021997:    /* 9p */
-    case 0x0BD00BD0:    /* Lustre */
-    case 0x47504653:    /* GPFS */
-        return 1;
+    case 0x6969:     /* NFS */
+    case 0x517B:     /* SMB */
+    case 0xFF534D42: /* CIFS */
+    case 0xFE534D42: /* SMB2 */
+    case 0x65735546: /* FUSE */
+    case 0x00C36400: /* Ceph */
+    case 0x01021997: /* 9p */
+    case 0x0BD00BD0: /* Lustre */
+    case 0x47504653: /* GPFS */ return 1;
     }
     return 0;
 }
@@ -214,7 +214,7 @@ resolve(pyr_notify_t *n, const char *path)
     if (path[0] != '/' || strlen(path) >= sizeof(rest)) {
         return 0;
     }
-    strcpy(dir, "/");                   /* real: no symlink in it */
+    strcpy(dir, "/"); /* real: no symlink in it */
     strcpy(rest, path);
     for (;;) {
         char *name = rest, *end, *tail;
@@ -244,16 +244,15 @@ resolve(pyr_notify_t *n, const char *path)
         if (watch_lookup(n, dir, name) < 0) {
             return 0;
         }
-        if (snprintf(next, sizeof(next), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "",
-                     name) >= (int)sizeof(next)) {
+        if (snprintf(next, sizeof(next), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name) >=
+            (int)sizeof(next)) {
             return 0;
         }
         if (lstat(next, &st) != 0) {
             return 1;
         }
         if (S_ISLNK(st.st_mode)) {
-            if (++links > MAX_LINKS
-                || (len = readlink(next, target, sizeof(target) - 1)) <= 0) {
+            if (++links > MAX_LINKS || (len = readlink(next, target, sizeof(target) - 1)) <= 0) {
                 return 0;
             }
             target[len] = '\0';
@@ -270,7 +269,7 @@ resolve(pyr_notify_t *n, const char *path)
             continue;
         }
         if (!*tail || !S_ISDIR(st.st_mode)) {
-            return 1;                   /* the file itself, or a lookup that fails here */
+            return 1; /* the file itself, or a lookup that fails here */
         }
         strcpy(dir, next);
         memmove(rest, tail, strlen(tail) + 1);
@@ -301,7 +300,7 @@ rebuild(pyr_notify_t *n, uint64_t gen)
         wdir_t *w = apr_hash_this_val(hi);
 
         if (w->nnames == 0) {
-            drop_watch(n, w, 1);        /* APR allows deleting the current entry */
+            drop_watch(n, w, 1); /* APR allows deleting the current entry */
         }
     }
     n->built = gen;
@@ -366,7 +365,7 @@ drain(pyr_notify_t *n)
                 continue;
             }
             if (!w) {
-                continue;               /* a watch dropped already */
+                continue; /* a watch dropped already */
             }
             if (ev->mask & STALE_MASK) {
                 drop_watch(n, w, !(ev->mask & IN_IGNORED));

@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_LINKS 40    /* the kernel's own limit (ELOOP) */
+#define MAX_LINKS 40 /* the kernel's own limit (ELOOP) */
 
 static int
 others_may_replace(const struct stat *st)
@@ -52,16 +52,18 @@ static int
 refuse_dir(char *msg, size_t len, const char *path, const char *dir, mode_t mode)
 {
     if (strcmp(path, dir) == 0) {
-        snprintf(msg, len, "refusing to use %s: the directory is writable by any user "
+        snprintf(msg, len,
+                 "refusing to use %s: the directory is writable by any user "
                  "and has no sticky bit (mode %04o), so anyone could replace what it "
-                 "holds; fix: chmod o-w %s (or chmod +t %s)", path,
-                 (unsigned)(mode & 07777), dir, dir);
+                 "holds; fix: chmod o-w %s (or chmod +t %s)",
+                 path, (unsigned)(mode & 07777), dir, dir);
     }
     else {
-        snprintf(msg, len, "refusing to run %s: the directory %s is writable by any "
+        snprintf(msg, len,
+                 "refusing to run %s: the directory %s is writable by any "
                  "user and has no sticky bit (mode %04o), so anyone could replace the "
-                 "file; fix: chmod o-w %s (or chmod +t %s)", path, dir,
-                 (unsigned)(mode & 07777), dir, dir);
+                 "file; fix: chmod o-w %s (or chmod +t %s)",
+                 path, dir, (unsigned)(mode & 07777), dir, dir);
     }
     return 1;
 }
@@ -69,14 +71,14 @@ refuse_dir(char *msg, size_t len, const char *path, const char *dir, mode_t mode
 int
 pyr_perm_check(const char *path, char *msg, size_t len)
 {
-    char done[PATH_MAX + 1];        /* resolved so far: a directory */
-    char todo[2 * PATH_MAX + 2];    /* still to resolve */
+    char done[PATH_MAX + 1];     /* resolved so far: a directory */
+    char todo[2 * PATH_MAX + 2]; /* still to resolve */
     char cand[PATH_MAX + 1];
     struct stat dst, st;
     int have_dst = 0, links = 0, rv;
 
     msg[0] = '\0';
-    done[0] = '\0';                 /* "" is "/" */
+    done[0] = '\0'; /* "" is "/" */
     todo[0] = '\0';
     if (path[0] != '/') {
         if (!getcwd(cand, sizeof(cand))) {
@@ -181,20 +183,22 @@ pyr_perm_check(const char *path, char *msg, size_t len)
         }
         if (st.st_mode & S_IWOTH) {
             if (strcmp(cand, path) == 0) {
-                snprintf(msg, len, "refusing to run %s: it is writable by any user "
-                         "(mode %04o); fix: chmod o-w %s", path,
-                         (unsigned)(st.st_mode & 07777), cand);
+                snprintf(msg, len,
+                         "refusing to run %s: it is writable by any user "
+                         "(mode %04o); fix: chmod o-w %s",
+                         path, (unsigned)(st.st_mode & 07777), cand);
             }
             else {
-                snprintf(msg, len, "refusing to run %s: %s is writable by any user "
-                         "(mode %04o); fix: chmod o-w %s", path, cand,
-                         (unsigned)(st.st_mode & 07777), cand);
+                snprintf(msg, len,
+                         "refusing to run %s: %s is writable by any user "
+                         "(mode %04o); fix: chmod o-w %s",
+                         path, cand, (unsigned)(st.st_mode & 07777), cand);
             }
             return 1;
         }
         return 0;
     }
-    return 0;       /* "/" itself */
+    return 0; /* "/" itself */
 }
 
 int
@@ -209,18 +213,21 @@ pyr_perm_self_writable(const char *path, char *msg, size_t len)
         return 0;
     }
     if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
-        snprintf(msg, len, "%s is writable by the user the server runs as (uid %ld): "
+        snprintf(msg, len,
+                 "%s is writable by the user the server runs as (uid %ld): "
                  "code running in the server could change it; fix: let another user "
-                 "own it, or take that user's write permission away", path, (long)geteuid());
+                 "own it, or take that user's write permission away",
+                 path, (long)geteuid());
         return 1;
     }
     if (slash && (size_t)(slash - path) < sizeof(dir)) {
         snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
         if (faccessat(AT_FDCWD, dir, W_OK, AT_EACCESS) == 0) {
-            snprintf(msg, len, "%s: its directory %s is writable by the user the server "
+            snprintf(msg, len,
+                     "%s: its directory %s is writable by the user the server "
                      "runs as (uid %ld): code running in the server could replace it; "
-                     "fix: take that user's write permission on %s away", path, dir,
-                     (long)geteuid(), dir);
+                     "fix: take that user's write permission on %s away",
+                     path, dir, (long)geteuid(), dir);
             return 1;
         }
     }

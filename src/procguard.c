@@ -21,7 +21,8 @@
  *
  * How a process ends when httpd asks it to is shutdown.c.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
+#include "pyr_mem.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,9 +36,9 @@
 
 static const pyr_logger_t *glog;
 static void (*drain)(int max_ms);
-static pid_t server_pid;            /* this server process */
-static pid_t server_parent;         /* the httpd parent */
-static volatile sig_atomic_t forked;    /* set in a copy made by fork() */
+static pid_t server_pid;             /* this server process */
+static pid_t server_parent;          /* the httpd parent */
+static volatile sig_atomic_t forked; /* set in a copy made by fork() */
 
 /* The real functions, for the cases that are allowed.  Owned. */
 static PyObject *real_kill, *real_killpg;
@@ -53,7 +54,7 @@ after_fork_in_child(void)
 static char *
 caller(void)
 {
-    PyFrameObject *f = PyEval_GetFrame();   /* borrowed */
+    PyFrameObject *f = PyEval_GetFrame(); /* borrowed */
     PyCodeObject *code;
     PyObject *file = NULL;
     const char *u = NULL;
@@ -61,7 +62,7 @@ caller(void)
     int line;
 
     if (!f) {
-        return strdup("(no Python frame)");
+        return pyr_xstrdup("(no Python frame)");
     }
     code = PyFrame_GetCode(f);
     line = PyFrame_GetLineNumber(f);
@@ -72,10 +73,8 @@ caller(void)
     if (!u) {
         PyErr_Clear();
     }
-    out = malloc(strlen(u ? u : "?") + 24);
-    if (out) {
-        sprintf(out, "%s:%d", u ? u : "?", line);
-    }
+    out = pyr_xmalloc(strlen(u ? u : "?") + 24);
+    sprintf(out, "%s:%d", u ? u : "?", line);
     Py_XDECREF(file);
     Py_DECREF(code);
     return out;
@@ -87,7 +86,8 @@ end_process(const char *what)
 {
     char *where = caller();
 
-    pyr_logf(glog, PYR_LOG_ERR, "PYR0300: %s called at %s; this child process exits "
+    pyr_logf(glog, PYR_LOG_ERR,
+             "PYR0300: %s called at %s; this child process exits "
              "(the server goes on; httpd starts another process)",
              what, where ? where : "?");
     free(where);
@@ -104,7 +104,7 @@ end_process(const char *what)
 static PyObject *
 guard_exit(PyObject *self, PyObject *arg)
 {
-    PyObject *index = PyNumber_Index(arg);     /* what os._exit() accepts */
+    PyObject *index = PyNumber_Index(arg); /* what os._exit() accepts */
     int overflow;
     long status;
     char what[64];
@@ -142,8 +142,8 @@ guard_abort(PyObject *self, PyObject *unused)
 static int
 pid_hits_server(long pid)
 {
-    return pid == 0 || pid == -1 || (pid < -1 && -pid == (long)getpgrp())
-           || (pid > 0 && (pid_t)pid == server_parent && getppid() == server_parent);
+    return pid == 0 || pid == -1 || (pid < -1 && -pid == (long)getpgrp()) ||
+           (pid > 0 && (pid_t)pid == server_parent && getppid() == server_parent);
 }
 
 static int
@@ -158,11 +158,13 @@ refuse(const char *call)
     char *where = caller();
     PyObject *args;
 
-    pyr_logf(glog, PYR_LOG_ERR, "PYR0305: %s at %s refused: it would signal the "
+    pyr_logf(glog, PYR_LOG_ERR,
+             "PYR0305: %s at %s refused: it would signal the "
              "whole server; a handler may only end its own process (os._exit)",
              call, where ? where : "?");
     free(where);
-    args = Py_BuildValue("(is)", EPERM, "mod_pyreload: this signal would reach the "
+    args = Py_BuildValue("(is)", EPERM,
+                         "mod_pyreload: this signal would reach the "
                          "whole server; a handler may only end its own process");
     if (args) {
         PyErr_SetObject(PyExc_PermissionError, args);
@@ -174,8 +176,8 @@ refuse(const char *call)
 /* name(target, sig) through real, unless it hits the server.  Signal 0
  * only asks whether a process exists. */
 static PyObject *
-guard_signal(const char *name, PyObject *real, int (*hits)(long),
-             PyObject *const *args, Py_ssize_t nargs)
+guard_signal(const char *name, PyObject *real, int (*hits)(long), PyObject *const *args,
+             Py_ssize_t nargs)
 {
     long target, sig;
     char call[96];
@@ -184,7 +186,7 @@ guard_signal(const char *name, PyObject *real, int (*hits)(long),
         target = PyLong_AsLong(args[0]);
         sig = PyLong_AsLong(args[1]);
         if (PyErr_Occurred()) {
-            PyErr_Clear();      /* out of range: the real call says why */
+            PyErr_Clear(); /* out of range: the real call says why */
         }
         else if (sig != 0 && hits(target)) {
             snprintf(call, sizeof(call), "%s(%ld, %ld)", name, target, sig);
@@ -207,22 +209,22 @@ guard_killpg(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef guards[] = {
-    {"_exit", (PyCFunction)guard_exit, METH_O,
-     "mod_pyreload: end this server process (logged), never the server."},
-    {"abort", (PyCFunction)guard_abort, METH_NOARGS,
-     "mod_pyreload: end this server process (logged), never the server."},
-    {"kill", (PyCFunction)(void (*)(void))guard_kill, METH_FASTCALL,
-     "os.kill(), refused when aimed at the whole server."},
-    {"killpg", (PyCFunction)(void (*)(void))guard_killpg, METH_FASTCALL,
-     "os.killpg(), refused when aimed at the whole server."},
-    {NULL}
+    { "_exit", (PyCFunction)guard_exit, METH_O,
+      "mod_pyreload: end this server process (logged), never the server." },
+    { "abort", (PyCFunction)guard_abort, METH_NOARGS,
+      "mod_pyreload: end this server process (logged), never the server." },
+    { "kill", (PyCFunction)(void (*)(void))guard_kill, METH_FASTCALL,
+      "os.kill(), refused when aimed at the whole server." },
+    { "killpg", (PyCFunction)(void (*)(void))guard_killpg, METH_FASTCALL,
+      "os.killpg(), refused when aimed at the whole server." },
+    { NULL }
 };
 
 /* Put fn in place of module.name in os and posix (code may call either). */
 static int
 replace(PyMethodDef *def)
 {
-    static const char *const modules[] = {"posix", "os"};
+    static const char *const modules[] = { "posix", "os" };
     PyObject *fn = PyCFunction_New(def, NULL);
     size_t i;
     int rv = 0;
@@ -291,7 +293,8 @@ pyr_guard_forked_copy(void)
      * thread held), the alarm ends it anyway. */
     signal(SIGALRM, SIG_DFL);
     alarm(5);
-    pyr_logf(glog, PYR_LOG_ERR, "PYR0304: process %ld, which a handler forked from "
+    pyr_logf(glog, PYR_LOG_ERR,
+             "PYR0304: process %ld, which a handler forked from "
              "server process %ld, returned from the handler into httpd; it exits "
              "(end the child of os.fork() with os._exit())",
              (long)getpid(), (long)server_pid);

@@ -6,7 +6,7 @@
  * The Request type is added by whoever embeds the engine (src/req.c for
  * httpd) through the extender hook, so the engine stays httpd-free.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 /* pyreload.HTTPError: our own reference, since handler code may rebind or
  * delete the module's attribute and req.read() still raises the class. */
@@ -25,32 +25,60 @@ static const struct {
     int value;
 } constants[] = {
     /* Return codes: httpd's own values, so they pass straight through. */
-    {"OK", 0}, {"DECLINED", -1}, {"DONE", -2},
-    {"HTTP_CONTINUE", 100}, {"HTTP_SWITCHING_PROTOCOLS", 101},
-    {"HTTP_OK", 200}, {"HTTP_CREATED", 201}, {"HTTP_ACCEPTED", 202},
-    {"HTTP_NON_AUTHORITATIVE", 203}, {"HTTP_NO_CONTENT", 204},
-    {"HTTP_RESET_CONTENT", 205}, {"HTTP_PARTIAL_CONTENT", 206},
-    {"HTTP_MULTIPLE_CHOICES", 300}, {"HTTP_MOVED_PERMANENTLY", 301},
-    {"HTTP_MOVED_TEMPORARILY", 302}, {"HTTP_SEE_OTHER", 303},
-    {"HTTP_NOT_MODIFIED", 304}, {"HTTP_USE_PROXY", 305},
-    {"HTTP_TEMPORARY_REDIRECT", 307}, {"HTTP_PERMANENT_REDIRECT", 308},
-    {"HTTP_BAD_REQUEST", 400}, {"HTTP_UNAUTHORIZED", 401},
-    {"HTTP_PAYMENT_REQUIRED", 402}, {"HTTP_FORBIDDEN", 403},
-    {"HTTP_NOT_FOUND", 404}, {"HTTP_METHOD_NOT_ALLOWED", 405},
-    {"HTTP_NOT_ACCEPTABLE", 406}, {"HTTP_PROXY_AUTHENTICATION_REQUIRED", 407},
-    {"HTTP_REQUEST_TIME_OUT", 408}, {"HTTP_CONFLICT", 409}, {"HTTP_GONE", 410},
-    {"HTTP_LENGTH_REQUIRED", 411}, {"HTTP_PRECONDITION_FAILED", 412},
-    {"HTTP_REQUEST_ENTITY_TOO_LARGE", 413}, {"HTTP_REQUEST_URI_TOO_LARGE", 414},
-    {"HTTP_UNSUPPORTED_MEDIA_TYPE", 415}, {"HTTP_RANGE_NOT_SATISFIABLE", 416},
-    {"HTTP_EXPECTATION_FAILED", 417}, {"HTTP_UNPROCESSABLE_ENTITY", 422},
-    {"HTTP_TOO_MANY_REQUESTS", 429},
-    {"HTTP_INTERNAL_SERVER_ERROR", 500}, {"HTTP_NOT_IMPLEMENTED", 501},
-    {"HTTP_BAD_GATEWAY", 502}, {"HTTP_SERVICE_UNAVAILABLE", 503},
-    {"HTTP_GATEWAY_TIME_OUT", 504}, {"HTTP_VERSION_NOT_SUPPORTED", 505},
-    {"APLOG_EMERG", PYR_LOG_EMERG}, {"APLOG_ALERT", PYR_LOG_ALERT},
-    {"APLOG_CRIT", PYR_LOG_CRIT}, {"APLOG_ERR", PYR_LOG_ERR},
-    {"APLOG_WARNING", PYR_LOG_WARNING}, {"APLOG_NOTICE", PYR_LOG_NOTICE},
-    {"APLOG_INFO", PYR_LOG_INFO}, {"APLOG_DEBUG", PYR_LOG_DEBUG},
+    { "OK", 0 },
+    { "DECLINED", -1 },
+    { "DONE", -2 },
+    { "HTTP_CONTINUE", 100 },
+    { "HTTP_SWITCHING_PROTOCOLS", 101 },
+    { "HTTP_OK", 200 },
+    { "HTTP_CREATED", 201 },
+    { "HTTP_ACCEPTED", 202 },
+    { "HTTP_NON_AUTHORITATIVE", 203 },
+    { "HTTP_NO_CONTENT", 204 },
+    { "HTTP_RESET_CONTENT", 205 },
+    { "HTTP_PARTIAL_CONTENT", 206 },
+    { "HTTP_MULTIPLE_CHOICES", 300 },
+    { "HTTP_MOVED_PERMANENTLY", 301 },
+    { "HTTP_MOVED_TEMPORARILY", 302 },
+    { "HTTP_SEE_OTHER", 303 },
+    { "HTTP_NOT_MODIFIED", 304 },
+    { "HTTP_USE_PROXY", 305 },
+    { "HTTP_TEMPORARY_REDIRECT", 307 },
+    { "HTTP_PERMANENT_REDIRECT", 308 },
+    { "HTTP_BAD_REQUEST", 400 },
+    { "HTTP_UNAUTHORIZED", 401 },
+    { "HTTP_PAYMENT_REQUIRED", 402 },
+    { "HTTP_FORBIDDEN", 403 },
+    { "HTTP_NOT_FOUND", 404 },
+    { "HTTP_METHOD_NOT_ALLOWED", 405 },
+    { "HTTP_NOT_ACCEPTABLE", 406 },
+    { "HTTP_PROXY_AUTHENTICATION_REQUIRED", 407 },
+    { "HTTP_REQUEST_TIME_OUT", 408 },
+    { "HTTP_CONFLICT", 409 },
+    { "HTTP_GONE", 410 },
+    { "HTTP_LENGTH_REQUIRED", 411 },
+    { "HTTP_PRECONDITION_FAILED", 412 },
+    { "HTTP_REQUEST_ENTITY_TOO_LARGE", 413 },
+    { "HTTP_REQUEST_URI_TOO_LARGE", 414 },
+    { "HTTP_UNSUPPORTED_MEDIA_TYPE", 415 },
+    { "HTTP_RANGE_NOT_SATISFIABLE", 416 },
+    { "HTTP_EXPECTATION_FAILED", 417 },
+    { "HTTP_UNPROCESSABLE_ENTITY", 422 },
+    { "HTTP_TOO_MANY_REQUESTS", 429 },
+    { "HTTP_INTERNAL_SERVER_ERROR", 500 },
+    { "HTTP_NOT_IMPLEMENTED", 501 },
+    { "HTTP_BAD_GATEWAY", 502 },
+    { "HTTP_SERVICE_UNAVAILABLE", 503 },
+    { "HTTP_GATEWAY_TIME_OUT", 504 },
+    { "HTTP_VERSION_NOT_SUPPORTED", 505 },
+    { "APLOG_EMERG", PYR_LOG_EMERG },
+    { "APLOG_ALERT", PYR_LOG_ALERT },
+    { "APLOG_CRIT", PYR_LOG_CRIT },
+    { "APLOG_ERR", PYR_LOG_ERR },
+    { "APLOG_WARNING", PYR_LOG_WARNING },
+    { "APLOG_NOTICE", PYR_LOG_NOTICE },
+    { "APLOG_INFO", PYR_LOG_INFO },
+    { "APLOG_DEBUG", PYR_LOG_DEBUG },
 };
 
 /* Small enough to read as Python; it runs once per process. */
@@ -77,9 +105,7 @@ drop_http_error(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyMethodDef drop_http_error_def = {
-    "_drop_http_error", drop_http_error, METH_NOARGS, NULL
-};
+static PyMethodDef drop_http_error_def = { "_drop_http_error", drop_http_error, METH_NOARGS, NULL };
 
 static int
 hold_http_error(PyObject *dict)
@@ -90,8 +116,8 @@ hold_http_error(PyObject *dict)
         return -1;
     }
     Py_XSETREF(pyr_HTTPError, cls);
-    if ((atexit = PyImport_ImportModule("atexit"))
-        && (fn = PyCFunction_New(&drop_http_error_def, NULL))) {
+    if ((atexit = PyImport_ImportModule("atexit")) &&
+        (fn = PyCFunction_New(&drop_http_error_def, NULL))) {
         r = PyObject_CallMethod(atexit, "register", "O", fn);
     }
     Py_XDECREF(atexit);
@@ -108,7 +134,7 @@ hold_http_error(PyObject *dict)
 static int
 fill_module(PyObject *m)
 {
-    PyObject *dict = PyModule_GetDict(m);   /* borrowed */
+    PyObject *dict = PyModule_GetDict(m); /* borrowed */
     PyObject *r;
     size_t i;
 
@@ -120,8 +146,8 @@ fill_module(PyObject *m)
     if (PyModule_AddStringConstant(m, "__version__", PYR_VERSION) < 0) {
         return -1;
     }
-    if (PyDict_GetItemString(dict, "__builtins__") == NULL
-        && PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0) {
+    if (PyDict_GetItemString(dict, "__builtins__") == NULL &&
+        PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0) {
         return -1;
     }
     r = PyRun_String(http_error_src, Py_file_input, dict, dict);
@@ -132,8 +158,8 @@ fill_module(PyObject *m)
     if (hold_http_error(dict) < 0) {
         return -1;
     }
-    if (PyType_Ready(&pyr_TableType) < 0
-        || PyModule_AddObjectRef(m, "Table", (PyObject *)&pyr_TableType) < 0) {
+    if (PyType_Ready(&pyr_TableType) < 0 ||
+        PyModule_AddObjectRef(m, "Table", (PyObject *)&pyr_TableType) < 0) {
         return -1;
     }
     return extender ? extender(m) : 0;

@@ -11,8 +11,9 @@
  * GIL released (and with a Content-Length, since the whole body is known
  * by then).
  */
-#include "glue.h"
-#include "pyr_py.h"
+#include "pyr_httpd.h"
+#include "pyr_python.h"
+#include "pyr_mem.h"
 
 #include "http_core.h"
 #include "http_log.h"
@@ -31,14 +32,13 @@ APLOG_USE_MODULE(pyreload);
  * that may touch the request (guard.c): under the GIL after a check, or
  * inside the guard with the GIL released. */
 typedef struct {
-    PyObject_HEAD
-    pyr_guard_t *guard;         /* owned; shared with the tables */
-    request_rec *r;             /* NULL once the request has finished */
+    PyObject_HEAD pyr_guard_t *guard; /* owned; shared with the tables */
+    request_rec *r;                   /* NULL once the request has finished */
     const pyr_dir_conf_t *cfg;
-    apr_bucket_brigade *bb;     /* output not yet passed to the filters */
+    apr_bucket_brigade *bb; /* output not yet passed to the filters */
     apr_off_t pending;
-    int passed;                 /* headers (and maybe body) are on their way */
-    int body_ready;             /* ap_setup_client_block() done */
+    int passed;     /* headers (and maybe body) are on their way */
+    int body_ready; /* ap_setup_client_block() done */
     apr_off_t body_read;
     PyObject *headers_in, *headers_out, *err_headers_out, *options;
 } request_t;
@@ -47,11 +47,11 @@ static PyTypeObject request_type;
 
 /* Raises RuntimeError once the request has finished; may release the GIL
  * while another thread is inside it, so check before reading self->r. */
-#define LIVE(self, fail)                                                    \
-    do {                                                                    \
-        if (pyr_guard_check((self)->guard) < 0) {                           \
-            return fail;                                                    \
-        }                                                                   \
+#define LIVE(self, fail)                                                                           \
+    do {                                                                                           \
+        if (pyr_guard_check((self)->guard) < 0) {                                                  \
+            return fail;                                                                           \
+        }                                                                                          \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -67,8 +67,17 @@ path_text(const char *s)
     return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
-enum { A_METHOD, A_URI, A_UNPARSED_URI, A_PATH_INFO, A_ARGS, A_PROTOCOL,
-       A_HOSTNAME, A_REMOTE_ADDR, A_FILENAME };
+enum {
+    A_METHOD,
+    A_URI,
+    A_UNPARSED_URI,
+    A_PATH_INFO,
+    A_ARGS,
+    A_PROTOCOL,
+    A_HOSTNAME,
+    A_REMOTE_ADDR,
+    A_FILENAME
+};
 
 static PyObject *
 req_get_str(request_t *self, void *which)
@@ -78,15 +87,15 @@ req_get_str(request_t *self, void *which)
     LIVE(self, NULL);
     r = self->r;
     switch ((int)(intptr_t)which) {
-    case A_METHOD:       return path_text(r->method);
-    case A_URI:          return path_text(r->uri);
+    case A_METHOD: return path_text(r->method);
+    case A_URI: return path_text(r->uri);
     case A_UNPARSED_URI: return path_text(r->unparsed_uri);
-    case A_PATH_INFO:    return path_text(r->path_info ? r->path_info : "");
-    case A_ARGS:         return path_text(r->args);
-    case A_PROTOCOL:     return path_text(r->protocol);
-    case A_HOSTNAME:     return path_text(r->hostname);
-    case A_REMOTE_ADDR:  return path_text(r->useragent_ip);
-    case A_FILENAME:     return path_text(r->filename);
+    case A_PATH_INFO: return path_text(r->path_info ? r->path_info : "");
+    case A_ARGS: return path_text(r->args);
+    case A_PROTOCOL: return path_text(r->protocol);
+    case A_HOSTNAME: return path_text(r->hostname);
+    case A_REMOTE_ADDR: return path_text(r->useragent_ip);
+    case A_FILENAME: return path_text(r->filename);
     }
     Py_RETURN_NONE;
 }
@@ -205,20 +214,20 @@ pass_pending(request_t *self, int flush)
     }
     r = self->r;
     if (flush) {
-        APR_BRIGADE_INSERT_TAIL(self->bb,
-                                apr_bucket_flush_create(r->connection->bucket_alloc));
+        APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_flush_create(r->connection->bucket_alloc));
     }
     self->pending = 0;
     self->passed = 1;
-    Py_BEGIN_ALLOW_THREADS
-    rv = ap_pass_brigade(r->output_filters, self->bb);
+    Py_BEGIN_ALLOW_THREADS rv = ap_pass_brigade(r->output_filters, self->bb);
     apr_brigade_cleanup(self->bb);
     aborted = r->connection->aborted;
     pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS
-    if (rv != APR_SUCCESS) {
-        PyErr_Format(PyExc_OSError, "sending the response failed (the client may "
-                     "have gone): %s", aborted ? "connection aborted" : "filter error");
+    Py_END_ALLOW_THREADS if (rv != APR_SUCCESS)
+    {
+        PyErr_Format(PyExc_OSError,
+                     "sending the response failed (the client may "
+                     "have gone): %s",
+                     aborted ? "connection aborted" : "filter error");
         return -1;
     }
     return 0;
@@ -259,7 +268,7 @@ req_write(request_t *self, PyObject *data)
          * while the transient bucket is passed without the GIL; filters that
          * keep it set it aside, which copies. */
         APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(
-            p, (apr_size_t)n, self->r->connection->bucket_alloc));
+                                              p, (apr_size_t)n, self->r->connection->bucket_alloc));
         rv = pass_pending(self, 0);
     }
     else if (n > 0) {
@@ -347,11 +356,11 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         r = self->r;
-        Py_BEGIN_ALLOW_THREADS
-        if (!self->body_ready) {
+        Py_BEGIN_ALLOW_THREADS if (!self->body_ready)
+        {
             rc = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
             if (rc == OK) {
-                (void)ap_should_client_block(r);    /* sends 100-continue if asked */
+                (void)ap_should_client_block(r); /* sends 100-continue if asked */
                 self->body_ready = 1;
             }
         }
@@ -366,8 +375,8 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         pyr_guard_leave(self->guard);
-        Py_END_ALLOW_THREADS
-        if (rc != OK) {
+        Py_END_ALLOW_THREADS if (rc != OK)
+        {
             Py_DECREF(out);
             return http_error(rc, "the request body cannot be read");
         }
@@ -395,8 +404,8 @@ req_read(request_t *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 req_log_error(request_t *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"message", "level", NULL};
-    const char *msg;            /* borrowed from args, which outlive the call */
+    static char *kwlist[] = { "message", "level", NULL };
+    const char *msg; /* borrowed from args, which outlive the call */
     int level = APLOG_ERR;
     request_rec *r;
 
@@ -405,18 +414,18 @@ req_log_error(request_t *self, PyObject *args, PyObject *kw)
         return NULL;
     }
     if (level < APLOG_EMERG || level > APLOG_DEBUG) {
-        return PyErr_Format(PyExc_ValueError, "level must be one of pyreload.APLOG_*, "
-                            "from %d to %d", APLOG_EMERG, APLOG_DEBUG);
+        return PyErr_Format(PyExc_ValueError,
+                            "level must be one of pyreload.APLOG_*, "
+                            "from %d to %d",
+                            APLOG_EMERG, APLOG_DEBUG);
     }
     if (pyr_guard_enter(self->guard) < 0) {
         return NULL;
     }
     r = self->r;
-    Py_BEGIN_ALLOW_THREADS
-    ap_log_rerror(APLOG_MARK, level, 0, r, "%s", msg);
+    Py_BEGIN_ALLOW_THREADS ap_log_rerror(APLOG_MARK, level, 0, r, "%s", msg);
     pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
 static void
@@ -436,14 +445,17 @@ req_repr(request_t *self)
     if (!pyr_guard_live(self->guard)) {
         return PyUnicode_FromString("<pyreload.Request (finished)>");
     }
-    return PyUnicode_FromFormat("<pyreload.Request %s %s>", self->r->method,
-                                self->r->uri);
+    return PyUnicode_FromFormat("<pyreload.Request %s %s>", self->r->method, self->r->uri);
 }
 
-#define STR_ATTR(name, which, doc) \
-    {name, (getter)req_get_str, NULL, doc, (void *)(intptr_t)(which)}
-#define TABLE_ATTR(name, which, doc) \
-    {name, (getter)req_get_table, NULL, doc, (void *)(intptr_t)(which)}
+#define STR_ATTR(name, which, doc)                                                                 \
+    {                                                                                              \
+        name, (getter)req_get_str, NULL, doc, (void *)(intptr_t)(which)                            \
+    }
+#define TABLE_ATTR(name, which, doc)                                                               \
+    {                                                                                              \
+        name, (getter)req_get_table, NULL, doc, (void *)(intptr_t)(which)                          \
+    }
 
 static PyGetSetDef req_getset[] = {
     STR_ATTR("method", A_METHOD, "The request method, e.g. 'GET'."),
@@ -460,26 +472,25 @@ static PyGetSetDef req_getset[] = {
     TABLE_ATTR("err_headers_out", T_ERR_HEADERS_OUT,
                "Response headers kept on error responses too."),
     TABLE_ATTR("options", T_OPTIONS, "PyReloadOption values."),
-    {"content_type", (getter)req_get_content_type, (setter)req_set_content_type,
-     "The response's Content-Type.", NULL},
-    {"status", (getter)req_get_status, (setter)req_set_status,
-     "The response's status (returned with OK).", NULL},
-    {NULL}
+    { "content_type", (getter)req_get_content_type, (setter)req_set_content_type,
+      "The response's Content-Type.", NULL },
+    { "status", (getter)req_get_status, (setter)req_set_status,
+      "The response's status (returned with OK).", NULL },
+    { NULL }
 };
 
 static PyMethodDef req_methods[] = {
-    {"write", (PyCFunction)req_write, METH_O, "write(data): bytes, or str as UTF-8."},
-    {"flush", (PyCFunction)req_flush, METH_NOARGS, "Send what was written so far."},
-    {"read", (PyCFunction)(void (*)(void))req_read, METH_FASTCALL,
-     "read(size=-1): the request body, as bytes; b'' at its end."},
-    {"log_error", (PyCFunction)(void (*)(void))req_log_error, METH_VARARGS | METH_KEYWORDS,
-     "log_error(message, level=pyreload.APLOG_ERR)"},
-    {NULL}
+    { "write", (PyCFunction)req_write, METH_O, "write(data): bytes, or str as UTF-8." },
+    { "flush", (PyCFunction)req_flush, METH_NOARGS, "Send what was written so far." },
+    { "read", (PyCFunction)(void (*)(void))req_read, METH_FASTCALL,
+      "read(size=-1): the request body, as bytes; b'' at its end." },
+    { "log_error", (PyCFunction)(void (*)(void))req_log_error, METH_VARARGS | METH_KEYWORDS,
+      "log_error(message, level=pyreload.APLOG_ERR)" },
+    { NULL }
 };
 
 static PyTypeObject request_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pyreload.Request",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyreload.Request",
     .tp_basicsize = sizeof(request_t),
     .tp_dealloc = (destructor)req_dealloc,
     .tp_repr = (reprfunc)req_repr,
@@ -508,11 +519,13 @@ not_final(const char *what, const char *how, long v, pyr_outcome_t *o)
 {
     char buf[256];
 
-    snprintf(buf, sizeof(buf), "%s %s %ld: a 1xx is not a final status; a handler must "
-             "answer with a status from 200 to 599\n", what, how, v);
+    snprintf(buf, sizeof(buf),
+             "%s %s %ld: a 1xx is not a final status; a handler must "
+             "answer with a status from 200 to 599\n",
+             what, how, v);
     o->status = HTTP_INTERNAL_SERVER_ERROR;
     o->failed = 1;
-    o->why = strdup(buf);
+    o->why = pyr_xstrdup(buf);
 }
 
 static void
@@ -549,7 +562,7 @@ req_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
     if (PyLong_Check(result) && !PyBool_Check(result)) {
         v = PyLong_AsLong(result);
         if (v == -1 && PyErr_Occurred()) {
-            PyErr_Clear();      /* too large for a long: reported below as invalid */
+            PyErr_Clear(); /* too large for a long: reported below as invalid */
         }
         else if (v == OK || v == HTTP_OK) {
             o->status = OK;
@@ -572,17 +585,17 @@ req_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
         if (!rs) {
             PyErr_Clear();
         }
-        snprintf(buf, sizeof(buf), "%s returned %.200s (a %.100s); a handler must "
+        snprintf(buf, sizeof(buf),
+                 "%s returned %.200s (a %.100s); a handler must "
                  "return an int: pyreload.OK, an HTTP status from 200 to 599, "
-                 "pyreload.DECLINED or pyreload.DONE\n", what, rs ? rs : "?",
-                 Py_TYPE(result)->tp_name);
+                 "pyreload.DECLINED or pyreload.DONE\n",
+                 what, rs ? rs : "?", Py_TYPE(result)->tp_name);
         Py_XDECREF(repr);
         o->status = HTTP_INTERNAL_SERVER_ERROR;
         o->failed = 1;
-        o->why = strdup(buf);
+        o->why = pyr_xstrdup(buf);
     }
 }
-
 
 static int
 req_start(pyr_call_t *c)
@@ -597,7 +610,7 @@ req_start(pyr_call_t *c)
         pyr_guard_unref(guard);
         return -1;
     }
-    req->guard = guard;         /* req's reference */
+    req->guard = guard; /* req's reference */
     req->r = c->r;
     req->cfg = c->cfg;
     req->bb = c->bb;
@@ -606,7 +619,7 @@ req_start(pyr_call_t *c)
     req->body_ready = 0;
     req->body_read = 0;
     req->headers_in = req->headers_out = req->err_headers_out = req->options = NULL;
-    c->state = req;             /* owned until req_finish() */
+    c->state = req; /* owned until req_finish() */
     return 0;
 }
 
@@ -633,9 +646,5 @@ req_finish(pyr_call_t *c)
 }
 
 const pyr_protocol_t pyr_protocol_pyreload = {
-    "pyreload",
-    req_start,
-    req_call,
-    req_judge,
-    req_finish,
+    "pyreload", req_start, req_call, req_judge, req_finish,
 };

@@ -13,7 +13,7 @@
  * the response is sent with the GIL released.  A handler's binding is read
  * without a lock once made.
  */
-#include "glue.h"
+#include "pyr_httpd.h"
 
 #include "http_core.h"
 #include "http_log.h"
@@ -31,11 +31,11 @@ APLOG_USE_MODULE(pyreload);
  * Configuration memory is shared by the processes and never written by a
  * request: the binding lives here, one per handler id. */
 typedef struct binding {
-    pyr_entry_t *entry;         /* atomic; NULL until bound */
-    int slot;                   /* stored before entry */
+    pyr_entry_t *entry; /* atomic; NULL until bound */
+    int slot;           /* stored before entry */
 } binding_t;
 
-static binding_t *bindings;     /* per process, from pchild */
+static binding_t *bindings; /* per process, from pchild */
 static int nbindings;
 
 void
@@ -90,8 +90,8 @@ cut_short(request_rec *r, apr_bucket_brigade *bb)
 
     r->no_cache = 1;
     c->keepalive = AP_CONN_CLOSE;
-    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
-                                                       c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(
+        bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
     (void)ap_pass_brigade(r->output_filters, bb);
@@ -134,12 +134,13 @@ load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
         return DECLINED;
     }
     return debug_page(r, apr_brigade_create(r->pool, r->connection->bucket_alloc),
-                      apr_psprintf(r->pool, has_good
-                                   ? "mod_pyreload: the latest version of %s failed to "
-                                     "load (without PyReloadDebug On, the last good "
-                                     "version would answer):"
-                                   : "mod_pyreload: %s failed to load:",
-                                   pyr_entry_path(e)), tb);
+                      apr_psprintf(r->pool,
+                                   has_good ? "mod_pyreload: the latest version of %s failed to "
+                                              "load (without PyReloadDebug On, the last good "
+                                              "version would answer):"
+                                            : "mod_pyreload: %s failed to load:",
+                                   pyr_entry_path(e)),
+                      tb);
 }
 
 int
@@ -158,14 +159,16 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     int passed = 0, rc;
 
     if (!pyr_interp_ready()) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0201: Python is not "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "PYR0201: Python is not "
                       "available in this process (see the start-up errors)");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (h->id < 0 || h->id >= nbindings) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0220: PyReloadHandler (%s) is "
-                      "not known to this process (handler %d of %d)", h->where, h->id,
-                      nbindings);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "PYR0220: PyReloadHandler (%s) is "
+                      "not known to this process (handler %d of %d)",
+                      h->where, h->id, nbindings);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     b = bind_handler(h, cache);
@@ -179,13 +182,13 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
         }
         break;
     case PYR_MISSING: return HTTP_NOT_FOUND;
-    case PYR_DENIED:  return HTTP_FORBIDDEN;
+    case PYR_DENIED: return HTTP_FORBIDDEN;
     case PYR_FAILED:
         if (cfg->debug == 1 && (rc = load_failure_page(r, e, 0)) != DECLINED) {
             return rc;
         }
         return HTTP_INTERNAL_SERVER_ERROR;
-    default:          return HTTP_INTERNAL_SERVER_ERROR;
+    default: return HTTP_INTERNAL_SERVER_ERROR;
     }
 
     call.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
@@ -198,7 +201,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
         pyr_gil_drop();
         goto report;
     }
-    fn = pyr_gen_callable(g, b->slot);     /* borrowed from the generation */
+    fn = pyr_gen_callable(g, b->slot); /* borrowed from the generation */
     if (fn) {
         Py_INCREF(fn);
         result = proto->call(&call, fn);
@@ -230,23 +233,25 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
 
 report:
     if (o.missing > 0) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0120: %s has no callable '%s' "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "PYR0120: %s has no callable '%s' "
                       "(named by PyReloadHandler in %s); answering 500 there until it "
-                      "has (said once per generation of the file)", h->path, h->callable,
-                      h->where ? h->where : "?");
+                      "has (said once per generation of the file)",
+                      h->path, h->callable, h->where ? h->where : "?");
     }
     else if (o.failed && !o.missing) {
         const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);
 
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
-                      passed ? "the response had started: cutting it short"
-                             : "answering 500");
+                      passed ? "the response had started: cutting it short" : "answering 500");
         pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
     }
     else if (passed) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0202: %s::%s answered %d after "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "PYR0202: %s::%s answered %d after "
                       "the response had started (flush() or a large write): cutting it "
-                      "short", h->path, h->callable, o.status);
+                      "short",
+                      h->path, h->callable, o.status);
     }
     if (passed) {
         cut_short(r, call.bb);
@@ -255,8 +260,9 @@ report:
     }
     apr_brigade_cleanup(call.bb);
     if (o.failed && cfg->debug == 1) {
-        rc = debug_page(r, call.bb, apr_psprintf(r->pool, "mod_pyreload: %s::%s failed:",
-                                            h->path, h->callable), o.why);
+        rc = debug_page(r, call.bb,
+                        apr_psprintf(r->pool, "mod_pyreload: %s::%s failed:", h->path, h->callable),
+                        o.why);
         free(o.why);
         return rc;
     }

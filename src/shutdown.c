@@ -14,7 +14,7 @@
  * those abandoned are named in the log, and a backstop ends the process if
  * finalisation still does not return.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -64,18 +64,19 @@ pyr_shutdown_threads(const pyr_logger_t *log, int timeout_ms)
     PyObject *globals = NULL, *r = NULL, *fn;
     const char *names;
 
-    if (!(globals = PyDict_New())
-        || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0
-        || !(r = PyRun_String(threads_src, Py_file_input, globals, globals))) {
+    if (!(globals = PyDict_New()) ||
+        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0 ||
+        !(r = PyRun_String(threads_src, Py_file_input, globals, globals))) {
         goto fail;
     }
     Py_CLEAR(r);
-    fn = PyDict_GetItemString(globals, "_pyreload_threads_at_exit");     /* borrowed */
+    fn = PyDict_GetItemString(globals, "_pyreload_threads_at_exit"); /* borrowed */
     if (!fn || !(r = PyObject_CallFunction(fn, "d", timeout_ms / 1000.0))) {
         goto fail;
     }
     if (r != Py_None && (names = PyUnicode_AsUTF8(r)) != NULL) {
-        pyr_logf(log, PYR_LOG_WARNING, "PYR0302: this process exits without waiting "
+        pyr_logf(log, PYR_LOG_WARNING,
+                 "PYR0302: this process exits without waiting "
                  "any longer (%.1f s) for threads that handlers left running: %.1500s",
                  timeout_ms / 1000.0, *names ? names : "(threading's exit hooks)");
 #ifdef PYR_SANITIZE
@@ -90,13 +91,12 @@ pyr_shutdown_threads(const pyr_logger_t *log, int timeout_ms)
     Py_DECREF(globals);
     return;
 
-fail:
-    {
-        char *tb = pyr_exc_format();
+fail : {
+    char *tb = pyr_exc_format();
 
-        pyr_log_lines(log, PYR_LOG_ERR, "PYR0302: ", tb);
-        free(tb);
-    }
+    pyr_log_lines(log, PYR_LOG_ERR, "PYR0302: ", tb);
+    free(tb);
+}
     Py_XDECREF(r);
     Py_XDECREF(globals);
 }
@@ -128,9 +128,11 @@ backstop(void *arg)
     late = !backstop_done;
     pthread_mutex_unlock(&backstop_lock);
     if (late) {
-        pyr_logf(backstop_log, PYR_LOG_ERR, "PYR0303: Python's finalisation has not ended "
+        pyr_logf(backstop_log, PYR_LOG_ERR,
+                 "PYR0303: Python's finalisation has not ended "
                  "after %.1f s (an atexit function or a finaliser that waits?); "
-                 "this process exits now", ms / 1000.0);
+                 "this process exits now",
+                 ms / 1000.0);
         _exit(0);
     }
     return NULL;

@@ -20,17 +20,17 @@
 
 /* A writer that truncates then writes can be caught in between; a few quick
  * re-reads get the finished file without publishing a torn one. */
-#define READ_ATTEMPTS 5
+#define READ_ATTEMPTS   5
 #define READ_RETRY_USEC 1000
 /* An empty read is looked at again for up to this long (a loaded machine can
  * take milliseconds between a writer's truncate and its write). */
-#define EMPTY_ATTEMPTS 25
+#define EMPTY_ATTEMPTS   25
 #define EMPTY_RETRY_USEC 2000
 /* A tool that deletes and re-creates a file (git checkout, tar x) leaves it
  * absent for a moment; one that creates it 0600 and then chmods it
  * (install, tar) leaves it unreadable: looked at again for up to this long
  * before the absence is believed. */
-#define SETTLE_MSEC 100
+#define SETTLE_MSEC       100
 #define SETTLE_RETRY_USEC 2000
 
 static void
@@ -62,8 +62,8 @@ pyr_sig_stat(const char *path, pyr_sig_t *sig)
 int
 pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b)
 {
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size
-        && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
 }
 
 static int
@@ -171,8 +171,7 @@ read_once(const char *path, char **data, size_t *len, pyr_sig_t *sig)
     buf[n] = '\0';
     /* Same inode, same size, same times before and after, and the path still
      * names it: nothing wrote while we read, and no rename replaced it. */
-    if ((off_t)n != sig->size || pyr_sig_stat(path, &after) != 0
-        || !pyr_sig_equal(sig, &after)) {
+    if ((off_t)n != sig->size || pyr_sig_stat(path, &after) != 0 || !pyr_sig_equal(sig, &after)) {
         free(buf);
         return EAGAIN;
     }

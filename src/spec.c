@@ -21,8 +21,8 @@ pyr_is_identifier(const char *s)
         return 0;
     }
     for (; *p; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-              || (*p >= '0' && *p <= '9') || *p == '_' || *p >= 0x80)) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p >= 0x80)) {
             return 0;
         }
     }
@@ -30,8 +30,7 @@ pyr_is_identifier(const char *s)
 }
 
 const char *
-pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file,
-               const char **callable)
+pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file, const char **callable)
 {
     const char *sep = NULL, *s;
 
@@ -47,12 +46,13 @@ pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file,
         *file = apr_pstrmemdup(p, arg, (apr_size_t)(sep - arg));
         *callable = apr_pstrdup(p, sep + 2);
         if (!**callable) {
-            return apr_psprintf(p, "'%s': the callable after '::' is empty "
-                                "(write FILE or FILE::CALLABLE)", arg);
+            return apr_psprintf(p,
+                                "'%s': the callable after '::' is empty "
+                                "(write FILE or FILE::CALLABLE)",
+                                arg);
         }
         if (!pyr_is_identifier(*callable)) {
-            return apr_psprintf(p, "'%s': '%s' is not a Python identifier",
-                                arg, *callable);
+            return apr_psprintf(p, "'%s': '%s' is not a Python identifier", arg, *callable);
         }
     }
     if (!**file) {

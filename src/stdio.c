@@ -12,7 +12,7 @@
  * (pyr_stdio_flush).  A write costs time in proportion to its own length,
  * never to what came before it.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 #include <string.h>
 
@@ -21,12 +21,11 @@
 #define PYR_STDIO_PIECE 2000
 
 typedef struct {
-    PyObject_HEAD
-    const pyr_logger_t *log;
+    PyObject_HEAD const pyr_logger_t *log;
     int level;
     const char *prefix;
-    size_t len;                         /* GIL: bytes in line */
-    char line[PYR_STDIO_PIECE + 1];     /* GIL: the unfinished line, UTF-8 */
+    size_t len;                     /* GIL: bytes in line */
+    char line[PYR_STDIO_PIECE + 1]; /* GIL: the unfinished line, UTF-8 */
 } stream_t;
 
 /* Ours, whatever sys.stdout and sys.stderr are now (a handler may replace
@@ -47,8 +46,7 @@ emit(stream_t *self)
     memcpy(copy, self->line, self->len);
     copy[self->len] = '\0';
     self->len = 0;
-    Py_BEGIN_ALLOW_THREADS
-    pyr_log_lines(self->log, self->level, self->prefix, copy);
+    Py_BEGIN_ALLOW_THREADS pyr_log_lines(self->log, self->level, self->prefix, copy);
     Py_END_ALLOW_THREADS
 }
 
@@ -184,28 +182,26 @@ stream_dealloc(stream_t *self)
 }
 
 static PyMethodDef stream_methods[] = {
-    {"write", (PyCFunction)stream_write, METH_O, "Log complete lines; keep the rest."},
-    {"writelines", (PyCFunction)stream_writelines, METH_O, "write() each item."},
-    {"flush", (PyCFunction)stream_flush, METH_NOARGS, "Log the unfinished line."},
+    { "write", (PyCFunction)stream_write, METH_O, "Log complete lines; keep the rest." },
+    { "writelines", (PyCFunction)stream_writelines, METH_O, "write() each item." },
+    { "flush", (PyCFunction)stream_flush, METH_NOARGS, "Log the unfinished line." },
     /* The server's error log is not the handler's to close: close() only
      * flushes, and the stream keeps working for every other handler. */
-    {"close", (PyCFunction)stream_flush, METH_NOARGS, "Log the unfinished line."},
-    {"isatty", (PyCFunction)stream_false, METH_NOARGS, NULL},
-    {"writable", (PyCFunction)stream_true, METH_NOARGS, NULL},
-    {"readable", (PyCFunction)stream_false, METH_NOARGS, NULL},
-    {"seekable", (PyCFunction)stream_false, METH_NOARGS, NULL},
-    {NULL}
+    { "close", (PyCFunction)stream_flush, METH_NOARGS, "Log the unfinished line." },
+    { "isatty", (PyCFunction)stream_false, METH_NOARGS, NULL },
+    { "writable", (PyCFunction)stream_true, METH_NOARGS, NULL },
+    { "readable", (PyCFunction)stream_false, METH_NOARGS, NULL },
+    { "seekable", (PyCFunction)stream_false, METH_NOARGS, NULL },
+    { NULL }
 };
 
-static PyGetSetDef stream_getset[] = {
-    {"encoding", (getter)stream_get_encoding, NULL, NULL, NULL},
-    {"closed", (getter)stream_get_closed, NULL, NULL, NULL},
-    {NULL}
-};
+static PyGetSetDef stream_getset[] = { { "encoding", (getter)stream_get_encoding, NULL, NULL,
+                                         NULL },
+                                       { "closed", (getter)stream_get_closed, NULL, NULL, NULL },
+                                       { NULL } };
 
 static PyTypeObject stream_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pyreload.LogStream",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyreload.LogStream",
     .tp_basicsize = sizeof(stream_t),
     .tp_dealloc = (destructor)stream_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -215,8 +211,8 @@ static PyTypeObject stream_type = {
 };
 
 static int
-install(int which, const char *name, const char *dunder, const pyr_logger_t *log,
-        int level, const char *prefix)
+install(int which, const char *name, const char *dunder, const pyr_logger_t *log, int level,
+        const char *prefix)
 {
     stream_t *s = PyObject_New(stream_t, &stream_type);
 
@@ -228,8 +224,7 @@ install(int which, const char *name, const char *dunder, const pyr_logger_t *log
     s->prefix = prefix;
     s->len = 0;
     Py_XSETREF(streams[which], s);
-    if (PySys_SetObject(name, (PyObject *)s) < 0
-        || PySys_SetObject(dunder, (PyObject *)s) < 0) {
+    if (PySys_SetObject(name, (PyObject *)s) < 0 || PySys_SetObject(dunder, (PyObject *)s) < 0) {
         return -1;
     }
     return 0;
@@ -241,8 +236,8 @@ pyr_stdio_install(const pyr_logger_t *log)
     if (PyType_Ready(&stream_type) < 0) {
         return -1;
     }
-    if (install(0, "stdout", "__stdout__", log, PYR_LOG_WARNING, "[stdout] ") < 0
-        || install(1, "stderr", "__stderr__", log, PYR_LOG_ERR, "[stderr] ") < 0) {
+    if (install(0, "stdout", "__stdout__", log, PYR_LOG_WARNING, "[stdout] ") < 0 ||
+        install(1, "stderr", "__stderr__", log, PYR_LOG_ERR, "[stderr] ") < 0) {
         return -1;
     }
     return 0;

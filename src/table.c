@@ -8,15 +8,14 @@
  * a header set from Python is the header httpd sends.  Header text is
  * ISO-8859-1, as in HTTP and PEP 3333, so every byte round-trips.
  */
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 #include <apr_strings.h>
 #include <string.h>
 
 typedef struct {
-    PyObject_HEAD
-    apr_table_t *t;
-    pyr_guard_t *guard;         /* owned; NULL: always valid */
+    PyObject_HEAD apr_table_t *t;
+    pyr_guard_t *guard; /* owned; NULL: always valid */
     int readonly;
 } table_t;
 
@@ -46,18 +45,17 @@ header_bytes(PyObject *o, const char *what)
     PyObject *b;
 
     if (!PyUnicode_Check(o)) {
-        return PyErr_Format(PyExc_TypeError, "header %s must be str, not %.100s",
-                            what, Py_TYPE(o)->tp_name);
+        return PyErr_Format(PyExc_TypeError, "header %s must be str, not %.100s", what,
+                            Py_TYPE(o)->tp_name);
     }
     b = PyUnicode_AsLatin1String(o);
     if (!b) {
         return NULL;
     }
-    if (strpbrk(PyBytes_AS_STRING(b), "\r\n")
-        || (Py_ssize_t)strlen(PyBytes_AS_STRING(b)) != PyBytes_GET_SIZE(b)) {
+    if (strpbrk(PyBytes_AS_STRING(b), "\r\n") ||
+        (Py_ssize_t)strlen(PyBytes_AS_STRING(b)) != PyBytes_GET_SIZE(b)) {
         Py_DECREF(b);
-        return PyErr_Format(PyExc_ValueError,
-                            "header %s must not contain CR, LF or NUL", what);
+        return PyErr_Format(PyExc_ValueError, "header %s must not contain CR, LF or NUL", what);
     }
     return b;
 }
@@ -184,8 +182,7 @@ table_list(table_t *self, int kind)
             item = text(ent[i].val ? ent[i].val : "");
         }
         else {
-            item = Py_BuildValue("(NN)", text(ent[i].key),
-                                 text(ent[i].val ? ent[i].val : ""));
+            item = Py_BuildValue("(NN)", text(ent[i].key), text(ent[i].val ? ent[i].val : ""));
         }
         if (!item || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
@@ -197,9 +194,21 @@ table_list(table_t *self, int kind)
     return list;
 }
 
-static PyObject *table_keys(table_t *self, PyObject *u) { return table_list(self, 0); }
-static PyObject *table_values(table_t *self, PyObject *u) { return table_list(self, 1); }
-static PyObject *table_items(table_t *self, PyObject *u) { return table_list(self, 2); }
+static PyObject *
+table_keys(table_t *self, PyObject *u)
+{
+    return table_list(self, 0);
+}
+static PyObject *
+table_values(table_t *self, PyObject *u)
+{
+    return table_list(self, 1);
+}
+static PyObject *
+table_items(table_t *self, PyObject *u)
+{
+    return table_list(self, 2);
+}
 
 static PyObject *
 table_iter(table_t *self)
@@ -221,8 +230,7 @@ table_get(table_t *self, PyObject *const *args, Py_ssize_t nargs)
     const char *k, *v;
 
     if (nargs < 1 || nargs > 2) {
-        return PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)",
-                            nargs);
+        return PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
     }
     if (check_alive(self) < 0 || !(k = key_arg(args[0], &hold))) {
         return NULL;
@@ -329,20 +337,19 @@ static PySequenceMethods table_as_sequence = {
 };
 
 static PyMethodDef table_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))table_get, METH_FASTCALL,
-     "get(name, default=None): the first value of a header."},
-    {"getall", (PyCFunction)table_getall, METH_O, "Every value of a header, in order."},
-    {"add", (PyCFunction)(void (*)(void))table_add, METH_FASTCALL,
-     "add(name, value): append a header, keeping those of the same name."},
-    {"keys", (PyCFunction)table_keys, METH_NOARGS, NULL},
-    {"values", (PyCFunction)table_values, METH_NOARGS, NULL},
-    {"items", (PyCFunction)table_items, METH_NOARGS, NULL},
-    {NULL}
+    { "get", (PyCFunction)(void (*)(void))table_get, METH_FASTCALL,
+      "get(name, default=None): the first value of a header." },
+    { "getall", (PyCFunction)table_getall, METH_O, "Every value of a header, in order." },
+    { "add", (PyCFunction)(void (*)(void))table_add, METH_FASTCALL,
+      "add(name, value): append a header, keeping those of the same name." },
+    { "keys", (PyCFunction)table_keys, METH_NOARGS, NULL },
+    { "values", (PyCFunction)table_values, METH_NOARGS, NULL },
+    { "items", (PyCFunction)table_items, METH_NOARGS, NULL },
+    { NULL }
 };
 
 PyTypeObject pyr_TableType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "pyreload.Table",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyreload.Table",
     .tp_basicsize = sizeof(table_t),
     .tp_dealloc = (destructor)table_dealloc,
     .tp_repr = (reprfunc)table_repr,

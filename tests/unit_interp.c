@@ -5,7 +5,7 @@
  * any thread can take the GIL through its own kept thread state.
  */
 #include "unit.h"
-#include "pyr_py.h"
+#include "pyr_python.h"
 
 #include <pthread.h>
 #include <stdlib.h>

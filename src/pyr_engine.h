@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * engine.h: what the engine's files share: the cache, its entries and
+ * pyr_engine.h: what the engine's files share: the cache, its entries and
  * their generations, and the functions each file offers the others.
  * Nothing outside these files looks inside the structures (the API is
  * include/pyreload.h).
@@ -26,8 +26,8 @@
 #ifndef PYR_ENGINE_H
 #define PYR_ENGINE_H
 
-#include "pyr_py.h"
-#include "notify.h"
+#include "pyr_python.h"
+#include "pyr_notify.h"
 
 #include <apr_hash.h>
 #include <apr_tables.h>
@@ -39,22 +39,22 @@
 /* One version of one file's module. */
 struct pyr_gen {
     pyr_entry_t *entry;
-    PyObject *module;               /* owned */
-    PyObject *code;                 /* owned: reused when only a dependency changed */
-    pyr_sig_t sig;                  /* the source it was built from */
-    PyObject *callables[PYR_MAX_CALLABLES];     /* owned or NULL (missing); handlers */
+    PyObject *module;                       /* owned */
+    PyObject *code;                         /* owned: reused when only a dependency changed */
+    pyr_sig_t sig;                          /* the source it was built from */
+    PyObject *callables[PYR_MAX_CALLABLES]; /* owned or NULL (missing); handlers */
     int ncallables;
-    unsigned char told[PYR_MAX_CALLABLES];      /* GIL: a missing one was logged */
+    unsigned char told[PYR_MAX_CALLABLES]; /* GIL: a missing one was logged */
     long number;
     /* GIL.  Requests pinning it, and generations that imported it. */
     long refs;
     int retired;
-    pyr_gen_t *rnext, *rprev;       /* GIL: the cache's retired generations */
+    pyr_gen_t *rnext, *rprev; /* GIL: the cache's retired generations */
     /* GIL: pyr_gen_collect()'s scratch. */
-    long held;                      /* refs from other retired generations */
+    long held; /* refs from other retired generations */
     int live, dying;
-    pyr_gen_t *dnext;               /* the garbage found by one pass */
-    pyr_gen_t **deps;               /* what it imported; each holds one ref */
+    pyr_gen_t *dnext; /* the garbage found by one pass */
+    pyr_gen_t **deps; /* what it imported; each holds one ref */
     int ndeps, capdeps;
 };
 
@@ -74,20 +74,20 @@ typedef struct pyr_watch {
 struct pyr_entry {
     pyr_cache_t *cache;
     char *path;
-    char *name;                     /* __name__, its key in sys.modules (names.c) */
-    char *import_name;              /* "a.b" as imported (logs); handlers: = name */
-    char *prefix;                   /* the root's package in sys.modules, or NULL */
-    char *dir;                      /* the file's directory */
-    char *root;                     /* where its absolute imports are looked up */
-    int is_handler;                 /* handler files are nobody's import */
-    int is_package;                 /* an __init__.py */
-    PyObject *capsule;              /* GIL; points here, put in the module's globals */
+    char *name;        /* __name__, its key in sys.modules (names.c) */
+    char *import_name; /* "a.b" as imported (logs); handlers: = name */
+    char *prefix;      /* the root's package in sys.modules, or NULL */
+    char *dir;         /* the file's directory */
+    char *root;        /* where its absolute imports are looked up */
+    int is_handler;    /* handler files are nobody's import */
+    int is_package;    /* an __init__.py */
+    PyObject *capsule; /* GIL; points here, put in the module's globals */
 
     pthread_mutex_t lock;
     pthread_cond_t done;
     /* Under lock. */
     int loading;
-    pyr_watch_t *watch;             /* handler files only */
+    pyr_watch_t *watch; /* handler files only */
     int missing;
     char *error;
     char *names[PYR_MAX_CALLABLES]; /* append-only */
@@ -95,37 +95,37 @@ struct pyr_entry {
     /* Atomic. */
     int has_gen;
     apr_time_t next_check;
-    uint64_t clean_epoch;           /* notify epoch of the last sweep that found nothing */
-    uint64_t watch_gen;             /* notify generation the watch list was watched under */
-    int notified;                   /* ... and every file of it is watched */
-    long sweeps;                    /* stat sweeps of the watch list */
+    uint64_t clean_epoch; /* notify epoch of the last sweep that found nothing */
+    uint64_t watch_gen;   /* notify generation the watch list was watched under */
+    int notified;         /* ... and every file of it is watched */
+    long sweeps;          /* stat sweeps of the watch list */
 
     /* GIL. */
     pyr_gen_t *current;
     long published;
-    int warned_writable;            /* the server's User may write it: said once */
+    int warned_writable; /* the server's User may write it: said once */
 };
 
 struct pyr_cache {
     apr_pool_t *pool;
-    pthread_mutex_t lock;           /* entries and roots; never held with the GIL */
-    apr_hash_t *entries;            /* path -> pyr_entry_t */
-    apr_array_header_t *roots;      /* const char *: PyReloadPath directories */
+    pthread_mutex_t lock;      /* entries and roots; never held with the GIL */
+    apr_hash_t *entries;       /* path -> pyr_entry_t */
+    apr_array_header_t *roots; /* const char *: PyReloadPath directories */
     /* One rebuild at a time in a process: taken without the GIL, before it. */
     pthread_mutex_t build;
     pyr_notify_t *notify;
-    int unsafe_ok;                  /* PyReloadSafeFiles Off: run what anyone may write */
-    pyr_logger_t log;               /* outside a refresh; log.log may be NULL */
+    int unsafe_ok;    /* PyReloadSafeFiles Off: run what anyone may write */
+    pyr_logger_t log; /* outside a refresh; log.log may be NULL */
     /* GIL. */
-    pyr_gen_t *retired;             /* replaced generations still alive */
+    pyr_gen_t *retired; /* replaced generations still alive */
     int collecting, collect_again;
-    PyObject *resolved;             /* "root\0name" -> capsule of an entry, or None */
-    PyObject *packages;             /* prefix -> the root's package (names.c) */
+    PyObject *resolved; /* "root\0name" -> capsule of an entry, or None */
+    PyObject *packages; /* prefix -> the root's package (names.c) */
 };
 
 /* cache.c (no GIL: each takes the cache's lock or e's mutex) */
-pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name,
-                           const char *root, int is_handler, int is_package);
+pyr_entry_t *pyr_entry_new(pyr_cache_t *c, const char *path, const char *name, const char *root,
+                           int is_handler, int is_package);
 /* The entry of path if there is one, else NULL. */
 pyr_entry_t *pyr_cache_find(pyr_cache_t *c, const char *path);
 /* The i-th PyReloadPath directory, or NULL past the last. */
@@ -177,15 +177,15 @@ typedef struct pyr_build pyr_build_t;
  * (*error: malloc'd traceback).  *watch receives what the closure's files
  * looked like (for the next requests' checks).  Info lines about what was
  * rebuilt and why go to *report (malloc'd, may be NULL). */
-int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error,
-                     pyr_watch_t **watch, char **report);
+int pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error, pyr_watch_t **watch,
+                     char **report);
 
 /* The build in progress on this thread: while a build runs the body of one
  * of its modules, the import hook (import.c) hands that module's imports to
  * the build, not to the published generations.  A build is current on its
  * thread from the first module it builds to the last, not while it
  * publishes.  All: GIL held. */
-pyr_build_t *pyr_build_current(void);       /* NULL: no build on this thread */
+pyr_build_t *pyr_build_current(void); /* NULL: no build on this thread */
 /* Within b: the module importer gets for d (built now if b must rebuild it
  * or it never was loaded), recorded as importer's dependency.  Borrowed
  * reference, or NULL with an exception. */
@@ -209,8 +209,8 @@ int pyr_build_first(pyr_entry_t *d);
  * reference, or NULL).  exec: run code in mod: the current module's
  * __clone__(mod), the body (under e's name in sys.modules), then
  * mod.__upgrade__(current).  0, or -1 with an exception. */
-PyObject *pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig,
-                          int *exists, char **refused);
+PyObject *pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *exists,
+                          char **refused);
 PyObject *pyr_module_new(pyr_entry_t *e, long number);
 int pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code);
 

@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * mem.h: the engine's C heap (mem.c).  Running out of memory is not a state
+ * pyr_mem.h: the engine's C heap (mem.c).  Running out of memory is not a state
  * the engine recovers from: as httpd's ap_malloc() family does, these write
  * one line to stderr (httpd's error log) and abort(), so no caller checks
  * for NULL.  Python memory keeps Python's rule (NULL and MemoryError).

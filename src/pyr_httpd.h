@@ -1,14 +1,14 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * glue.h: what mod_pyreload.c (httpd hooks and directives) shares with the
+ * pyr_httpd.h: what mod_pyreload.c (httpd hooks and directives) shares with the
  * httpd-side Python glue: src/serve.c (a request, whatever the protocol),
  * src/req.c (the native protocol), src/child.c.  The engine never sees it.
  */
-#ifndef PYR_GLUE_H
-#define PYR_GLUE_H
+#ifndef PYR_HTTPD_H
+#define PYR_HTTPD_H
 
-#include "pyreload.h"   /* first: Python.h must precede system headers */
+#include "pyreload.h" /* first: Python.h must precede system headers */
 
 #include "httpd.h"
 #include "http_config.h"
@@ -29,24 +29,24 @@ typedef struct pyr_protocol pyr_protocol_t;
  * request writes: each process binds a handler to its cache entry in a
  * table of its own (serve.c), indexed by id. */
 typedef struct pyr_handler {
-    const char *path;           /* absolute */
+    const char *path; /* absolute */
     const char *callable;
-    const char *where;          /* the directive's section, file and line, for logs */
+    const char *where; /* the directive's section, file and line, for logs */
     const pyr_protocol_t *protocol;
-    int id;                     /* 0, 1, ... in configuration order */
+    int id; /* 0, 1, ... in configuration order */
 } pyr_handler_t;
 
 typedef struct pyr_dir_conf {
-    pyr_handler_t *handler;         /* NULL: unset */
-    int debug;                      /* PYR_UNSET, 0, 1 */
-    int check;                      /* PYR_UNSET, 0, 1 */
-    apr_interval_time_t interval;   /* PYR_UNSET, or microseconds */
-    apr_table_t *options;           /* PyReloadOption, merged (empty: none) */
+    pyr_handler_t *handler;       /* NULL: unset */
+    int debug;                    /* PYR_UNSET, 0, 1 */
+    int check;                    /* PYR_UNSET, 0, 1 */
+    apr_interval_time_t interval; /* PYR_UNSET, or microseconds */
+    apr_table_t *options;         /* PyReloadOption, merged (empty: none) */
 } pyr_dir_conf_t;
 
 typedef struct pyr_srv_conf {
-    apr_array_header_t *paths;  /* const char *: PyReloadPath; main server only */
-    int safe_files;             /* PYR_UNSET, 0, 1; main server only */
+    apr_array_header_t *paths; /* const char *: PyReloadPath; main server only */
+    int safe_files;            /* PYR_UNSET, 0, 1; main server only */
 } pyr_srv_conf_t;
 
 /* ------------------------------------------------------------------ */
@@ -56,17 +56,17 @@ typedef struct pyr_srv_conf {
 typedef struct pyr_call {
     request_rec *r;
     const pyr_dir_conf_t *cfg;
-    apr_bucket_brigade *bb;     /* the response not yet passed to the filters:
+    apr_bucket_brigade *bb; /* the response not yet passed to the filters:
                                    serve.c sends it, or drops it on a failure */
-    void *state;                /* the protocol's, from start() to finish() */
+    void *state;            /* the protocol's, from start() to finish() */
 } pyr_call_t;
 
 /* What a handler's outcome means for the response. */
 typedef struct pyr_outcome {
-    int status;         /* what the hook returns: OK, DONE, DECLINED, an HTTP status */
-    int failed;         /* a 500 of ours: log 'why', and show it if debugging */
-    char *why;          /* malloc'd traceback or message, or NULL */
-    int missing;        /* the file lacks the callable: 1 log it, -1 said already */
+    int status;  /* what the hook returns: OK, DONE, DECLINED, an HTTP status */
+    int failed;  /* a 500 of ours: log 'why', and show it if debugging */
+    char *why;   /* malloc'd traceback or message, or NULL */
+    int missing; /* the file lacks the callable: 1 log it, -1 said already */
 } pyr_outcome_t;
 
 /* A way of calling Python for a request: what the callable is given, what
@@ -74,7 +74,7 @@ typedef struct pyr_outcome {
  * unpin, the failure tail).  Every function runs with the GIL held and may
  * release it around I/O; c->state is theirs. */
 struct pyr_protocol {
-    const char *name;           /* "pyreload" (req.c) */
+    const char *name; /* "pyreload" (req.c) */
     /* Build what the callable is given (the native protocol's req).  0, or
      * -1 with a Python exception set. */
     int (*start)(pyr_call_t *c);
@@ -100,12 +100,12 @@ void pyr_outcome_exception(pyr_outcome_t *o);
 
 /* req.c: the native protocol, handler(req) */
 extern const pyr_protocol_t pyr_protocol_pyreload;
-int pyr_req_register(PyObject *module);         /* adds pyreload.Request */
+int pyr_req_register(PyObject *module); /* adds pyreload.Request */
 
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
-                           server_rec *s);      /* refuses mod_python */
-const char *pyr_child_python_owner(void);       /* who started Python, or NULL */
-void pyr_child_drain(int max_ms);               /* pyr_interp_opts_t.drain */
+                           server_rec *s); /* refuses mod_python */
+const char *pyr_child_python_owner(void);  /* who started Python, or NULL */
+void pyr_child_drain(int max_ms);          /* pyr_interp_opts_t.drain */
 
-#endif /* PYR_GLUE_H */
+#endif /* PYR_HTTPD_H */

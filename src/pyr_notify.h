@@ -1,7 +1,7 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * notify.h: "did anything happen in the watched directories?" (notify.c).
+ * pyr_notify.h: "did anything happen in the watched directories?" (notify.c).
  */
 #ifndef PYR_NOTIFY_H
 #define PYR_NOTIFY_H
