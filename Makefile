@@ -183,7 +183,7 @@ $(VG_DIR)/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefil
 check-valgrind: deps
 	@./tools/ensure-packages valgrind
 	$(MAKE) $(VG_DIR)/unit_runner
-	CK_FORK=no CK_DEFAULT_TIMEOUT=600 valgrind --tool=memcheck --error-exitcode=99 \
+	CK_FORK=no CK_EXCLUDE_TAGS=abandons-threads CK_DEFAULT_TIMEOUT=600 valgrind --tool=memcheck --error-exitcode=99 \
 	    --errors-for-leak-kinds=definite --leak-check=full --show-leak-kinds=definite \
 	    --suppressions=$(CURDIR)/tests/valgrind.supp --track-origins=yes --num-callers=50 \
 	    --quiet ./$(VG_DIR)/unit_runner

@@ -24,9 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef PYR_SANITIZE
-#include <sanitizer/lsan_interface.h>
-#endif
 
 /* threading's own _shutdown() runs in a helper thread that the caller
  * waits for up to a deadline; threading._shutdown then becomes a no-op, so
@@ -79,12 +76,6 @@ pyr_shutdown_threads(const pyr_logger_t *log, int timeout_ms)
                  "PYR0302: this process exits without waiting "
                  "any longer (%.1f s) for threads that handlers left running: %.1500s",
                  timeout_ms / 1000.0, *names ? names : "(threading's exit hooks)");
-#ifdef PYR_SANITIZE
-        /* What the abandoned threads hold is never freed, on purpose: check
-         * for leaks now (everything else is still reachable), which also
-         * ends LeakSanitizer's check at exit in this process only. */
-        __lsan_do_leak_check();
-#endif
     }
     PyErr_Clear();
     Py_DECREF(r);
