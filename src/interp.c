@@ -120,6 +120,17 @@ attach(void)
     return rv;
 }
 
+/* The module's init readies the Request type and pyreload.HTTPError, which
+ * every request uses, whether or not its handler imports pyreload.  GIL. */
+static int
+import_pyreload(void)
+{
+    PyObject *m = PyImport_ImportModule("pyreload");
+
+    Py_XDECREF(m); /* sys.modules keeps it */
+    return m ? 0 : -1;
+}
+
 /* Python's own start, isolated: the PYTHON* environment and user
  * site-packages of whoever started httpd do not reach the server, and
  * Python installs no signal handlers (httpd owns the process's signals). */
@@ -177,8 +188,8 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     if (owner && start(errmsg) < 0) {
         return -1;
     }
-    if ((!owner && attach() < 0) || intern_strings() < 0 || prepend_paths(opts) < 0 ||
-        pyr_stdio_install(&server_log) < 0 || import_threading() < 0 ||
+    if ((owner ? import_pyreload() : attach()) < 0 || intern_strings() < 0 ||
+        prepend_paths(opts) < 0 || pyr_stdio_install(&server_log) < 0 || import_threading() < 0 ||
         pyr_guard_install(&server_log, opts->drain) < 0 || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb; /* leaked on purpose: start-up failure, logged once */

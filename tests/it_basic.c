@@ -1451,6 +1451,42 @@ START_TEST(test_sethandler_pyreload)
 }
 END_TEST
 
+/* A process where no handler imports pyreload: req, its mappings and the
+ * outcome (including an HTTPError-free failure) must work all the same. */
+START_TEST(test_no_import_of_pyreload)
+{
+    static const httpd_file_t files[] = {
+        {"plain.py", "def handler(req):\n"
+                     "    req.content_type = 'text/plain'\n"
+                     "    req.headers_out['X-Plain'] = 'yes'\n"
+                     "    req.write('plain %s' % req.uri)\n"
+                     "    return 0\n"},
+        {"bad.py", "def handler(req):\n    return 'nonsense'\n"},
+        {NULL, NULL},
+    };
+    httpd_opts_t o = {.config = "<Location /plain>\n  PyReloadHandler @APP@/plain.py\n"
+                                "</Location>\n<Location /bad>\n"
+                                "  PyReloadHandler @APP@/bad.py\n</Location>\n",
+                      .files = files};
+    httpd_t *h = httpd_launch(&o);
+    size_t mark;
+
+    ck_assert_msg(h != NULL, "httpd did not start");
+    mark = httpd_log_mark(h);
+    for (int i = 0; i < 3; i++) {
+        http_resp_t *r = http_get(h, i == 1 ? "/bad" : "/plain");
+
+        http_assert_status(r, i == 1 ? 500 : 200);
+        if (i != 1) {
+            http_assert_body_has(r, "plain /plain");
+        }
+        http_free(r);
+    }
+    ck_assert_msg(httpd_log_no_crash(h, mark), "a child crashed:\n%s", httpd_log_since(h, mark));
+    httpd_free(h);
+}
+END_TEST
+
 Suite *suite_basic(void)
 {
     Suite *s = suite_create("basic");
@@ -1511,6 +1547,7 @@ Suite *suite_basic(void)
 
     tc = httpd_tcase("isolation", 60, NULL, NULL);
     tcase_add_test(tc, test_python_env_ignored);
+    tcase_add_test(tc, test_no_import_of_pyreload);
     suite_add_tcase(s, tc);
 
     tc = httpd_tcase("mpm", 60, NULL, NULL);
