@@ -351,8 +351,12 @@ start_response(PyObject *callable, PyObject *const *args, size_t nargsf, PyObjec
                         "exc_info (PEP 3333)");
         return NULL;
     }
+    /* A call that raises still counts, as in wsgiref: calling again needs
+     * exc_info, and a body without a good call is an error. */
+    self->started = 1;
     if (parse_status(self, a[0], &code, &line) < 0 ||
         parse_headers(self, a[1], &headers, &ctype, &clen) < 0) {
+        self->headers = NULL;
         return NULL;
     }
     self->status = code;
@@ -360,7 +364,6 @@ start_response(PyObject *callable, PyObject *const *args, size_t nargsf, PyObjec
     self->headers = headers;
     self->content_type = ctype;
     self->clen = clen;
-    self->started = 1;
     return PyCFunction_New(&write_def, (PyObject *)self);
 }
 
@@ -403,14 +406,15 @@ unapply(resp_t *self)
 static int
 need_start(resp_t *self, const char *when)
 {
-    if (self->started) {
+    if (self->headers) {
         if (!self->applied) {
             apply(self);
         }
         return 0;
     }
-    PyErr_Format(PyExc_RuntimeError, "the application %s before it called start_response()",
-                 when);
+    PyErr_Format(PyExc_RuntimeError, "the application %s before %s", when,
+                 self->started ? "a start_response() call that succeeded"
+                               : "it called start_response()");
     return -1;
 }
 
@@ -512,6 +516,11 @@ end_body(resp_t *self)
                  "Content-Length of %" APR_OFF_T_FMT " that the application sent\n",
                  self->sent, self->clen);
         self->fault = pyr_xstrdup(buf);
+        /* What there is goes out, and then the connection is cut (serve.c),
+         * so that no client takes it for the whole body. */
+        if (!self->passed) {
+            return pass(self, NULL, 0);
+        }
     }
     return 0;
 }
