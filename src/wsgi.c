@@ -558,7 +558,15 @@ send_sequence(resp_t *self, PyObject *seq)
     Py_ssize_t i, count = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     apr_off_t total = 0, room;
+    PyObject *snap;
+    int rc;
 
+    /* From here to the copy or the pass the GIL is kept (the guard is
+     * idle, need_start() waits for nothing), so no other thread can change
+     * a list between its check and its use. */
+    if (pyr_guard_check(self->guard) < 0) {
+        return -1;
+    }
     for (i = 0; i < count; i++) {
         if (!PyBytes_Check(items[i])) {
             PyErr_Format(PyExc_TypeError,
@@ -587,12 +595,15 @@ send_sequence(resp_t *self, PyObject *seq)
         }
         return end_body(self);
     }
-    /* Large: no copy, the blocks stay alive in seq while passed. */
-    set_length(self, total);
-    if (pass(self, items, count, total) < 0) {
+    /* Large: no copy.  Passed without the GIL, the blocks must stay alive
+     * even if another thread empties the list meanwhile: a tuple of them. */
+    if (!(snap = PyList_CheckExact(seq) ? PyList_AsTuple(seq) : Py_NewRef(seq))) {
         return -1;
     }
-    return end_body(self);
+    set_length(self, total);
+    rc = pass(self, PySequence_Fast_ITEMS(snap), PySequence_Fast_GET_SIZE(snap), total);
+    Py_DECREF(snap);
+    return rc < 0 ? -1 : end_body(self);
 }
 
 static apr_status_t
