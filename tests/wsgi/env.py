@@ -46,5 +46,11 @@ def application(environ, start_response):
     }
     lines += ['_%s=%s' % (k, v) for k, v in sorted(derived.items())]
     body = ('\n' + '\n'.join(lines) + '\n').encode('ascii')
+    if environ.get('QUERY_STRING') == 'mutate':
+        # What a request does to its environ must not reach the next one.
+        environ['PYRT_LEAK'] = 'leaked'
+        environ['PATH_INFO'] = '/mutated'
+        environ.pop('HTTP_HOST', None)
+        environ['wsgi.url_scheme'] = 'leaked'
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]

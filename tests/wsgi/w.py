@@ -2,6 +2,7 @@
 # the first segment of PATH_INFO (/w/<name>?<query>).  Close() calls and runs
 # are counted per token (?t=...) in COUNTS, read back through /w/count.
 import io
+import os
 import sys
 import threading
 import time
@@ -268,7 +269,7 @@ class Closeable:
             raise ValueError('PYRT-raised-in-iteration')
         if self.mode == 'str_item':
             return 'PYRT-str-item'
-        if self.mode == 'forever':
+        if self.mode in ('forever', 'cl_forever'):
             if time.monotonic() > self.deadline:
                 raise StopIteration
             return b'f' * 65536
@@ -298,7 +299,7 @@ def app_closeable(environ, start_response):
         res = Closeable(t, mode)
     if mode == 'cl_short':
         start_response('200 OK', CT + [('Content-Length', '1000')])
-    elif mode == 'cl_long':
+    elif mode in ('cl_long', 'cl_forever'):
         start_response('200 OK', CT + [('Content-Length', '9')])
     elif mode != 'nostart':
         start_response('200 OK', CT)
@@ -335,6 +336,14 @@ def app_rss(environ, start_response):
 # ---- wsgi.file_wrapper ---------------------------------------------------
 
 class CountedFile(io.FileIO):
+    limit = None
+
+    def read(self, n=-1):
+        _bump(self.token, 'blocks')
+        if self.limit is not None and COUNTS[self.token]['blocks'] > self.limit:
+            return b''
+        return super().read(n)
+
     def close(self):
         if not self.closed:
             _bump(self.token, 'closed')
@@ -360,14 +369,23 @@ def app_fw(environ, start_response):
     headers = list(CT)
     if mode == 'nofileno':
         f = NoFileno(path, t)
+    elif mode == 'empty':
+        f = CountedFile(path + '.empty', 'rb')
+    elif mode == 'devzero':
+        f = CountedFile('/dev/zero', 'rb')
+        f.limit = 64        # 4 MiB: bounded even if iteration never stops
     else:
         f = CountedFile(path, 'rb')
-        f.token = t
+    f.token = t
     if mode == 'seek':
         f.seek(1000)
-    if mode == 'cl':
+    if mode in ('cl', 'devzero'):
         headers.append(('Content-Length', '5000'))
+    if mode == 'cl_over':
+        headers.append(('Content-Length', str(os.path.getsize(path) + 100)))
     start_response('200 OK', headers)
+    if mode == 'noblksize':
+        return environ['wsgi.file_wrapper'](f)
     return environ['wsgi.file_wrapper'](f, 65536)
 
 
@@ -413,6 +431,96 @@ WRONG = {
 
 def app_wrong(environ, start_response):
     return WRONG[_q(environ)['c']](start_response)
+
+
+# ---- more input, status, kept objects ------------------------------------
+
+def app_readodd(environ, start_response):
+    # Sizes a file accepts: huge (no preallocation), zero, -1, None.
+    inp = environ['wsgi.input']
+    res = [inp.read(0), inp.read(2 ** 31)[:5], inp.read(-1), inp.readline(-1)]
+    try:
+        inp.read('x')
+        res.append('no error')
+    except TypeError as e:
+        res.append(type(e).__name__)
+    start_response('200 OK', CT)
+    return [ascii(res).encode()]
+
+
+def app_partial(environ, start_response):
+    environ['wsgi.input'].read(10)
+    start_response('200 OK', CT)
+    return [b'partial ok']
+
+
+def app_errbytes(environ, start_response):
+    try:
+        environ['wsgi.errors'].write(b'PYRT-bytes')
+        got = 'no error'
+    except TypeError as e:
+        got = type(e).__name__
+    start_response('200 OK', CT)
+    return [got.encode()]
+
+
+def app_status(environ, start_response):
+    code = _q(environ)['s']
+    headers = list(CT)
+    if code.startswith('3'):
+        headers.append(('Location', 'http://127.0.0.1/elsewhere'))
+    if code in ('204', '304'):
+        headers = []
+    start_response(code + ' Custom Reason', headers + [('Set-Cookie', 'a=1'),
+                                                        ('Set-Cookie', 'b=2')])
+    return [b'PYRT-app-body-' + code.encode()] if code not in ('204', '304') else []
+
+
+KEPT = {}
+
+
+def app_keep(environ, start_response):
+    phase = _q(environ)['phase']
+    if phase == 'store':
+        write = start_response('200 OK', CT)
+        KEPT.update(input=environ['wsgi.input'], errors=environ['wsgi.errors'],
+                    start_response=start_response, write=write)
+        return [b'stored']
+    res = []
+    for name, use in (('input', lambda o: o.read(1)),
+                      ('start_response', lambda o: o('200 OK', CT)),
+                      ('write', lambda o: o(b'PYRT-late-write')),
+                      ('errors', lambda o: (o.write('PYRT-late-errors\n'), o.flush()))):
+        try:
+            use(KEPT[name])
+            res.append('%s:ok' % name)
+        except Exception as e:
+            res.append('%s:%s' % (name, type(e).__name__))
+    start_response('200 OK', CT)
+    return [' '.join(res).encode()]
+
+
+class AppClass:
+    """A class as the application (PEP 3333): the instance is the iterable."""
+
+    def __init__(self, environ, start_response):
+        self.t = _q(environ).get('t', '-')
+        start_response('200 OK', CT)
+
+    def __iter__(self):
+        yield b'from-class'
+
+    def close(self):
+        _bump(self.t, 'closed')
+
+
+class _Callable:
+    def __call__(self, environ, start_response):
+        start_response('200 OK', CT)
+        return [b'from-instance']
+
+
+app_instance = _Callable()
 
 
 # ---- dispatch ------------------------------------------------------------
