@@ -677,6 +677,76 @@ START_TEST(test_input_10mib)
 }
 END_TEST
 
+/* 10 MiB read by readline() and by iteration, across chunk and buffer
+ * boundaries: _i = op * 2 + chunked. */
+static const char *const BIG_OPS[] = { "bigline", "bigiter" };
+
+START_TEST(test_input_10mib_lines)
+{
+    size_t len = 10 * MIB, reqlen;
+    unsigned char *body = big_body(len);
+    char want[128], path[64], *req, *resp;
+    int chunked = _i % 2;
+    raw_resp_t rr;
+
+    snprintf(path, sizeof(path), "/w/in?op=%s&len=%zu", BIG_OPS[_i / 2], len);
+    snprintf(want, sizeof(want), "[%zu, '%08x', 'CL=%s']", len, crc32_of(body, len),
+             chunked ? "None" : "10485760");
+    req = input_request(path, (const char *)body, len, chunked, &reqlen);
+    resp = raw_do(srv, req, reqlen, &rr);
+    ck_assert_msg(rr.status == 200, "%s %s: %.1000s", BIG_OPS[_i / 2], chunked ? "chunked" : "plain",
+                  resp);
+    ck_assert_str_eq(rr.body, want);
+    free(resp);
+    free(req);
+    free(body);
+}
+END_TEST
+
+/* The body arrives in pieces, with pauses: read(n) and readline() wait for
+ * what they were asked (or the end), never return short.  _i = op * 2 +
+ * chunked. */
+static const int SLOW_OPS[] = { 1, 2, 3, 7 };   /* read4, readline, readline5, mixed */
+
+START_TEST(test_input_slow_body)
+{
+    int op = SLOW_OPS[_i / 2], chunked = _i % 2, fd, got = 0, n;
+    char path[64], want[512], buf[8192], *req, *cut;
+    size_t reqlen, headlen, parts[3], off;
+    raw_resp_t rr;
+
+    snprintf(path, sizeof(path), "/w/in?op=%s", INPUT[op].op);
+    req = input_request(path, SMALL, strlen(SMALL), chunked, &reqlen);
+    cut = strstr(req, "\r\n\r\n") + 4;
+    headlen = (size_t)(cut - req);
+    /* three pieces of the body, cut inside lines and (chunked) inside
+     * chunk framing */
+    parts[0] = headlen + 3;
+    parts[1] = headlen + (reqlen - headlen) / 2 + 1;
+    parts[2] = reqlen;
+    fd = raw_connect(srv);
+    for (off = 0, n = 0; n < 3; n++) {
+        raw_send(fd, req + off, parts[n] - off);
+        off = parts[n];
+        if (n < 2) {
+            usleep(200 * 1000);
+        }
+    }
+    while (got < (int)sizeof(buf) - 1
+           && (n = (int)recv(fd, buf + got, sizeof(buf) - 1 - (size_t)got, 0)) > 0) {
+        got += n;
+    }
+    buf[got] = '\0';
+    close(fd);
+    raw_parse(buf, (size_t)got, &rr);
+    snprintf(want, sizeof(want), "%s, 'CL=%s']", INPUT[op].want, chunked ? "None" : "26");
+    ck_assert_msg(rr.status == 200, "%s: %.1000s", INPUT[op].op, buf);
+    ck_assert_msg(strcmp(rr.body, want) == 0, "%s, %s, in pieces:\n got %s\nwant %s",
+                  INPUT[op].op, chunked ? "chunked" : "plain", rr.body, want);
+    free(req);
+}
+END_TEST
+
 /* LimitRequestBody 1000: 413 for a longer body, plain or chunked; a body
  * within the limit is read. */
 START_TEST(test_input_limit_413)
@@ -865,6 +935,7 @@ static const char *const SR_BAD[] = {
     "status_no_space", "status_bytes", "status_int", "status_crlf", "headers_tuple",
     "headers_none", "header_str", "header_triple", "name_bytes", "value_bytes", "value_int",
     "value_none", "value_crlf", "value_lf", "value_cr", "name_crlf", "name_colon", "name_space",
+    "name_empty", "value_nul", "value_non_latin1", "status_non_latin1",
     "hop_connection", "hop_connection_lower", "hop_keep_alive", "hop_proxy_authenticate",
     "hop_proxy_authorization", "hop_te", "hop_trailers", "hop_transfer_encoding", "hop_upgrade",
     "twice", "twice_after_failed",
@@ -907,7 +978,8 @@ START_TEST(test_start_response_bad_raises_in_app)
     r = http_get(srv, path);
     http_assert_status(r, 200);
     ck_assert_msg(!strcmp(r->body, "caught ValueError") || !strcmp(r->body, "caught TypeError")
-                  || !strcmp(r->body, "caught AssertionError"),
+                  || !strcmp(r->body, "caught AssertionError")
+                  || !strcmp(r->body, "caught UnicodeEncodeError"),
                   "%s: the application got '%s'", c, r->body);
     http_free(r);
 }
@@ -1244,7 +1316,7 @@ static const struct {
     { "n=10&send=20&kind=list", 10 }, { "n=10&send=20&kind=gen", 10 },
     { "n=20&send=20&kind=write", 20 }, { "n=20&send=20&kind=gen", 20 },
     { "n=100&send=10&kind=list", -1 }, { "n=100&send=10&kind=gen", -1 },
-    { "n=100&send=10&kind=write", -1 },
+    { "n=100&send=10&kind=write", -1 }, { "n=0&send=0&kind=gen", 0 },
 };
 
 START_TEST(test_content_length_honoured)
@@ -1316,6 +1388,41 @@ START_TEST(test_content_length_stops_iteration)
     ck_assert_msg(closed == 1 && blocks <= 2, "%s: Content-Length reached; close() called %d "
                   "time(s), %d block(s) taken from the iterable", path, closed, blocks);
     assert_no_crash(srv, mark);
+}
+END_TEST
+
+/* HEAD: the application's Content-Length is the one a GET would get. */
+START_TEST(test_head_keeps_content_length)
+{
+    static const char req[] = "HEAD /w/cl?n=20&send=20&kind=gen HTTP/1.1\r\nHost: t\r\n"
+                              "Connection: close\r\n\r\n";
+    char *resp;
+    raw_resp_t rr;
+
+    resp = raw_do(srv, req, strlen(req), &rr);
+    ck_assert_msg(rr.status == 200 && rr.len == 0, "%.1000s", resp);
+    ck_assert_msg(strcasestr(rr.head, "\r\nContent-Length: 20") != NULL, "%.1000s", rr.head);
+    free(resp);
+}
+END_TEST
+
+/* Empty blocks are not output: an error after them is still a clean 500,
+ * and exc_info can still replace the status. */
+START_TEST(test_empty_blocks_are_not_output)
+{
+    size_t mark = httpd_log_mark(srv);
+    http_resp_t *r = http_get(srv, "/w/emptyfirst?mode=raise");
+
+    ck_assert_msg(r->status == 500, "raise after empty blocks: status %ld (%s) '%.300s'",
+                  r->status, r->error, r->body);
+    http_free(r);
+    ck_assert(httpd_log_wait(srv, mark, "PYRT-before-any-byte", 1, 3000));
+    r = http_get(srv, "/w/emptyfirst?mode=replace");
+    ck_assert_msg(r->status == 503, "exc_info after empty blocks: status %ld (%s) '%.300s'",
+                  r->status, r->error, r->body);
+    ck_assert_str_eq(r->body, "late error page");
+    ck_assert_ptr_nonnull(http_header(r, "X-Late"));
+    http_free(r);
 }
 END_TEST
 
@@ -1599,6 +1706,41 @@ START_TEST(test_wsgiref_validate_chunked)
     ck_assert_msg(!strstr(log, "WSGIWarning") && !strstr(log, "AssertionError"),
                   "the validator complained:\n%.3000s", log);
     free(log);
+}
+END_TEST
+
+/* A request blocked on the network, writing to a client that does not read
+ * or reading from one that does not send, holds no GIL: another request
+ * of the same process is answered meanwhile.  (prefork: one request per
+ * process, nothing to share: skipped.) */
+START_TEST(test_blocked_io_releases_gil)
+{
+    static const char stalled_reader[] = "GET /w/stream?mb=64 HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const char stalled_sender[] = "POST /w/in?op=readall HTTP/1.1\r\nHost: t\r\n"
+                                         "Content-Length: 1000\r\n\r\n0123456789";
+    const char *what = _i ? "reading a body that does not come" : "writing to a client that "
+                                                                 "does not read";
+    size_t mark = httpd_log_mark(srv);
+    http_req_t rq = { .path = "/w/resp?kind=list", .timeout_ms = 5000 };
+    http_resp_t *r;
+    int fd;
+
+    if (!strcmp(httpd_mpm(srv), "prefork")) {
+        fprintf(stderr, "blocked I/O and the GIL: skipped under prefork (one request per "
+                        "process)\n");
+        return;
+    }
+    fd = raw_connect(srv);
+    raw_send(fd, _i ? stalled_sender : stalled_reader,
+             strlen(_i ? stalled_sender : stalled_reader));
+    usleep(500 * 1000);         /* the server is blocked by now */
+    r = http_do(srv, &rq);
+    fprintf(stderr, "while a request is blocked %s: another took %.0f ms\n", what, r->total_ms);
+    http_assert_status(r, 200);
+    ck_assert_msg(r->total_ms < 1000, "the other request waited %.0f ms", r->total_ms);
+    http_free(r);
+    raw_abort(fd);
+    assert_no_crash(srv, mark);
 }
 END_TEST
 
@@ -1990,6 +2132,8 @@ suite_wsgi(void)
     tcase_add_test(tc, test_environ_remote_port_exact);
     tcase_add_test(tc, test_environ_not_shared);
     tcase_add_test(tc, test_input_10mib);
+    tcase_add_loop_test(tc, test_input_10mib_lines, 0, 2 * N(BIG_OPS));
+    tcase_add_loop_test(tc, test_input_slow_body, 0, 2 * N(SLOW_OPS));
     tcase_add_test(tc, test_input_odd_sizes);
     tcase_add_test(tc, test_keepalive_partial_body);
     tcase_add_test(tc, test_keepalive_after_stream);
@@ -2019,6 +2163,9 @@ suite_wsgi(void)
     tcase_add_test(tc, test_head_no_body);
     tcase_add_loop_test(tc, test_content_length_honoured, 0, N(CL));
     tcase_add_loop_test(tc, test_content_length_stops_iteration, 0, N(CL_STOP));
+    tcase_add_test(tc, test_head_keeps_content_length);
+    tcase_add_test(tc, test_empty_blocks_are_not_output);
+    tcase_add_loop_test(tc, test_blocked_io_releases_gil, 0, 2);
     tcase_add_test(tc, test_stream_200mib_bounded_rss);
     tcase_add_loop_test(tc, test_file_wrapper, 0, N(FW));
     tcase_add_loop_test(tc, test_wrong_response, 0, N(WRONG));

@@ -64,14 +64,16 @@ def app_in(environ, start_response):
         res = [list(inp), list(inp)]
     elif op == 'mixed':
         res = [inp.read(3), inp.readline(), inp.read(2), inp.readlines(), inp.read()]
-    elif op == 'big':
-        total, crc = 0, 0
-        for _ in range(10 ** 6):
-            block = inp.read(65536)
-            if not block:
-                break
+    elif op in ('big', 'bigline', 'bigiter'):
+        total, crc, n = 0, 0, 0
+        blocks = (iter(lambda: inp.read(65536), b'') if op == 'big'
+                  else iter(inp.readline, b'') if op == 'bigline' else inp)
+        for block in blocks:
             total += len(block)
             crc = zlib.crc32(block, crc)
+            n += 1
+            if op != 'big' and block[-1:] != b'\n' and total != int(q.get('len', -1)):
+                raise ValueError('a line that does not end a line, at %d' % total)
         res = [total, '%08x' % crc]
     else:
         raise ValueError('no op %r' % op)
@@ -137,6 +139,10 @@ SR_CASES = {
     'name_crlf': _bad('200 OK', [('X-A\r\nX-Evil', 'v')]),
     'name_colon': _bad('200 OK', [('X-A:', 'v')]),
     'name_space': _bad('200 OK', [('X A', 'v')]),
+    'name_empty': _bad('200 OK', [('', 'v')]),
+    'value_nul': _bad('200 OK', [('X-A', 'a\x00b')]),
+    'value_non_latin1': _bad('200 OK', [('X-A', 'caf\u20ac')]),
+    'status_non_latin1': _bad('200 \u20ac', CT),
     'hop_connection': _bad('200 OK', [('Connection', 'close')]),
     'hop_connection_lower': _bad('200 OK', [('connection', 'close')]),
     'hop_keep_alive': _bad('200 OK', [('Keep-Alive', 'timeout=5')]),
@@ -221,6 +227,21 @@ def app_write_str(environ, start_response):
     write = start_response('200 OK', CT)
     write('PYRT-secret-str-write')
     return [b'after']
+
+
+def app_emptyfirst(environ, start_response):
+    # Empty blocks send nothing: the headers can still change (PEP 3333).
+    mode = _q(environ)['mode']
+    start_response('200 OK', CT)
+    yield b''
+    yield b''
+    if mode == 'raise':
+        raise ValueError('PYRT-before-any-byte')
+    try:
+        raise ValueError('PYRT-handled-late')
+    except ValueError:
+        start_response('503 Service Unavailable', CT + [('X-Late', '1')], sys.exc_info())
+    yield b'late error page'
 
 
 # ---- responses -----------------------------------------------------------
