@@ -465,6 +465,11 @@ static const env_case_t ENV[] = {
       { "SCRIPT_NAME='/clash'", "PATH_INFO='/x'", "REQUEST_METHOD='GET'",
         "HTTP_HOST='127.0.0.1:%PORT%'", "wsgi.url_scheme='http'", "PYRT_OK='yes'", NULL } },
     { "rewrite_env", NULL, "/rw/x", {NULL}, NULL, 0, 0, { "PYRT_RW='rw-ok'", NULL } },
+    /* <Location /shop> is not /shopping: no application there. */
+    { "location_prefix_not_segment", NULL, "/shopping", {NULL}, NULL, 0, 404, { NULL } },
+    { "double_slashes", NULL, "//shop//items//7", {NULL}, NULL, 0, 0,
+      { "_path_info_ok=True", "_script_name_ok=True", "REQUEST_URI='//shop//items//7'", NULL } },
+    { "dot_segments", NULL, "/shop/./x/", {NULL}, NULL, 0, 0, { "PATH_INFO='/x/'", NULL } },
 };
 
 START_TEST(test_environ)
@@ -1587,6 +1592,7 @@ static const struct {
 } WRONG[] = {
     { "nostart", "PYR0200" },
     { "nostart_empty", "PYR0200" },
+    { "gen_nostart_empty", "PYR0200" },
     { "none", "PYR0200" },
     { "str_item", "PYR0200" },
     { "str_result", "PYR0200" },
@@ -1857,7 +1863,8 @@ rsetup(void)
     static const char *const names[] = { "edit", "clone", "dep", "broken", "stream", "gone",
                                          NULL };
     httpd_opts_t o = {
-        .config = "<Location /edit>\n  PyReloadWSGI @APP@/r_edit.py\n</Location>\n"
+        .config = "<Location />\n  PyReloadWSGI @APP@/env.py\n</Location>\n"
+                  "<Location /edit>\n  PyReloadWSGI @APP@/r_edit.py\n</Location>\n"
                   "<Location /clone>\n  PyReloadWSGI @APP@/r_clone.py\n</Location>\n"
                   "<Location /dep>\n  PyReloadWSGI @APP@/r_dep.py\n</Location>\n"
                   "<Location /broken>\n  PyReloadWSGI @APP@/r_broken.py\n</Location>\n"
@@ -2103,6 +2110,18 @@ START_TEST(test_reload_callable_removed)
 }
 END_TEST
 
+/* <Location />: SCRIPT_NAME '' (the '/' stripped), PATH_INFO the path. */
+START_TEST(test_location_root)
+{
+    http_resp_t *r = http_get(rsrv, "/any/where");
+
+    http_assert_status(r, 200);
+    assert_env_line(r->body, "SCRIPT_NAME=''", "Location /");
+    assert_env_line(r->body, "PATH_INFO='/any/where'", "Location /");
+    http_free(r);
+}
+END_TEST
+
 /* wsgi.multithread / wsgi.multiprocess with two prefork processes. */
 START_TEST(test_multi_two_processes)
 {
@@ -2182,6 +2201,7 @@ suite_wsgi(void)
     tcase_add_test(rc, test_reload_environ_generation);
     tcase_add_test(rc, test_reload_callable_removed);
     tcase_add_test(rc, test_multi_two_processes);
+    tcase_add_test(rc, test_location_root);
     suite_add_tcase(s, rc);
     return s;
 }

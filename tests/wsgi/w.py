@@ -437,6 +437,7 @@ def _ok_then(result):
 WRONG = {
     'nostart': lambda sr: [b'PYRT-secret-nostart'],
     'nostart_empty': lambda sr: [],
+    'gen_nostart_empty': lambda sr: (b for b in ()),
     'none': _ok_then(None),
     'str_item': _ok_then(['PYRT-secret-str']),
     'str_result': _ok_then('PYRT-secret-str-result'),
