@@ -536,6 +536,11 @@ START_TEST(test_environ_not_shared)
     http_assert_status(r, 200);
     http_free(r);
     for (i = 0; i < 2; i++) {
+        if (i) {
+            /* prefork: the one process is free for a new connection */
+            http_client_free(c);
+            c = NULL;
+        }
         r = i ? http_get(srv, "/shop") : http_client_get(c, "/shop");
         http_assert_status(r, 200);
         assert_env_line(r->body, "!PYRT_LEAK", "after mutate");
@@ -544,7 +549,6 @@ START_TEST(test_environ_not_shared)
         ck_assert_msg(strstr(r->body, "\nHTTP_HOST='127.0.0.1:") != NULL, "%s", r->body);
         http_free(r);
     }
-    http_client_free(c);
 }
 END_TEST
 
