@@ -1400,6 +1400,26 @@ START_TEST(test_content_length_stops_iteration)
 }
 END_TEST
 
+/* A block is sent when it is produced (PEP 3333: servers "must not delay
+ * the transmission of any block"), by the iterable or by write(). */
+static const char *const SLOW[] = { "/w/slow?how=gen", "/w/slow?how=write" };
+
+START_TEST(test_blocks_not_delayed)
+{
+    http_resp_t *r = http_get(srv, SLOW[_i]);
+
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "first;second");
+    fprintf(stderr, "%s: first byte after %.0f ms, whole after %.0f ms\n", SLOW[_i],
+            r->first_body_ms, r->total_ms);
+    ck_assert_msg(r->total_ms >= 900, "%.0f ms", r->total_ms);
+    ck_assert_msg(r->first_body_ms >= 0 && r->first_body_ms < 500,
+                  "%s: the first block came after %.0f ms (whole after %.0f ms)", SLOW[_i],
+                  r->first_body_ms, r->total_ms);
+    http_free(r);
+}
+END_TEST
+
 /* HEAD: the application's Content-Length is the one a GET would get. */
 START_TEST(test_head_keeps_content_length)
 {
@@ -1865,7 +1885,7 @@ static void
 rsetup(void)
 {
     static const char *const names[] = { "edit", "clone", "dep", "broken", "stream", "gone",
-                                         NULL };
+                                         "frozen", NULL };
     httpd_opts_t o = {
         .config = "<Location />\n  PyReloadWSGI @APP@/env.py\n</Location>\n"
                   "<Location /edit>\n  PyReloadWSGI @APP@/r_edit.py\n</Location>\n"
@@ -1875,6 +1895,8 @@ rsetup(void)
                   "<Location /brokendbg>\n  PyReloadWSGI @APP@/r_broken.py\n"
                   "  PyReloadDebug On\n</Location>\n"
                   "<Location /gone>\n  PyReloadWSGI @APP@/r_gone.py\n</Location>\n"
+                  "<Location /frozen>\n  PyReloadWSGI @APP@/r_frozen.py\n"
+                  "  PyReloadCheck Off\n</Location>\n"
                   "<Location /stream>\n  PyReloadWSGI @APP@/r_stream.py\n</Location>\n"
                   "<Location /env>\n  PyReloadWSGI @APP@/env.py\n</Location>\n",
         .procs = 2,
@@ -2114,6 +2136,23 @@ START_TEST(test_reload_callable_removed)
 }
 END_TEST
 
+/* PyReloadCheck Off applies to WSGI files as to handlers: no reload. */
+START_TEST(test_reload_check_off)
+{
+    http_client_t *c = http_client_new(rsrv);
+    char *b;
+
+    b = cget(c, "/frozen");
+    assert_prefix(b, "frozen-v1");
+    free(b);
+    rput("r_frozen.py", "dep_frozen", "frozen-v2");
+    b = cget(c, "/frozen");
+    assert_prefix(b, "frozen-v1");
+    free(b);
+    http_client_free(c);
+}
+END_TEST
+
 /* <Location />: SCRIPT_NAME '' (the '/' stripped), PATH_INFO the path. */
 START_TEST(test_location_root)
 {
@@ -2187,6 +2226,7 @@ suite_wsgi(void)
     tcase_add_loop_test(tc, test_content_length_honoured, 0, N(CL));
     tcase_add_loop_test(tc, test_content_length_stops_iteration, 0, N(CL_STOP));
     tcase_add_test(tc, test_head_keeps_content_length);
+    tcase_add_loop_test(tc, test_blocks_not_delayed, 0, N(SLOW));
     tcase_add_test(tc, test_empty_blocks_are_not_output);
     tcase_add_loop_test(tc, test_blocked_io_releases_gil, 0, 2);
     tcase_add_test(tc, test_stream_200mib_bounded_rss);
@@ -2206,6 +2246,7 @@ suite_wsgi(void)
     tcase_add_test(rc, test_reload_callable_removed);
     tcase_add_test(rc, test_multi_two_processes);
     tcase_add_test(rc, test_location_root);
+    tcase_add_test(rc, test_reload_check_off);
     suite_add_tcase(s, rc);
     return s;
 }

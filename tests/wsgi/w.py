@@ -340,6 +340,22 @@ def app_cl(environ, start_response):
     return [data]
 
 
+def app_slow(environ, start_response):
+    # A first block, then a pause: the block must reach the client now.
+    how = _q(environ).get('how', 'gen')
+    write = start_response('200 OK', CT)
+    if how == 'write':
+        write(b'first;')
+        time.sleep(1)
+        return [b'second']
+
+    def blocks():
+        yield b'first;'
+        time.sleep(1)
+        yield b'second'
+    return blocks()
+
+
 def app_stream(environ, start_response):
     mb = int(_q(environ).get('mb', '1'))
     start_response('200 OK', CT)
