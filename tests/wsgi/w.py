@@ -403,6 +403,7 @@ def app_fw(environ, start_response):
     q = _q(environ)
     mode, t = q.get('mode', 'real'), q.get('t', '-')
     path = environ['pyreload.options']['bigfile']
+    _bump(t, 'ran')
     headers = list(CT)
     if mode == 'nofileno':
         f = NoFileno(path, t)
