@@ -1420,7 +1420,7 @@ START_TEST(test_blocks_not_delayed)
     fprintf(stderr, "%s: first byte after %.0f ms, whole after %.0f ms\n", SLOW[_i],
             r->first_body_ms, r->total_ms);
     ck_assert_msg(r->total_ms >= 900, "%.0f ms", r->total_ms);
-    ck_assert_msg(r->first_body_ms >= 0 && r->first_body_ms < 500,
+    ck_assert_msg(r->first_body_ms >= 0 && r->first_body_ms < 800,
                   "%s: the first block came after %.0f ms (whole after %.0f ms)", SLOW[_i],
                   r->first_body_ms, r->total_ms);
     http_free(r);
@@ -1764,7 +1764,8 @@ START_TEST(test_blocked_io_releases_gil)
     r = http_do(srv, &rq);
     fprintf(stderr, "while a request is blocked %s: another took %.0f ms\n", what, r->total_ms);
     http_assert_status(r, 200);
-    ck_assert_msg(r->total_ms < 1000, "the other request waited %.0f ms", r->total_ms);
+    /* held, it would wait for the stalled request: httpd's Timeout (30 s) */
+    ck_assert_msg(r->total_ms < 2000, "the other request waited %.0f ms", r->total_ms);
     http_free(r);
     raw_abort(fd);
     assert_no_crash(srv, mark);
