@@ -1206,6 +1206,7 @@ static const struct {
     { "list", 200, "list-a;list-b;", NULL },
     { "raise_mid", -1, NULL, "PYRT-raised-in-iteration" },
     { "raise_first", 500, NULL, "PYRT-raised-in-iteration" },
+    { "iter_raises", 500, NULL, "PYRT-raised-in-iter" },     /* iter() itself fails */
     { "str_item", 500, NULL, NULL },
     { "nostart", 500, NULL, NULL },
     { "close_raises", -2, NULL, "PYRT-close-raised" },  /* -2: not checked */

@@ -281,6 +281,8 @@ class Closeable:
         self.deadline = time.monotonic() + 8
 
     def __iter__(self):
+        if self.mode == 'iter_raises':
+            raise ValueError('PYRT-raised-in-iter')
         return self
 
     def __next__(self):
