@@ -1536,7 +1536,7 @@ START_TEST(test_file_wrapper)
     char tok[64], path[160];
     http_resp_t *r;
     size_t k;
-    int ran;
+    int ran, closed, reads;
 
     token(tok, sizeof(tok), FW[_i].mode);
     snprintf(path, sizeof(path), "/w/fw?mode=%s&t=%s", FW[_i].mode, tok);
@@ -1552,6 +1552,12 @@ START_TEST(test_file_wrapper)
     ck_assert_msg(k == r->len, "%s: body differs from the file at byte %zu", FW[_i].mode, k);
     http_free(r);
     ck_assert_int_eq(closed_count(srv, tok, &ran), 1);
+    /* A regular file goes as a file bucket: Python's read() never runs. */
+    counts(srv, tok, &closed, &ran, &reads);
+    if (strcmp(FW[_i].mode, "nofileno") != 0) {
+        ck_assert_msg(reads == 0, "%s: the file was read through Python (%d read() calls)",
+                      FW[_i].mode, reads);
+    }
 }
 END_TEST
 
