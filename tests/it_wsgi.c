@@ -2,9 +2,10 @@
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
  * it_wsgi.c: PyReloadWSGI (issue 10, PEP 3333) against a real apache2, one
- * test per behaviour of the contract (../wsgi-contract: environ keys,
+ * test per behaviour that the issue and the PEP ask for: environ keys,
  * wsgi.input, wsgi.errors, start_response, the response, close(),
- * file_wrapper, wrong responses, wsgiref.validate, reloading).
+ * file_wrapper, wrong responses, wsgiref.validate, reloading.  Where the
+ * PEP leaves a choice, the comment at the test says which one is expected.
  *
  * The applications live in tests/wsgi/ (IT_WSGI_DIR, from the Makefile) and
  * are copied into the server's app/ dir:
