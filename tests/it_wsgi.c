@@ -444,6 +444,8 @@ static const env_case_t ENV[] = {
       { "wsgi.version=(1, 0)", "wsgi.url_scheme='http'", "_run_once=False",
         "wsgi.input_terminated=True", "_input_api=True", "_errors_api=True",
         "_file_wrapper_callable=True", "_gen_is_int=True", NULL } },
+    /* As mod_wsgi: true when the MPM's limits allow more than one thread /
+     * process (this server: one process; prefork one thread). */
     { "multithread_multiprocess", NULL, "/shop", {NULL}, NULL, 0, 0,
       { "_multithread=%MT%", "_multiprocess=False", NULL } },
     { "pyreload_options", NULL, "/shop", {NULL}, NULL, 0, 0,
@@ -567,6 +569,11 @@ END_TEST
 
 #define SMALL "alpha\nbravo-bravo\n\ncharlie"
 
+/* The semantics of a Python file (io), where PEP 3333 leaves a choice:
+ * readline(size) is supported, read(n) returns n bytes until the end (never
+ * short, as apps that read(CONTENT_LENGTH) need), the end reads as b"".
+ * readlines(hint) may honour the hint or not: only "at least the lines that
+ * reach the hint" is checked. */
 static const struct {
     const char *op;
     const char *want;   /* ascii() of the results, before "'CL=...'" */
