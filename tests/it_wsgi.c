@@ -313,6 +313,7 @@ static const char config[] =
     "LoadModule auth_basic_module " MOD "mod_auth_basic.so\n"
     "LoadModule authz_user_module " MOD "mod_authz_user.so\n"
     "LoadModule rewrite_module " MOD "mod_rewrite.so\n"
+    "LoadModule headers_module " MOD "mod_headers.so\n"
     "<Location /shop>\n"
     "  PyReloadWSGI @APP@/env.py\n"
     "  PyReloadOption color blue\n"
@@ -346,6 +347,11 @@ static const char config[] =
     "<Location /rw>\n"
     "  PyReloadWSGI @APP@/env.py\n"
     "  RewriteEngine On\n  RewriteRule ^ - [E=PYRT_RW:rw-ok]\n"
+    "</Location>\n"
+    "<Location /hdr>\n"
+    "  PyReloadWSGI @APP@/env.py\n"
+    "  RequestHeader add X-Twice a\n  RequestHeader add X-Twice a\n"
+    "  RequestHeader add X-Pair a\n  RequestHeader add X-Pair b\n"
     "</Location>\n"
     "<Location /cls>\n  PyReloadWSGI @APP@/w.py::AppClass\n</Location>\n"
     "<Location /inst>\n  PyReloadWSGI @APP@/w.py::app_instance\n</Location>\n";
@@ -438,6 +444,12 @@ static const env_case_t ENV[] = {
       { "X-Custom-Thing: v1", "X-Rep: a", "X-Rep: b", "Accept: text/x-y", NULL }, NULL, 0, 0,
       { "HTTP_X_CUSTOM_THING='v1'", "HTTP_X_REP='a, b'", "HTTP_ACCEPT='text/x-y'",
         "!HTTP_X_ABSENT", NULL } },
+    { "http_headers_same_value", NULL, "/shop", { "X-Same: a", "X-Same: a", NULL }, NULL, 0, 0,
+      { "HTTP_X_SAME='a, a'", NULL } },
+    /* Two entries of one name in r->headers_in (mod_headers adds them
+     * apart; httpd's reader merges the client's own): joined too. */
+    { "http_headers_table_twice", NULL, "/hdr", {NULL}, NULL, 0, 0,
+      { "HTTP_X_TWICE='a, a'", "HTTP_X_PAIR='a, b'", NULL } },
     { "http_header_latin1", NULL, "/shop", { "X-Latin: caf\xe9", NULL }, NULL, 0, 0,
       { "HTTP_X_LATIN='caf\\xe9'", "_nonstr=[]", NULL } },
     { "wsgi_keys", NULL, "/shop", {NULL}, NULL, 0, 0,
