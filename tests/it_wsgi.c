@@ -1091,6 +1091,41 @@ START_TEST(test_kept_objects_raise)
 }
 END_TEST
 
+/* Application threads use write(), wsgi.input, wsgi.errors and
+ * start_response while their request ends: RuntimeError in the thread once
+ * it has, never a crash; the responses are whole. */
+#define HAMMER_REQUESTS 100
+
+START_TEST(test_threads_use_request_objects_as_it_ends)
+{
+    size_t mark = httpd_log_mark(srv);
+    http_client_t *c = http_client_new(srv);
+    http_resp_t *r;
+    char want[96];
+    int i, bad = 0;
+
+    for (i = 0; i < HAMMER_REQUESTS; i++) {
+        r = http_client_get(c, "/w/hammer");
+        /* the thread's writes, whole, then the iterable's block */
+        bad += r->status != 200 || r->len < 7 || strcmp(r->body + r->len - 7, "started") != 0
+               || strspn(r->body, "h") != r->len - 7 || (r->len - 7) % 100 != 0;
+        http_free(r);
+    }
+    http_client_free(c);
+    r = http_get(srv, "/w/hammer?report=1");
+    http_assert_status(r, 200);
+    fprintf(stderr, "threads using a request's objects as it ends: %d of %d responses not "
+            "h*100n + 'started'; %s\n", bad, HAMMER_REQUESTS, r->body);
+    ck_assert_msg(httpd_log_no_crash(srv, mark), "a child crashed: %s", r->body);
+    snprintf(want, sizeof(want), "started=%d runtime=%d alive=0 other=[]", HAMMER_REQUESTS,
+             HAMMER_REQUESTS);
+    ck_assert_str_eq(r->body, want);
+    http_free(r);
+    ck_assert_int_eq(bad, 0);
+    assert_no_crash(srv, mark);
+}
+END_TEST
+
 /* A class as the application, and a callable instance. */
 START_TEST(test_app_class_and_instance)
 {
@@ -2226,6 +2261,7 @@ suite_wsgi(void)
     tcase_add_loop_test(tc, test_app_status_kept, 0, N(STATUS));
     tcase_add_test(tc, test_kept_objects_raise);
     tcase_add_test(tc, test_app_class_and_instance);
+    tcase_add_test(tc, test_threads_use_request_objects_as_it_ends);
     tcase_add_loop_test(tc, test_file_wrapper_edges, 0, N(FW_EDGE));
     tcase_add_test(tc, test_file_wrapper_head);
     tcase_add_test(tc, test_concurrent_clients);
