@@ -75,6 +75,9 @@ typedef struct {
     int head;       /* HEAD: no body */
     int gone;       /* sending failed: the client has gone */
     int undo;       /* judged a failure: r gets none of the response */
+    int ended;      /* the body is complete (what the application returned was
+                       used up): write() from a thread it started raises, since
+                       serve.c's brigade may hold the end of the body */
     char *fault;    /* malloc'd: what was wrong with a response that returned */
 } resp_t;
 
@@ -516,6 +519,11 @@ resp_write(resp_t *self, PyObject *data)
     if (pyr_guard_check(self->guard) < 0) {
         return NULL;
     }
+    if (self->ended) {
+        PyErr_SetString(PyExc_RuntimeError, "write() after the response ended: the application "
+                                            "had returned its whole body");
+        return NULL;
+    }
     past = PyBytes_Check(data) && self->clen >= 0 &&
            PyBytes_GET_SIZE(data) > self->clen - self->sent;
     if (send_block(self, data) < 0) {
@@ -536,6 +544,7 @@ resp_write(resp_t *self, PyObject *data)
 static int
 end_body(resp_t *self)
 {
+    self->ended = 1;
     if (need_start(self, "returned") < 0) {
         return -1;
     }
@@ -776,7 +785,7 @@ wsgi_start(pyr_call_t *c)
     self->content_type = NULL;
     self->clen = -1;
     self->sent = 0;
-    self->started = self->applied = self->passed = self->gone = self->undo = 0;
+    self->started = self->applied = self->passed = self->gone = self->undo = self->ended = 0;
     self->head = r->header_only;
     self->fault = NULL;
     w = apr_palloc(r->pool, sizeof(*w));
@@ -803,6 +812,7 @@ wsgi_call(pyr_call_t *c, PyObject *fn)
         return NULL;
     }
     rc = respond(w->resp, result);
+    w->resp->ended = 1;
     rc = close_result(c, result) < 0 || rc < 0 ? -1 : 0;
     Py_DECREF(result);
     return rc < 0 ? NULL : Py_NewRef(Py_None);

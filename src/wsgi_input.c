@@ -31,7 +31,9 @@ typedef struct {
     char *buf;                        /* PyMem: what readline() read ahead */
     Py_ssize_t pos, len, cap;
     int eof;
-    int error; /* the HTTP status a failed read calls for, or 0 */
+    int error;   /* the HTTP status a failed read calls for, or 0 */
+    int reading; /* a method is running: the buffer is its own until it
+                    returns, also while it waits for the body without the GIL */
 } input_t;
 
 PyObject *
@@ -50,6 +52,7 @@ pyr_wsgi_input_new(request_rec *r, pyr_guard_t *guard)
     self->pos = self->len = self->cap = 0;
     self->eof = 0;
     self->error = 0;
+    self->reading = 0;
     return (PyObject *)self;
 }
 
@@ -164,15 +167,37 @@ size_arg(PyObject *const *args, Py_ssize_t nargs, const char *fn, Py_ssize_t *si
     return 0;
 }
 
-static PyObject *
-input_read(input_t *self, PyObject *const *args, Py_ssize_t nargs)
+/* A method starts: the request is live and no other thread reads this
+ * input (reading one body from two threads at once has no meaning; it is
+ * refused rather than let one thread's buffer change under the other). */
+static int
+begin(input_t *self)
 {
-    Py_ssize_t want, have, cap;
+    if (pyr_guard_check(self->guard) < 0) {
+        return -1;
+    }
+    if (self->reading) {
+        PyErr_SetString(PyExc_RuntimeError, "wsgi.input is being read by another thread");
+        return -1;
+    }
+    self->reading = 1;
+    return 0;
+}
+
+/* What a method returns, once it has ended. */
+static PyObject *
+end(input_t *self, PyObject *result)
+{
+    self->reading = 0;
+    return result;
+}
+
+static PyObject *
+read_some(input_t *self, Py_ssize_t want)
+{
+    Py_ssize_t have, cap;
     PyObject *out;
 
-    if (size_arg(args, nargs, "read", &want) < 0 || pyr_guard_check(self->guard) < 0) {
-        return NULL;
-    }
     have = self->len - self->pos;
     if (want >= 0 && have > want) {
         have = want;
@@ -258,25 +283,33 @@ read_line(input_t *self, Py_ssize_t limit)
 }
 
 static PyObject *
+input_read(input_t *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t want;
+
+    if (size_arg(args, nargs, "read", &want) < 0 || begin(self) < 0) {
+        return NULL;
+    }
+    return end(self, read_some(self, want));
+}
+
+static PyObject *
 input_readline(input_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t limit;
 
-    if (size_arg(args, nargs, "readline", &limit) < 0 || pyr_guard_check(self->guard) < 0) {
+    if (size_arg(args, nargs, "readline", &limit) < 0 || begin(self) < 0) {
         return NULL;
     }
-    return read_line(self, limit);
+    return end(self, read_line(self, limit));
 }
 
 static PyObject *
-input_readlines(input_t *self, PyObject *const *args, Py_ssize_t nargs)
+read_lines(input_t *self, Py_ssize_t hint)
 {
-    Py_ssize_t hint, total = 0;
+    Py_ssize_t total = 0;
     PyObject *lines;
 
-    if (size_arg(args, nargs, "readlines", &hint) < 0 || pyr_guard_check(self->guard) < 0) {
-        return NULL;
-    }
     if (!(lines = PyList_New(0))) {
         return NULL;
     }
@@ -306,11 +339,22 @@ input_readlines(input_t *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+input_readlines(input_t *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t hint;
+
+    if (size_arg(args, nargs, "readlines", &hint) < 0 || begin(self) < 0) {
+        return NULL;
+    }
+    return end(self, read_lines(self, hint));
+}
+
+static PyObject *
 input_next(input_t *self)
 {
     PyObject *line;
 
-    if (pyr_guard_check(self->guard) < 0 || !(line = read_line(self, -1))) {
+    if (begin(self) < 0 || !(line = end(self, read_line(self, -1)))) {
         return NULL;
     }
     if (PyBytes_GET_SIZE(line) == 0) {

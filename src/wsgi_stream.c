@@ -85,33 +85,51 @@ keep(errors_t *self, const char *text, Py_ssize_t n)
 
 /* Log the unfinished line followed by text (n bytes, no '\n'); the line
  * is then empty.  httpd cuts a log line at about 8 KB: a longer one goes
- * in pieces of at most LINE_MAX_BYTES, cut between UTF-8 characters.
- * Inside the guard, without the GIL. */
+ * in pieces of at most LINE_MAX_BYTES, cut between UTF-8 characters.  The
+ * line is taken out of self before the GIL is released, so that a thread
+ * that writes meanwhile starts a line of its own. */
 static int
 log_line(errors_t *self, const char *text, Py_ssize_t n)
 {
     request_rec *r;
-    Py_ssize_t at = 0;
+    char *line;
+    Py_ssize_t len, cap, at = 0;
 
-    if (keep(self, text, n) < 0 || pyr_guard_enter(self->guard) < 0) {
+    if (pyr_guard_enter(self->guard) < 0) {
         return -1;
     }
+    if (keep(self, text, n) < 0) {
+        Py_BEGIN_ALLOW_THREADS pyr_guard_leave(self->guard);
+        Py_END_ALLOW_THREADS return -1;
+    }
+    line = self->line;
+    len = self->len;
+    cap = self->cap;
+    self->line = NULL;
+    self->len = self->cap = 0;
     r = self->r;
     Py_BEGIN_ALLOW_THREADS do {
-        Py_ssize_t piece = self->len - at;
+        Py_ssize_t piece = len - at;
 
         if (piece > LINE_MAX_BYTES) {
             piece = LINE_MAX_BYTES;
-            while (piece > 1 && ((unsigned char)self->line[at + piece] & 0xC0) == 0x80) {
+            while (piece > 1 && ((unsigned char)line[at + piece] & 0xC0) == 0x80) {
                 piece--;
             }
         }
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%.*s", (int)piece,
-                      piece ? self->line + at : "");
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%.*s", (int)piece, piece ? line + at : "");
         at += piece;
-    } while (at < self->len);
+    } while (at < len);
     pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS self->len = 0;
+    Py_END_ALLOW_THREADS
+
+    if (!self->line) {
+        self->line = line; /* the buffer, for the next line */
+        self->cap = cap;
+    }
+    else {
+        PyMem_Free(line);
+    }
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char hello_py[] =
     "def application(environ, start_response):\n"
@@ -55,6 +56,30 @@ static const char clpast_py[] =
     "def uncaught(environ, start_response):\n"
     "    start_response('200 OK', CT5)(b'12345678')\n"
     "    return []\n";
+
+/* Threads of one request write wsgi.errors and read wsgi.input at once. */
+static const char conc_py[] =
+    "import threading\n"
+    "def application(environ, start_response):\n"
+    "    errors, inp, refused = environ['wsgi.errors'], environ['wsgi.input'], []\n"
+    "    def log(k):\n"
+    "        for i in range(200):\n"
+    "            errors.write('PYRT-conc-%d-%03d' % (k, i))\n"
+    "            errors.write('-end\\n')\n"
+    "    def read():\n"
+    "        try:\n"
+    "            while inp.read(1):\n"
+    "                pass\n"
+    "        except RuntimeError:\n"
+    "            refused.append(1)\n"
+    "    threads = [threading.Thread(target=log, args=(k,)) for k in range(4)]\n"
+    "    threads += [threading.Thread(target=read) for k in range(2)]\n"
+    "    for t in threads:\n"
+    "        t.start()\n"
+    "    for t in threads:\n"
+    "        t.join()\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'done']\n";
 
 static const char echo_py[] =
     "def application(environ, start_response):\n"
@@ -119,7 +144,8 @@ setup(void)
         { "hello.py", hello_py },   { "paths.py", paths_py },     { "echo.py", echo_py },
         { "gen.py", gen_py },       { "counter.py", counter_v1 },
         { "touch.py", touch_py },   { "dup.py", dup_py },
-        { "longerr.py", longerr_py }, { "clpast.py", clpast_py }, { NULL, NULL },
+        { "longerr.py", longerr_py }, { "clpast.py", clpast_py },
+        { "conc.py", conc_py },     { NULL, NULL },
     };
     httpd_opts_t o = { .config = "LoadModule headers_module "
                                  "/usr/lib/apache2/modules/mod_headers.so\n"
@@ -132,6 +158,9 @@ setup(void)
                                  "</Location>\n"
                                  "<Location /clpast/uncaught>\n"
                                  "  PyReloadWSGI @APP@/clpast.py::uncaught\n"
+                                 "</Location>\n"
+                                 "<Location /conc>\n"
+                                 "  PyReloadWSGI @APP@/conc.py\n"
                                  "</Location>\n"
                                  "<Location /longerr>\n"
                                  "  PyReloadWSGI @APP@/longerr.py\n"
@@ -279,6 +308,31 @@ START_TEST(test_write_past_content_length)
 }
 END_TEST
 
+/* Four threads write wsgi.errors at once, each line in two pieces: every
+ * piece reaches the log once (lines may mix pieces, as with any stream
+ * that threads share, but none is lost or logged twice); two threads
+ * reading one body at once: no crash (one is refused while the other
+ * reads). */
+START_TEST(test_threads_share_streams)
+{
+    size_t mark = httpd_log_mark(srv), n = 100000;
+    char *body = malloc(n);
+    http_resp_t *r;
+
+    memset(body, 'b', n);
+    r = http_post(srv, "/conc", body, n);
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "done");
+    http_free(r);
+    free(body);
+    ck_assert(httpd_log_wait(srv, mark, "-end", 800, 5000));
+    usleep(200 * 1000);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYRT-conc-"), 800);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "-end"), 800);
+    ck_assert(httpd_log_no_crash(srv, mark));
+}
+END_TEST
+
 START_TEST(test_post_echo)
 {
     size_t n = 300000, i;
@@ -390,6 +444,7 @@ suite_wsgi_core(void)
     tcase_add_test(tc, test_header_twice);
     tcase_add_test(tc, test_errors_long_line);
     tcase_add_test(tc, test_write_past_content_length);
+    tcase_add_test(tc, test_threads_share_streams);
     tcase_add_test(tc, test_post_echo);
     tcase_add_test(tc, test_post_chunked);
     tcase_add_test(tc, test_generator);
