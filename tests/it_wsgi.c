@@ -1834,6 +1834,56 @@ START_TEST(test_blocked_io_releases_gil)
 }
 END_TEST
 
+/* The child's memory per request, through what a request builds and
+ * frees (environ, wsgi.input, start_response, a closeable iterable, a
+ * file_wrapper over a file, options): flat after a warm-up. */
+#define MEM_WARMUP 500
+#define MEM_ROUNDS 2500           /* 4 requests each */
+#define MEM_MAX_BYTES_PER_REQUEST 40
+
+static void
+mem_rounds(http_client_t *c, int n)
+{
+    http_req_t post = { .path = "/w/in?op=readline", .body = SMALL, .body_len = strlen(SMALL) };
+    static const char *const gets[] = { "/w/closeable?t=mem&mode=normal",
+                                        "/w/fw?mode=cl&t=mem", "/shop/items/7?a=1" };
+
+    for (int i = 0; i < n; i++) {
+        http_resp_t *r = http_client_do(c, &post);
+
+        ck_assert_msg(r->status == 200, "round %d: POST %ld", i, r->status);
+        http_free(r);
+        for (int k = 0; k < 3; k++) {
+            r = http_client_get(c, gets[k]);
+            ck_assert_msg(r->status == 200, "round %d: %s %ld", i, gets[k], r->status);
+            http_free(r);
+        }
+    }
+}
+
+START_TEST(test_memory_per_request)
+{
+    http_client_t *c = http_client_new(srv);
+    pid_t child = httpd_child(srv);
+    long before, after;
+    double per;
+
+    ck_assert_int_gt(child, 0);
+    mem_rounds(c, MEM_WARMUP);
+    before = httpd_rss_kb(child);
+    mem_rounds(c, MEM_ROUNDS);
+    after = httpd_rss_kb(child);
+    http_client_free(c);
+    ck_assert_int_eq(httpd_child(srv), child);
+    per = (double)(after - before) * 1024.0 / (MEM_ROUNDS * 4);
+    fprintf(stderr, "wsgi memory per request (%s): RSS %ld kB -> %ld kB over %d requests "
+            "(%.1f B/request)\n", httpd_mpm(srv), before, after, MEM_ROUNDS * 4, per);
+    if (!httpd_sanitizing()) {
+        ck_assert_msg(per <= MEM_MAX_BYTES_PER_REQUEST, "RSS grew by %.1f B/request", per);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Concurrency: clients at once, each response whole and its own        */
 
@@ -2265,6 +2315,7 @@ suite_wsgi(void)
     tcase_add_loop_test(tc, test_file_wrapper_edges, 0, N(FW_EDGE));
     tcase_add_test(tc, test_file_wrapper_head);
     tcase_add_test(tc, test_concurrent_clients);
+    tcase_add_test(tc, test_memory_per_request);
     tcase_add_test(tc, test_input_limit_413);
     tcase_add_test(tc, test_input_expect_continue);
     tcase_add_test(tc, test_errors_stream);
