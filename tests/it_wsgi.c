@@ -1396,6 +1396,7 @@ static const struct {
     long n;            /* bytes the client must get; -1: broken */
 } CL[] = {
     { "n=10&send=20&kind=list", 10 }, { "n=10&send=20&kind=gen", 10 },
+    { "n=10&send=20&kind=write", 10 },  /* write() past it: what fits, then an error */
     { "n=20&send=20&kind=write", 20 }, { "n=20&send=20&kind=gen", 20 },
     { "n=100&send=10&kind=list", -1 }, { "n=100&send=10&kind=gen", -1 },
     { "n=100&send=10&kind=write", -1 }, { "n=0&send=0&kind=gen", 0 },
