@@ -1195,11 +1195,7 @@ static const struct {
 /* write()'s output comes before the iterable's. */
 START_TEST(test_write_callable)
 {
-    http_resp_t *r = http_get(srv, WRITES[_i].path);
-
-    http_assert_status(r, 200);
-    ck_assert_str_eq(r->body, WRITES[_i].body);
-    http_free(r);
+    expect_ok(http_get(srv, WRITES[_i].path), WRITES[_i].body);
 }
 END_TEST
 
