@@ -121,7 +121,7 @@ init_globals(pyr_entry_t *e, PyObject *dict, long number)
     rv = PyDict_SetItem(dict, pyr_str.file, v);
     Py_DECREF(v);
     if (rv < 0 || PyDict_SetItem(dict, pyr_str.builtins, PyEval_GetBuiltins()) < 0 ||
-        pyr_import_bind_globals(dict, e) < 0) {
+        pyr_import_bind_globals(dict, e) < 0 || pyr_names_set_spec(e, dict) < 0) {
         return -1;
     }
     if (!(v = PyLong_FromLong(number))) {

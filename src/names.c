@@ -27,12 +27,26 @@
  *     (only if it still maps to that generation's module); a retired
  *     generation is never found there: its successor took the name.
  *
+ * Each module also has a __spec__, so that importlib.util.find_spec(name)
+ * answers as for an imported file (Flask finds an application's instance
+ * folder next to its file that way): origin = the file, has_location,
+ * submodule_search_locations = [its directory] for a package; no loader,
+ * since nothing but the cache may execute it (importlib.reload() finds no
+ * spec to run).
+ * The root's package is described as a namespace package living in the
+ * reload root (locations = [<root>/<prefix>], a directory that does not
+ * exist, while its __path__ stays empty), so that a tool that asks which
+ * sys.path entry holds a module under the root (Flask's find_package, for
+ * an application made in a package) gets the root itself.
+ *
  * Limit: while a module's body runs, another thread looking up its name
  * in sys.modules finds the module being built (importlib behaves alike).
  *
  * GIL everywhere.
  */
 #include "pyr_engine.h"
+
+#include <stdio.h>
 
 static PyObject *
 sys_modules(void)
@@ -44,6 +58,56 @@ sys_modules(void)
         return NULL;
     }
     return m;
+}
+
+/* importlib.machinery.ModuleSpec(name, None, origin=origin), located when
+ * it has an origin, with [locations] as its search path when given.  New
+ * reference. */
+static PyObject *
+new_spec(const char *name, const char *origin, const char *locations)
+{
+    PyObject *cls, *args = NULL, *kw = NULL, *spec = NULL, *v;
+
+    if (!(v = PyImport_ImportModule("importlib.machinery"))) {
+        return NULL;
+    }
+    cls = PyObject_GetAttrString(v, "ModuleSpec");
+    Py_DECREF(v);
+    if (!cls) {
+        return NULL;
+    }
+    if ((args = Py_BuildValue("(sO)", name, Py_None)) &&
+        (kw = Py_BuildValue("{sz}", "origin", origin))) {
+        spec = PyObject_Call(cls, args, kw);
+    }
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_DECREF(cls);
+    if (spec && origin && PyObject_SetAttrString(spec, "has_location", Py_True) < 0) {
+        Py_CLEAR(spec);
+    }
+    if (spec && locations) {
+        v = Py_BuildValue("[s]", locations);
+        if (!v || PyObject_SetAttrString(spec, "submodule_search_locations", v) < 0) {
+            Py_CLEAR(spec);
+        }
+        Py_XDECREF(v);
+    }
+    return spec;
+}
+
+int
+pyr_names_set_spec(pyr_entry_t *e, PyObject *dict)
+{
+    PyObject *spec = new_spec(e->name, e->path, e->is_package ? e->dir : NULL);
+    int rv;
+
+    if (!spec) {
+        return -1;
+    }
+    rv = PyDict_SetItemString(dict, "__spec__", spec);
+    Py_DECREF(spec);
+    return rv;
 }
 
 /* The root's package, made once per cache: the parent of e's dotted name. */
@@ -83,6 +147,15 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
 
         rv = name ? PyObject_SetAttrString(pkg, "__package__", name) : -1;
         Py_XDECREF(name);
+    }
+    if (rv == 0) {
+        char where[4200];
+        PyObject *spec;
+
+        snprintf(where, sizeof(where), "%s/%s", e->root, e->prefix);
+        spec = new_spec(e->prefix, NULL, where);
+        rv = spec ? PyObject_SetAttrString(pkg, "__spec__", spec) : -1;
+        Py_XDECREF(spec);
     }
     if (rv == 0 && (rv = PyDict_SetItemString(c->packages, e->prefix, pkg)) == 0) {
         rv = PyDict_SetItemString(mods, e->prefix, pkg);
