@@ -1,0 +1,309 @@
+/*
+ * Licensed under the Apache License, Version 2.0 (see LICENSE).
+ *
+ * it_flask.c: real frameworks (Debian's python3-flask, python3-django)
+ * served by PyReloadWSGI against a real apache2.
+ *
+ *   - flask: an application written as Flask's tutorial writes it
+ *     (app = Flask(__name__) in app.py, templates/ and static/ next to it,
+ *     a blueprint in a package with relative imports, a helper module the
+ *     blueprint imports), mounted at <Location /shop>: Jinja templates,
+ *     Flask's static route, url_for under SCRIPT_NAME, JSON in and out,
+ *     Flask's own 404, pickle of the app's own class, find_spec; editing
+ *     app.py, the blueprint or the helper shows on the next request with
+ *     the counter dict carried by __clone__; a second copy at /other with
+ *     the same module names never meets the first, and sys.modules only
+ *     ever holds the serving version of each;
+ *   - django: a minimal project (settings, urls, one view) answers; what
+ *     an edit of its view does is pinned (see the README, "Django").
+ */
+#include "it_util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static httpd_t *srv;
+
+/* ------------------------------------------------------------------ */
+/* Flask                                                               */
+
+/* app.py: VERSION */
+static const char APP_PY[] =
+    "import importlib.util, os, pickle, sys, threading\n"
+    "from flask import Flask, jsonify, render_template, request, url_for\n"
+    "from store import bp, views\n"
+    "\n"
+    "VERSION = '%s'\n"
+    "\n"
+    "app = Flask(__name__)\n"
+    "app.register_blueprint(bp, url_prefix='/store')\n"
+    "application = app\n"
+    "\n"
+    "if 'counts' not in globals():  # first load; a reload got them from __clone__\n"
+    "    counts = {}\n"
+    "    lock = threading.Lock()\n"
+    "\n"
+    "def __clone__(new):\n"
+    "    new.counts = counts\n"
+    "    new.lock = lock\n"
+    "\n"
+    "def bump(key):\n"
+    "    with lock:\n"
+    "        counts[key] = counts.get(key, 0) + 1\n"
+    "        return counts[key]\n"
+    "\n"
+    "class Order:\n"
+    "    def __init__(self, sku, qty):\n"
+    "        self.sku, self.qty = sku, qty\n"
+    "    def __eq__(self, other):\n"
+    "        return type(other) is Order and vars(self) == vars(other)\n"
+    "\n"
+    "@app.route('/')\n"
+    "def index():\n"
+    "    return render_template('index.html', version=VERSION, n=bump('index'))\n"
+    "\n"
+    "@app.route('/count')\n"
+    "def count():\n"
+    "    return (f'{VERSION} {views.VERSION} {views.pricing.VERSION} '\n"
+    "            f\"n={bump('count')}\")\n"
+    "\n"
+    "@app.route('/names')\n"
+    "def names():\n"
+    "    return f'{__name__} {views.__name__}'\n"
+    "\n"
+    "@app.post('/api/order')\n"
+    "def order():\n"
+    "    data = request.get_json()\n"
+    "    o = Order(data['sku'], data['qty'])\n"
+    "    back = pickle.loads(pickle.dumps(o))\n"
+    "    return jsonify(sku=back.sku, total=views.pricing.total(back.qty),\n"
+    "                   pickled=back == o, version=VERSION)\n"
+    "\n"
+    "def only(m):\n"
+    "    same = [x for x in list(sys.modules.values())\n"
+    "            if getattr(x, '__file__', None) == m.__file__]\n"
+    "    return same == [m] and sys.modules[m.__name__] is m\n"
+    "\n"
+    "@app.route('/info')\n"
+    "def info():\n"
+    "    here = os.path.dirname(__file__)\n"
+    "    spec = importlib.util.find_spec(__name__)\n"
+    "    checks = {\n"
+    "        'root': app.root_path == here,\n"
+    "        'templates': app.jinja_loader.searchpath == [os.path.join(here, 'templates')],\n"
+    "        'static': app.static_folder == os.path.join(here, 'static'),\n"
+    "        'instance': app.instance_path == os.path.join(here, 'instance'),\n"
+    "        'bproot': bp.root_path == os.path.join(here, 'store'),\n"
+    "        'spec': spec is not None and spec.origin == __file__,\n"
+    "        'self': only(sys.modules[__name__]) and sys.modules[__name__].__dict__ is globals(),\n"
+    "        'views': only(views) and only(views.pricing),\n"
+    "        'script': request.script_root == request.environ['SCRIPT_NAME'],\n"
+    "    }\n"
+    "    bad = [k for k, v in checks.items() if not v]\n"
+    "    return ' '.join([','.join(bad) or 'ok', request.script_root,\n"
+    "                     url_for('static', filename='style.css'),\n"
+    "                     url_for('store.item', item_id=7)])\n";
+
+/* store/views.py: VERSION */
+static const char VIEWS_PY[] =
+    "from flask import Blueprint, url_for\n"
+    "from . import pricing\n"
+    "\n"
+    "VERSION = '%s'\n"
+    "bp = Blueprint('store', __name__)\n"
+    "\n"
+    "@bp.route('/items/<int:item_id>')\n"
+    "def item(item_id):\n"
+    "    return (f'item {item_id} {pricing.price(item_id)} {pricing.CURRENCY} '\n"
+    "            f\"{VERSION} {pricing.VERSION} {url_for('.item', item_id=item_id)}\")\n";
+
+/* store/pricing.py: VERSION, CURRENCY */
+static const char PRICING_PY[] =
+    "VERSION = '%s'\n"
+    "CURRENCY = '%s'\n"
+    "\n"
+    "def price(item_id):\n"
+    "    return f'{item_id * 1.5:.2f}'\n"
+    "\n"
+    "def total(qty):\n"
+    "    return qty * 2.5\n";
+
+static const char INIT_PY[] = "from .views import bp\nfrom . import views\n";
+
+static const char INDEX_HTML[] =
+    "index {{ version }} n={{ n }} css={{ url_for('static', filename='style.css') }} "
+    "item={{ url_for('store.item', item_id=7) }}";
+
+static const char STYLE_CSS[] = "body { color: #333; }\n";
+
+/* Write dir/name from a format with up to two strings. */
+static void
+put_fmt(httpd_t *h, const char *dir, const char *name, const char *fmt, const char *a,
+        const char *b)
+{
+    char path[256], *text;
+    size_t n = strlen(fmt) + 256;
+
+    text = malloc(n);
+    snprintf(text, n, fmt, a, b);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    it_put(h, path, text);
+    free(text);
+}
+
+static void
+flask_app(httpd_t *h, const char *dir, const char *currency)
+{
+    put_fmt(h, dir, "app.py", APP_PY, "a1", NULL);
+    put_fmt(h, dir, "store/__init__.py", INIT_PY, NULL, NULL);
+    put_fmt(h, dir, "store/views.py", VIEWS_PY, "v1", NULL);
+    put_fmt(h, dir, "store/pricing.py", PRICING_PY, "p1", currency);
+    put_fmt(h, dir, "templates/index.html", INDEX_HTML, NULL, NULL);
+    put_fmt(h, dir, "static/style.css", STYLE_CSS, NULL, NULL);
+}
+
+static void
+fsetup(void)
+{
+    httpd_opts_t o = {
+        .config = "<Location /shop>\n  PyReloadWSGI @APP@/shop/app.py\n</Location>\n"
+                  "<Location /other>\n  PyReloadWSGI @APP@/other/app.py\n</Location>\n"
+    };
+
+    srv = httpd_new(&o);
+    ck_assert_ptr_nonnull(srv);
+    flask_app(srv, "shop", "EUR");
+    flask_app(srv, "other", "USD");
+    if (httpd_start(srv) != 0) {
+        httpd_dump_log_tail(srv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+static void
+fteardown(void)
+{
+    httpd_free(srv);
+    srv = NULL;
+}
+
+/* The counter of /count in "a1 v1 p1 n=N"; the versions in *versions. */
+static int
+count(const char *base, char *versions, size_t size)
+{
+    char path[64], *body, *n;
+    int v;
+
+    snprintf(path, sizeof(path), "%s/count", base);
+    body = it_get(srv, path, 200);
+    n = strstr(body, " n=");
+    ck_assert_msg(n != NULL, "%s: '%s'", path, body);
+    v = atoi(n + 3);
+    snprintf(versions, size, "%.*s", (int)(n - body), body);
+    free(body);
+    return v;
+}
+
+START_TEST(test_flask_pages)
+{
+    static const char *const json[] = { "Content-Type: application/json", NULL };
+    static const char order[] = "{\"sku\": \"tea\", \"qty\": 4}";
+    http_resp_t *r;
+    char *body;
+
+    /* Jinja template, url_for under SCRIPT_NAME */
+    body = it_get(srv, "/shop/", 200);
+    ck_assert_msg(strncmp(body, "index a1 n=", 11) == 0 &&
+                  strstr(body, " css=/shop/static/style.css item=/shop/store/items/7"),
+                  "%s", body);
+    free(body);
+    /* Flask's static route */
+    r = http_get(srv, "/shop/static/style.css");
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, STYLE_CSS);
+    ck_assert_msg(strncmp(r->content_type, "text/css", 8) == 0, "%s", r->content_type);
+    http_free(r);
+    /* the blueprint and its helper, url_for('.item') */
+    it_expect(srv, "/shop/store/items/7", "item 7 10.50 EUR v1 p1 /shop/store/items/7");
+    /* JSON in and out, pickle of the app's own class */
+    r = http_request(srv, "POST", "/shop/api/order", json, order, strlen(order));
+    http_assert_status(r, 200);
+    ck_assert_msg(strncmp(r->content_type, "application/json", 16) == 0, "%s",
+                  r->content_type);
+    ck_assert_msg(strstr(r->body, "\"sku\":\"tea\"") && strstr(r->body, "\"total\":10.0") &&
+                  strstr(r->body, "\"pickled\":true") && strstr(r->body, "\"version\":\"a1\""),
+                  "%s", r->body);
+    http_free(r);
+    /* Flask's own 404 (werkzeug says "on the server", Apache "on this server") */
+    r = http_get(srv, "/shop/no/such/page");
+    http_assert_status(r, 404);
+    ck_assert_msg(strstr(r->body, "<h1>Not Found</h1>") &&
+                  strstr(r->body, "The requested URL was not found on the server."),
+                  "%s", r->body);
+    http_free(r);
+    /* where Flask finds its files, and sys.modules */
+    it_expect(srv, "/shop/info", "ok /shop /shop/static/style.css /shop/store/items/7");
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+START_TEST(test_flask_edits_keep_state)
+{
+    char v[64], ov[64];
+    int n = count("/shop", v, sizeof(v)), on = count("/other", ov, sizeof(ov));
+
+    ck_assert_str_eq(v, "a1 v1 p1");
+    /* app.py */
+    put_fmt(srv, "shop", "app.py", APP_PY, "a2", NULL);
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 1);
+    ck_assert_str_eq(v, "a2 v1 p1");
+    /* the blueprint */
+    put_fmt(srv, "shop", "store/views.py", VIEWS_PY, "v2", NULL);
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 2);
+    ck_assert_str_eq(v, "a2 v2 p1");
+    it_expect(srv, "/shop/store/items/7", "item 7 10.50 EUR v2 p1 /shop/store/items/7");
+    /* the helper the blueprint imports */
+    put_fmt(srv, "shop", "store/pricing.py", PRICING_PY, "p2", "GBP");
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 3);
+    ck_assert_str_eq(v, "a2 v2 p2");
+    it_expect(srv, "/shop/store/items/7", "item 7 10.50 GBP v2 p2 /shop/store/items/7");
+    /* the template is read by the new app */
+    it_expect(srv, "/shop/info", "ok /shop /shop/static/style.css /shop/store/items/7");
+    /* the other application: its own modules, its own counter */
+    ck_assert_int_eq(count("/other", ov, sizeof(ov)), on + 1);
+    ck_assert_str_eq(ov, "a1 v1 p1");
+    it_expect(srv, "/other/store/items/7", "item 7 10.50 USD v1 p1 /other/store/items/7");
+    it_expect(srv, "/other/info", "ok /other /other/static/style.css /other/store/items/7");
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+START_TEST(test_flask_two_apps_same_module_names)
+{
+    char *a = it_get(srv, "/shop/names", 200), *b = it_get(srv, "/other/names", 200);
+
+    ck_assert_msg(strcmp(a, b) != 0 && strstr(a, ".store.views") && strstr(b, ".store.views"),
+                  "%s / %s", a, b);
+    free(a);
+    free(b);
+    it_expect(srv, "/other/store/items/2", "item 2 3.00 USD v1 p1 /other/store/items/2");
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Django                                                              */
+
+Suite *
+suite_flask(void)
+{
+    Suite *s = suite_create("flask");
+    TCase *fc = httpd_tcase("flask", 90, fsetup, fteardown);
+
+    tcase_add_test(fc, test_flask_pages);
+    tcase_add_test(fc, test_flask_two_apps_same_module_names);
+    tcase_add_test(fc, test_flask_edits_keep_state);
+    suite_add_tcase(s, fc);
+    return s;
+}
