@@ -243,6 +243,39 @@ mark(pyr_build_t *b)
     return any;
 }
 
+/* Python imports a package before any of its submodules, and a package's
+ * __init__ often imports its own submodules (a Flask blueprint package):
+ * when e's package is rebuilt too, the package is built first, and its
+ * body builds e as the first load did.  Built the other way round, e's
+ * `from . import x` would build the package in the middle of e's body and
+ * its `from .e import y` would find e half-built. */
+static int
+build_package_first(pyr_build_t *b, pyr_entry_t *e, int depth)
+{
+    const char *dot = e->prefix ? strrchr(e->name, '.') : NULL;
+    size_t len = dot ? (size_t)(dot - e->name) : 0;
+    int i;
+
+    if (len <= strlen(e->prefix ? e->prefix : "") || depth > 64) {
+        return 0; /* top level under its root: no package */
+    }
+    for (i = 0; i < b->nold; i++) {
+        pyr_entry_t *p = b->old[i].e;
+
+        if (b->old[i].marked && p->is_package && strlen(p->name) == len &&
+            strncmp(p->name, e->name, len) == 0) {
+            if (find_item(b, p) >= 0) {
+                return 0;
+            }
+            if (build_package_first(b, p, depth + 1) < 0) {
+                return -1;
+            }
+            return find_item(b, p) >= 0 || build_module(b, p) ? 0 : -1;
+        }
+    }
+    return 0;
+}
+
 /* Marked modules of the old closure, dependencies before their importers. */
 static int
 build_marked(pyr_build_t *b, pyr_gen_t *g, int depth)
@@ -258,6 +291,10 @@ build_marked(pyr_build_t *b, pyr_gen_t *g, int depth)
         if (d >= 0 && b->old[d].marked == 1 && build_marked(b, g->deps[i], depth + 1) < 0) {
             return -1;
         }
+    }
+    if (find_item(b, g->entry) < 0 && !g->entry->is_handler &&
+        build_package_first(b, g->entry, 0) < 0) {
+        return -1;
     }
     if (find_item(b, g->entry) < 0 && !g->entry->is_handler && !build_module(b, g->entry)) {
         return -1;
