@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static httpd_t *srv;
 
@@ -295,15 +296,167 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* Django                                                              */
 
+/* A project as django-admin startproject lays it out (trimmed): the
+ * project directory is a PyReloadPath (on sys.path, as WSGIPythonPath
+ * would put it), wsgi.py is the file of startproject. */
+static const char DJ_WSGI_PY[] =
+    "import os\n"
+    "from django.core.wsgi import get_wsgi_application\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+    "application = get_wsgi_application()\n";
+
+static const char DJ_SETTINGS_PY[] =
+    "SECRET_KEY = 'not-a-secret'\n"
+    "DEBUG = False\n"
+    "ALLOWED_HOSTS = ['*']\n"
+    "ROOT_URLCONF = 'mysite.urls'\n"
+    "INSTALLED_APPS = []\n"
+    "MIDDLEWARE = []\n"
+    "DATABASES = {}\n"
+    "USE_TZ = True\n";
+
+static const char DJ_URLS_PY[] =
+    "from django.urls import path\n"
+    "from . import views\n"
+    "urlpatterns = [path('hello/', views.hello, name='hello')]\n";
+
+/* views.py: VERSION */
+static const char DJ_VIEWS_PY[] =
+    "import os, json\n"
+    "from django.http import HttpResponse, JsonResponse\n"
+    "from django.urls import reverse\n"
+    "VERSION = '%s'\n"
+    "def hello(request):\n"
+    "    if request.method == 'POST':\n"
+    "        return JsonResponse({'got': json.loads(request.body), 'version': VERSION})\n"
+    "    return HttpResponse(f\"django {VERSION} {request.path} {reverse('hello')} \"\n"
+    "                        f\"pid={os.getpid()}\", content_type='text/plain')\n";
+
+static void
+dsetup(void)
+{
+    httpd_opts_t o = {
+        .config = "PyReloadPath @APP@/dj\n"
+                  "<Location /dj>\n  PyReloadWSGI @APP@/dj/wsgi.py\n</Location>\n"
+    };
+
+    srv = httpd_new(&o);
+    ck_assert_ptr_nonnull(srv);
+    put_fmt(srv, "dj", "wsgi.py", DJ_WSGI_PY, NULL, NULL);
+    put_fmt(srv, "dj", "mysite/__init__.py", "", NULL, NULL);
+    put_fmt(srv, "dj", "mysite/settings.py", DJ_SETTINGS_PY, NULL, NULL);
+    put_fmt(srv, "dj", "mysite/urls.py", DJ_URLS_PY, NULL, NULL);
+    put_fmt(srv, "dj", "mysite/views.py", DJ_VIEWS_PY, "v1", NULL);
+    if (httpd_start(srv) != 0) {
+        httpd_dump_log_tail(srv, 40);
+        ck_abort_msg("httpd did not start");
+    }
+}
+
+/* "django VERSION PATH REVERSED pid=N": the version, and the pid in *pid. */
+static char *
+django_hello(long *pid)
+{
+    char *body = it_get(srv, "/dj/hello/", 200), *p = strstr(body, " pid=");
+
+    ck_assert_msg(p != NULL, "%s", body);
+    *pid = atol(p + 5);
+    *p = '\0';
+    return body;
+}
+
+START_TEST(test_django_answers)
+{
+    static const char *const json[] = { "Content-Type: application/json", NULL };
+    static const char msg[] = "{\"a\": [1, 2]}";
+    http_resp_t *r;
+    long pid;
+    char *body = django_hello(&pid);
+
+    /* SCRIPT_NAME: request.path and reverse() carry the mount point */
+    ck_assert_str_eq(body, "django v1 /dj/hello/ /dj/hello/");
+    free(body);
+    r = http_request(srv, "POST", "/dj/hello/", json, msg, strlen(msg));
+    http_assert_status(r, 200);
+    ck_assert_msg(strstr(r->body, "\"got\": {\"a\": [1, 2]}") != NULL, "%s", r->body);
+    http_free(r);
+    /* Django's own 404 (DEBUG off) */
+    r = http_get(srv, "/dj/nothing/here");
+    http_assert_status(r, 404);
+    ck_assert_msg(strstr(r->body, "The requested resource was not found on this server."),
+                  "%s", r->body);
+    http_free(r);
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+/* What an edit of a Django view does, pinned (README, "Django"): Django
+ * imports its project modules itself (settings, ROOT_URLCONF and what it
+ * imports) with Python's own import, once per process, and caches the URL
+ * resolver: they are not reloadable modules.  So an edited view is NOT
+ * served by a process that has served the old one, silently (no load, no
+ * error), and neither does an edit (or touch) of wsgi.py, which reloads
+ * only wsgi.py: the new get_wsgi_application() finds Django set up and the
+ * old urls and views in sys.modules.  A new process (graceful restart)
+ * serves the new view. */
+START_TEST(test_django_view_edit_needs_new_process)
+{
+    long pid, pid2;
+    char *body;
+    size_t mark;
+    int i;
+
+    body = django_hello(&pid);
+    ck_assert_str_eq(body, "django v1 /dj/hello/ /dj/hello/");
+    free(body);
+    mark = httpd_log_mark(srv);
+    put_fmt(srv, "dj", "mysite/views.py", DJ_VIEWS_PY, "v2", NULL);
+    body = django_hello(&pid2);
+    ck_assert_str_eq(body, "django v1 /dj/hello/ /dj/hello/");
+    ck_assert_int_eq(pid2, pid);
+    free(body);
+    /* wsgi.py reloads (generation 2), Django keeps its old view */
+    it_touch(srv, "dj/wsgi.py");
+    body = django_hello(&pid2);
+    ck_assert_str_eq(body, "django v1 /dj/hello/ /dj/hello/");
+    ck_assert_int_eq(pid2, pid);
+    free(body);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "wsgi.py: generation 2 loaded"), 1);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "views.py"), 0);
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0102"), 0);
+    /* a new process: the new view */
+    ck_assert_int_eq(httpd_signal(srv, SIGUSR1), 0);
+    for (i = 0; i < 100; i++) {
+        http_resp_t *r = http_get(srv, "/dj/hello/");
+
+        if (r->status == 200 && strncmp(r->body, "django v2 ", 10) == 0) {
+            http_free(r);
+            break;
+        }
+        http_free(r);
+        usleep(50 * 1000);
+    }
+    body = django_hello(&pid2);
+    ck_assert_str_eq(body, "django v2 /dj/hello/ /dj/hello/");
+    ck_assert_int_ne(pid2, pid);
+    free(body);
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
 Suite *
 suite_flask(void)
 {
     Suite *s = suite_create("flask");
     TCase *fc = httpd_tcase("flask", 90, fsetup, fteardown);
+    TCase *dc = httpd_tcase("django", 90, dsetup, fteardown);
 
     tcase_add_test(fc, test_flask_pages);
     tcase_add_test(fc, test_flask_two_apps_same_module_names);
     tcase_add_test(fc, test_flask_edits_keep_state);
     suite_add_tcase(s, fc);
+    tcase_add_test(dc, test_django_answers);
+    tcase_add_test(dc, test_django_view_edit_needs_new_process);
+    suite_add_tcase(s, dc);
     return s;
 }
