@@ -117,6 +117,13 @@ static const httpd_file_t files[] = {
                    "    return pyreload.OK\n"},
     {"rtpkg/__init__.py", "P = 1\n"},
     {"rtpkg/rtmod.py", "V = 'v1'\n"},
+    /* first imported inside handler(), a module that imports another at
+     * load time, from its own directory */
+    {"latedep.py", "import pyreload\n"
+                   "def handler(req):\n    import rtwrap\n    req.write(rtwrap.V)\n"
+                   "    return pyreload.OK\n"},
+    {"rtdeep/rtwrap.py", "from rtdeepdep import V\n"},
+    {"rtdeep/rtdeepdep.py", "V = 'v1'\n"},
     /* imported at load time from other directories */
     {"farimp.py", "import pyreload, farlib\nfrom farpkg import farmod\n"
                   "def handler(req):\n    req.write(farlib.V + farmod.V)\n"
@@ -129,6 +136,7 @@ static const httpd_file_t files[] = {
 
 static const char *config =
     "PyReloadPath @DIR@/lib\n"
+    "PyReloadPath @APP@/rtdeep\n"
     "PyReloadPath @DIR@/latelib\n"
     "<Location /a>\n  PyReloadHandler @APP@/a.py\n</Location>\n"
     "<Location /chain>\n  PyReloadHandler @APP@/chain.py\n</Location>\n"
@@ -140,6 +148,7 @@ static const char *config =
     "<Location /br>\n  PyReloadHandler @APP@/br.py\n</Location>\n"
     "<Location /late-root>\n  PyReloadHandler @APP@/lateroot.py\n</Location>\n"
     "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n"
+    "<Location /late-dep>\n  PyReloadHandler @APP@/latedep.py\n</Location>\n"
     "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n";
 
 static void
@@ -332,6 +341,7 @@ static const struct {
 } LATE[] = {
     {"/late-root", "../latelib/rtlib.py"},
     {"/late-pkg", "rtpkg/rtmod.py"},
+    {"/late-dep", "rtdeep/rtdeepdep.py"},  /* a dependency of what it imports */
 };
 
 START_TEST(test_request_time_import_other_directory)
