@@ -305,6 +305,22 @@ static const char DJ_WSGI_PY[] =
     "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
     "application = get_wsgi_application()\n";
 
+/* The same, with the URLconf imported through the reload cache (a
+ * reloadable module, rebuilt with the views it imports) and handed to
+ * Django as a module object, its resolver cache dropped: an edit of a view
+ * or of urls.py rebuilds this file, which hands over the new URLconf. */
+static const char DJ_LIVE_WSGI_PY[] =
+    "import os\n"
+    "from django.core.wsgi import get_wsgi_application\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n"
+    "application = get_wsgi_application()\n"
+    "\n"
+    "from django.conf import settings\n"
+    "from django.urls import clear_url_caches\n"
+    "from mysite import urls\n"
+    "settings.ROOT_URLCONF = urls\n"
+    "clear_url_caches()\n";
+
 static const char DJ_SETTINGS_PY[] =
     "SECRET_KEY = 'not-a-secret'\n"
     "DEBUG = False\n"
@@ -333,7 +349,7 @@ static const char DJ_VIEWS_PY[] =
     "                        f\"pid={os.getpid()}\", content_type='text/plain')\n";
 
 static void
-dsetup(void)
+django_start(const char *wsgi)
 {
     httpd_opts_t o = {
         .config = "PyReloadPath @APP@/dj\n"
@@ -342,7 +358,7 @@ dsetup(void)
 
     srv = httpd_new(&o);
     ck_assert_ptr_nonnull(srv);
-    put_fmt(srv, "dj", "wsgi.py", DJ_WSGI_PY, NULL, NULL);
+    put_fmt(srv, "dj", "wsgi.py", wsgi, NULL, NULL);
     put_fmt(srv, "dj", "mysite/__init__.py", "", NULL, NULL);
     put_fmt(srv, "dj", "mysite/settings.py", DJ_SETTINGS_PY, NULL, NULL);
     put_fmt(srv, "dj", "mysite/urls.py", DJ_URLS_PY, NULL, NULL);
@@ -351,6 +367,18 @@ dsetup(void)
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
     }
+}
+
+static void
+dsetup(void)
+{
+    django_start(DJ_WSGI_PY);
+}
+
+static void
+dlsetup(void)
+{
+    django_start(DJ_LIVE_WSGI_PY);
 }
 
 /* "django VERSION PATH REVERSED pid=N": the version, and the pid in *pid. */
@@ -444,12 +472,39 @@ START_TEST(test_django_view_edit_needs_new_process)
 }
 END_TEST
 
+/* The URLconf through the reload cache: view and urls edits are served by
+ * the next request, in the same process. */
+START_TEST(test_django_urlconf_through_cache)
+{
+    long pid, pid2;
+    char *body = django_hello(&pid);
+
+    ck_assert_str_eq(body, "django v1 /dj/hello/ /dj/hello/");
+    free(body);
+    put_fmt(srv, "dj", "mysite/views.py", DJ_VIEWS_PY, "v2", NULL);
+    body = django_hello(&pid2);
+    ck_assert_str_eq(body, "django v2 /dj/hello/ /dj/hello/");
+    ck_assert_int_eq(pid2, pid);
+    free(body);
+    put_fmt(srv, "dj", "mysite/urls.py",
+            "from django.urls import path\n"
+            "from . import views\n"
+            "urlpatterns = [path('hello/', views.hello, name='hello'),\n"
+            "               path('hi/', views.hello)]\n", NULL, NULL);
+    body = it_get(srv, "/dj/hi/", 200);
+    ck_assert_msg(strncmp(body, "django v2 /dj/hi/ /dj/hello/ ", 29) == 0, "%s", body);
+    free(body);
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
 Suite *
 suite_flask(void)
 {
     Suite *s = suite_create("flask");
     TCase *fc = httpd_tcase("flask", 90, fsetup, fteardown);
     TCase *dc = httpd_tcase("django", 90, dsetup, fteardown);
+    TCase *lc = httpd_tcase("django-urlconf", 90, dlsetup, fteardown);
 
     tcase_add_test(fc, test_flask_pages);
     tcase_add_test(fc, test_flask_two_apps_same_module_names);
@@ -458,5 +513,7 @@ suite_flask(void)
     tcase_add_test(dc, test_django_answers);
     tcase_add_test(dc, test_django_view_edit_needs_new_process);
     suite_add_tcase(s, dc);
+    tcase_add_test(lc, test_django_urlconf_through_cache);
+    suite_add_tcase(s, lc);
     return s;
 }
