@@ -34,6 +34,7 @@ Suite *suite_names(void);
 Suite *suite_safety(void);
 Suite *suite_hostile(void);
 Suite *suite_coexist(void);
+Suite *suite_wsgi_core(void);
 Suite *suite_flask(void);
 
 static Suite *(*const SUITES[])(void) = {
@@ -48,6 +49,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_safety,
     suite_hostile,
     suite_coexist,
+    suite_wsgi_core,
     suite_flask,
 };
 
