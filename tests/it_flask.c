@@ -452,9 +452,9 @@ START_TEST(test_django_view_edit_needs_new_process)
     ck_assert_int_eq(httpd_log_count(srv, mark, "wsgi.py: generation 2 loaded"), 1);
     ck_assert_int_eq(httpd_log_count(srv, mark, "views.py"), 0);
     ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0102"), 0);
-    /* a new process: the new view */
+    /* a new process: the new view (bounded: 10 s) */
     ck_assert_int_eq(httpd_signal(srv, SIGUSR1), 0);
-    for (i = 0; i < 100; i++) {
+    for (i = 0; i < 200; i++) {
         http_resp_t *r = http_get(srv, "/dj/hello/");
 
         if (r->status == 200 && strncmp(r->body, "django v2 ", 10) == 0) {
