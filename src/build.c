@@ -311,6 +311,17 @@ item_clear(item_t *it)
     it->deps = NULL;
 }
 
+/* A failed build: sys.modules as it was before it. */
+static void
+rollback_names(pyr_build_t *b)
+{
+    int i;
+
+    for (i = 0; i < b->nitems; i++) {
+        pyr_names_rollback(b->items[i].e, b->items[i].module);
+    }
+}
+
 static void
 build_free(pyr_build_t *b)
 {
@@ -521,6 +532,9 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error, pyr_watc
     if (!failed && !b.refused && publish(&b) < 0) {
         failed = 1;
     }
+    if (failed || b.refused) {
+        rollback_names(&b);
+    }
     if (b.refused) {
         /* Not a bug in the code: the message says it all, no traceback. */
         PyErr_Clear();
@@ -602,6 +616,9 @@ pyr_build_first(pyr_entry_t *d)
         m = build_module(&b, d);
         building = NULL;
         rv = m && publish(&b) == 0 ? 0 : -1;
+        if (rv < 0) {
+            rollback_names(&b);
+        }
         build_free(&b);
     }
     pthread_mutex_unlock(&c->build);

@@ -191,6 +191,12 @@ pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code)
     if (ok && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
         ok = 0;
     }
+    /* Where nothing was, the name stays, as with Python's import: the rest
+     * of the build finds the module (a factory calling Flask(__name__) for
+     * a package whose body is done); a failed build takes it back. */
+    if (ok && !saved) {
+        return 0;
+    }
     pyr_names_leave(e, &saved);
     return ok ? 0 : -1;
 }

@@ -22,7 +22,11 @@
  *     then what was there before is put back;
  *   - at publish, every module of the set replaces its predecessor at once
  *     (under the GIL, no Python code in between);
- *   - a failed build leaves sys.modules as it found it;
+ *   - a module loaded for the first time keeps its name from its body on,
+ *     as with Python's import (nothing served was there): code run later
+ *     in the same build finds it (an application factory calling
+ *     Flask(__name__) for a package whose body is done);
+ *   - a failed build leaves sys.modules as it found it (rollback);
  *   - the entry goes when its generation is finished or the cache destroyed
  *     (only if it still maps to that generation's module); a retired
  *     generation is never found there: its successor took the name.
@@ -33,11 +37,14 @@
  * submodule_search_locations = [its directory] for a package; no loader,
  * since nothing but the cache may execute it (importlib.reload() finds no
  * spec to run).
- * The root's package is described as a namespace package living in the
- * reload root (locations = [<root>/<prefix>], a directory that does not
- * exist, while its __path__ stays empty), so that a tool that asks which
- * sys.path entry holds a module under the root (Flask's find_package, for
- * an application made in a package) gets the root itself.
+ * The root's package is described as a package living in the reload root
+ * (origin <root>/<prefix>/__init__.py, locations [<root>/<prefix>]: names
+ * that do not exist, while its __path__ stays empty and it has no
+ * __file__), so that a tool that asks which sys.path entry holds a module
+ * under the root gets the root itself: Flask's find_package, which puts an
+ * application's instance folder there.  (Described as a namespace package,
+ * Flask's search for a package's location among its locations found none
+ * and raised StopIteration.)
  *
  * Limit: while a module's body runs, another thread looking up its name
  * in sys.modules finds the module being built (importlib behaves alike).
@@ -149,11 +156,15 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
         Py_XDECREF(name);
     }
     if (rv == 0) {
-        char where[4200];
+        char where[4200], init[4300];
         PyObject *spec;
 
         snprintf(where, sizeof(where), "%s/%s", e->root, e->prefix);
-        spec = new_spec(e->prefix, NULL, where);
+        snprintf(init, sizeof(init), "%s/__init__.py", where);
+        spec = new_spec(e->prefix, init, where);
+        if (spec && PyObject_SetAttrString(spec, "has_location", Py_False) < 0) {
+            Py_CLEAR(spec);
+        }
         rv = spec ? PyObject_SetAttrString(pkg, "__spec__", spec) : -1;
         Py_XDECREF(spec);
     }
@@ -244,6 +255,28 @@ pyr_names_forget(pyr_entry_t *e, PyObject *module)
         (void)PyDict_DelItemString(mods, e->name);
     }
     PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+/* Keeps a pending exception: this runs on error paths. */
+void
+pyr_names_rollback(pyr_entry_t *e, PyObject *module)
+{
+    PyObject *type, *value, *tb, *mods;
+
+    if (!module) {
+        return;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    if ((mods = sys_modules()) && PyDict_GetItemString(mods, e->name) == module) {
+        if (e->current) {
+            (void)PyDict_SetItemString(mods, e->name, e->current->module);
+        }
+        else {
+            (void)PyDict_DelItemString(mods, e->name);
+        }
+    }
+    PyErr_Clear(); /* nothing better to do than leave it as it is */
     PyErr_Restore(type, value, tb);
 }
 

@@ -139,6 +139,62 @@ static const char INDEX_HTML[] =
 
 static const char STYLE_CSS[] = "body { color: #333; }\n";
 
+/* The tutorial's own layout (flask.palletsprojects.com/tutorial): an
+ * application factory in a package, instance_relative_config, blueprints
+ * that import the package's modules by absolute name; the WSGI file calls
+ * the factory.  BLOG_PY: VERSION */
+static const char TUT_WSGI_PY[] =
+    "from flaskr import create_app\n"
+    "application = create_app()\n";
+
+static const char TUT_INIT_PY[] =
+    "import os\n"
+    "from flask import Flask\n"
+    "\n"
+    "def create_app(test_config=None):\n"
+    "    app = Flask(__name__, instance_relative_config=True)\n"
+    "    app.config.from_mapping(SECRET_KEY='dev')\n"
+    "    if test_config is None:\n"
+    "        app.config.from_pyfile('config.py', silent=True)\n"
+    "    try:\n"
+    "        os.makedirs(app.instance_path)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "\n"
+    "    @app.route('/hello')\n"
+    "    def hello():\n"
+    "        return 'Hello, World!'\n"
+    "\n"
+    "    from . import blog\n"
+    "    app.register_blueprint(blog.bp)\n"
+    "    app.add_url_rule('/', endpoint='index')\n"
+    "    return app\n";
+
+static const char TUT_DB_PY[] =
+    "def get_db():\n"
+    "    return {'posts': ['first']}\n";
+
+static const char TUT_BLOG_PY[] =
+    "import os\n"
+    "from flask import Blueprint, current_app, render_template, url_for\n"
+    "from flaskr.db import get_db\n"
+    "\n"
+    "bp = Blueprint('blog', __name__)\n"
+    "\n"
+    "@bp.route('/')\n"
+    "def index():\n"
+    "    here = os.path.dirname(os.path.dirname(__file__))\n"
+    "    where = current_app.instance_path == os.path.join(here, 'instance')\n"
+    "    return render_template('blog/index.html', version='%s', posts=get_db()['posts'],\n"
+    "                           where=where, key=current_app.config['SECRET_KEY'])\n";
+
+static const char TUT_BASE_HTML[] =
+    "{% block content %}{% endblock %} {{ url_for('static', filename='style.css') }}";
+
+static const char TUT_INDEX_HTML[] =
+    "{% extends 'base.html' %}{% block content %}blog {{ version }} {{ posts }} "
+    "{{ url_for('index') }} {{ url_for('hello') }} instance={{ where }} {{ key }}{% endblock %}";
+
 /* Write dir/name from a format with up to two strings. */
 static void
 put_fmt(httpd_t *h, const char *dir, const char *name, const char *fmt, const char *a,
@@ -154,6 +210,16 @@ put_fmt(httpd_t *h, const char *dir, const char *name, const char *fmt, const ch
     free(text);
 }
 
+/* Write dir/name as it is (templates have their own '%'). */
+static void
+put_raw(httpd_t *h, const char *dir, const char *name, const char *text)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    it_put(h, path, text);
+}
+
 static void
 flask_app(httpd_t *h, const char *dir, const char *currency)
 {
@@ -161,8 +227,8 @@ flask_app(httpd_t *h, const char *dir, const char *currency)
     put_fmt(h, dir, "store/__init__.py", INIT_PY, NULL, NULL);
     put_fmt(h, dir, "store/views.py", VIEWS_PY, "v1", NULL);
     put_fmt(h, dir, "store/pricing.py", PRICING_PY, "p1", currency);
-    put_fmt(h, dir, "templates/index.html", INDEX_HTML, NULL, NULL);
-    put_fmt(h, dir, "static/style.css", STYLE_CSS, NULL, NULL);
+    put_raw(h, dir, "templates/index.html", INDEX_HTML);
+    put_raw(h, dir, "static/style.css", STYLE_CSS);
 }
 
 static void
@@ -171,12 +237,20 @@ fsetup(void)
     httpd_opts_t o = {
         .config = "<Location /shop>\n  PyReloadWSGI @APP@/shop/app.py\n</Location>\n"
                   "<Location /other>\n  PyReloadWSGI @APP@/other/app.py\n</Location>\n"
+                  "<Location /tut>\n  PyReloadWSGI @APP@/tut/wsgi.py\n</Location>\n"
     };
 
     srv = httpd_new(&o);
     ck_assert_ptr_nonnull(srv);
     flask_app(srv, "shop", "EUR");
     flask_app(srv, "other", "USD");
+    put_fmt(srv, "tut", "wsgi.py", TUT_WSGI_PY, NULL, NULL);
+    put_fmt(srv, "tut", "flaskr/__init__.py", TUT_INIT_PY, NULL, NULL);
+    put_fmt(srv, "tut", "flaskr/db.py", TUT_DB_PY, NULL, NULL);
+    put_fmt(srv, "tut", "flaskr/blog.py", TUT_BLOG_PY, "b1", NULL);
+    put_raw(srv, "tut", "flaskr/templates/base.html", TUT_BASE_HTML);
+    put_raw(srv, "tut", "flaskr/templates/blog/index.html", TUT_INDEX_HTML);
+    put_raw(srv, "tut", "flaskr/static/style.css", STYLE_CSS);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -277,6 +351,30 @@ START_TEST(test_flask_edits_keep_state)
     ck_assert_str_eq(ov, "a1 v1 p1");
     it_expect(srv, "/other/store/items/7", "item 7 10.50 USD v1 p1 /other/store/items/7");
     it_expect(srv, "/other/info", "ok /other /other/static/style.css /other/store/items/7");
+    ck_assert(httpd_log_no_crash(srv, 0));
+}
+END_TEST
+
+/* The tutorial's application factory: its instance folder is next to the
+ * package, an edit of a blueprint is served. */
+START_TEST(test_flask_tutorial_factory)
+{
+    http_resp_t *r;
+
+    it_expect(srv, "/tut/hello", "Hello, World!");
+    it_expect(srv, "/tut/", "blog b1 [&#39;first&#39;] /tut/ /tut/hello instance=True dev "
+                            "/tut/static/style.css");
+    r = http_get(srv, "/tut/static/style.css");
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, STYLE_CSS);
+    http_free(r);
+    put_fmt(srv, "tut", "flaskr/blog.py", TUT_BLOG_PY, "b2", NULL);
+    it_expect(srv, "/tut/", "blog b2 [&#39;first&#39;] /tut/ /tut/hello instance=True dev "
+                            "/tut/static/style.css");
+    put_fmt(srv, "tut", "flaskr/db.py", "def get_db():\n    return {'posts': ['1', '2']}\n",
+            NULL, NULL);
+    it_expect(srv, "/tut/", "blog b2 [&#39;1&#39;, &#39;2&#39;] /tut/ /tut/hello instance=True dev "
+                            "/tut/static/style.css");
     ck_assert(httpd_log_no_crash(srv, 0));
 }
 END_TEST
@@ -508,6 +606,7 @@ suite_flask(void)
 
     tcase_add_test(fc, test_flask_pages);
     tcase_add_test(fc, test_flask_two_apps_same_module_names);
+    tcase_add_test(fc, test_flask_tutorial_factory);
     tcase_add_test(fc, test_flask_edits_keep_state);
     suite_add_tcase(s, fc);
     tcase_add_test(dc, test_django_answers);

@@ -121,11 +121,18 @@ START_TEST(test_failures_leave_sys_modules)
     ck_assert_int_eq(ut_log_count("ValueError: broken"), 1);
     ck_main(copies_expr("helper.py"), "1");
 
-    /* A handler that never loaded is not there. */
-    ut_edit("bad.py", "raise ValueError('never')\n");
+    /* A handler that never loaded is not there, nor what it imported
+     * before it failed (a first load keeps its name until its build ends,
+     * a failed build takes it back). */
+    ut_edit("bad.py", "import sys, fine\n"
+                      "assert sys.modules[fine.__name__] is fine\n"
+                      "raise ValueError('never')\n");
+    ut_edit("fine.py", "X = 1\n");
     b = handler("bad.py", &bslot);
     ck_assert_int_eq(pyr_entry_refresh(b, &ut_every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(ut_log_count("ValueError: never"), 1);
     ck_main(copies_expr("bad.py"), "0");
+    ck_main(copies_expr("fine.py"), "0");
 
     /* The retired generation's end does not take its successor's name. */
     pyr_gil_take();
