@@ -328,6 +328,7 @@ START_TEST(test_flask_edits_keep_state)
 {
     char v[64], ov[64];
     int n = count("/shop", v, sizeof(v)), on = count("/other", ov, sizeof(ov));
+    size_t mark;
 
     ck_assert_str_eq(v, "a1 v1 p1");
     /* app.py */
@@ -344,7 +345,18 @@ START_TEST(test_flask_edits_keep_state)
     ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 3);
     ck_assert_str_eq(v, "a2 v2 p2");
     it_expect(srv, "/shop/store/items/7", "item 7 10.50 GBP v2 p2 /shop/store/items/7");
-    /* the template is read by the new app */
+    /* a broken blueprint: the last good application serves, said once */
+    mark = httpd_log_mark(srv);
+    put_fmt(srv, "shop", "store/views.py", "from . import pricing\nbp = None\n", NULL, NULL);
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 4);
+    ck_assert_str_eq(v, "a2 v2 p2");
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 5);
+    ck_assert(httpd_log_wait(srv, mark, "PYR0102", 1, 2000));
+    ck_assert_int_eq(httpd_log_count(srv, mark, "load failed"), 1);
+    put_fmt(srv, "shop", "store/views.py", VIEWS_PY, "v3", NULL);
+    ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 6);
+    ck_assert_str_eq(v, "a2 v3 p2");
+    /* sys.modules holds the serving versions only */
     it_expect(srv, "/shop/info", "ok /shop /shop/static/style.css /shop/store/items/7");
     /* the other application: its own modules, its own counter */
     ck_assert_int_eq(count("/other", ov, sizeof(ov)), on + 1);
