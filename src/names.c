@@ -46,8 +46,9 @@
  * Flask's search for a package's location among its locations found none
  * and raised StopIteration.)
  *
- * Limit: while a module's body runs, another thread looking up its name
- * in sys.modules finds the module being built (importlib behaves alike).
+ * Limit: while a module's body runs (for a first load: until its build
+ * ends), another thread looking up its name in sys.modules finds the
+ * module being built (importlib behaves alike).
  *
  * GIL everywhere.
  */
