@@ -74,6 +74,7 @@ typedef struct {
     int passed;     /* something went to the filters: the headers are out */
     int head;       /* HEAD: no body */
     int gone;       /* sending failed: the client has gone */
+    int undo;       /* judged a failure: r gets none of the response */
     char *fault;    /* malloc'd: what was wrong with a response that returned */
 } resp_t;
 
@@ -351,8 +352,12 @@ start_response(PyObject *callable, PyObject *const *args, size_t nargsf, PyObjec
                         "exc_info (PEP 3333)");
         return NULL;
     }
+    /* A call that raises still counts, as in wsgiref: calling again needs
+     * exc_info, and a body without a good call is an error. */
+    self->started = 1;
     if (parse_status(self, a[0], &code, &line) < 0 ||
         parse_headers(self, a[1], &headers, &ctype, &clen) < 0) {
+        self->headers = NULL;
         return NULL;
     }
     self->status = code;
@@ -360,7 +365,6 @@ start_response(PyObject *callable, PyObject *const *args, size_t nargsf, PyObjec
     self->headers = headers;
     self->content_type = ctype;
     self->clen = clen;
-    self->started = 1;
     return PyCFunction_New(&write_def, (PyObject *)self);
 }
 
@@ -400,17 +404,25 @@ unapply(resp_t *self)
     }
 }
 
+/* Before the request thread touches r or the brigade: wait until no
+ * thread the application started is inside the request (reading
+ * wsgi.input without the GIL, say); holding the GIL from then on, nobody
+ * can enter.  Then the status and headers, applied if need be. */
 static int
 need_start(resp_t *self, const char *when)
 {
-    if (self->started) {
+    if (pyr_guard_check(self->guard) < 0) {
+        return -1;
+    }
+    if (self->headers) {
         if (!self->applied) {
             apply(self);
         }
         return 0;
     }
-    PyErr_Format(PyExc_RuntimeError, "the application %s before it called start_response()",
-                 when);
+    PyErr_Format(PyExc_RuntimeError, "the application %s before %s", when,
+                 self->started ? "a start_response() call that succeeded"
+                               : "it called start_response()");
     return -1;
 }
 
@@ -512,6 +524,11 @@ end_body(resp_t *self)
                  "Content-Length of %" APR_OFF_T_FMT " that the application sent\n",
                  self->sent, self->clen);
         self->fault = pyr_xstrdup(buf);
+        /* What there is goes out, and then the connection is cut (serve.c),
+         * so that no client takes it for the whole body. */
+        if (!self->passed) {
+            return pass(self, NULL, 0);
+        }
     }
     return 0;
 }
@@ -614,6 +631,10 @@ send_file(resp_t *self, int fd, apr_off_t offset, apr_off_t size)
     apr_file_t *f = NULL;
     apr_off_t n;
 
+    if (pyr_guard_check(self->guard) < 0) {
+        close(fd);
+        return -1;
+    }
     apr_pool_cleanup_register(r->pool, (void *)(intptr_t)fd, close_fd, apr_pool_cleanup_null);
     if (need_start(self, "returned") < 0) {
         return -1;
@@ -743,7 +764,7 @@ wsgi_start(pyr_call_t *c)
     self->content_type = NULL;
     self->clen = -1;
     self->sent = 0;
-    self->started = self->applied = self->passed = self->gone = 0;
+    self->started = self->applied = self->passed = self->gone = self->undo = 0;
     self->head = r->header_only;
     self->fault = NULL;
     w = apr_palloc(r->pool, sizeof(*w));
@@ -806,9 +827,8 @@ wsgi_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
         o->why = self->fault;
         self->fault = NULL;
     }
-    if (o->status != OK) {
-        unapply(self);
-    }
+    /* Undone in finish(), once no other thread can be inside r. */
+    self->undo = o->status != OK;
 }
 
 static int
@@ -822,6 +842,9 @@ wsgi_finish(pyr_call_t *c)
         PyErr_Clear(); /* the request ends either way */
     }
     pyr_guard_close(self->guard);
+    if (self->undo) {
+        unapply(self);
+    }
     passed = self->passed;
     self->r = NULL;
     self->bb = NULL;

@@ -79,8 +79,7 @@ fetch(input_t *self, char *dst, apr_size_t room, apr_size_t *got)
 
     *got = 0;
     if (self->error) {
-        PyErr_Format(PyExc_OSError, "reading the request body failed already (HTTP %d)",
-                     self->error);
+        PyErr_SetString(PyExc_OSError, "reading the request body failed already");
         return -1;
     }
     if (self->eof || room == 0) {
@@ -118,7 +117,10 @@ fetch(input_t *self, char *dst, apr_size_t room, apr_size_t *got)
     if (rv != APR_SUCCESS) {
         int status = ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
 
-        self->error = status == HTTP_REQUEST_ENTITY_TOO_LARGE ? status : HTTP_BAD_REQUEST;
+        /* AP_FILTER_ERROR: the input filter has sent the error response. */
+        self->error = status == HTTP_REQUEST_ENTITY_TOO_LARGE || status == AP_FILTER_ERROR
+                          ? status
+                          : HTTP_BAD_REQUEST;
         self->eof = 1;
         if (self->error == HTTP_REQUEST_ENTITY_TOO_LARGE) {
             PyErr_SetString(PyExc_OSError,

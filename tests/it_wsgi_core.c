@@ -4,7 +4,9 @@
  * it_wsgi_core.c: a smoke suite of PyReloadWSGI against a real apache2: a
  * hello world, SCRIPT_NAME/PATH_INFO, a POST echoed through wsgi.input,
  * a generator response, and a reload of the WSGI file carrying state with
- * __clone__.  The exhaustive PEP 3333 suite is tests/it_wsgi.c.
+ * __clone__; and no Python memory kept per request by what a request
+ * builds (environ, wsgi.input, wsgi.errors, start_response, write).  The
+ * exhaustive PEP 3333 suite is tests/it_wsgi.c.
  *
  * Every case must pass under the event, worker and prefork MPMs (PYR_MPM).
  */
@@ -62,6 +64,25 @@ static const char counter_v2[] =
     "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
     "    return [b'v2 %d gen %d' % (hits['n'], environ['pyreload.generation'])]\n";
 
+/* Everything a request builds, used; and the count of Python's blocks. */
+static const char touch_py[] =
+    "import gc, sys\n"
+    "def touch(environ, start_response):\n"
+    "    for k in list(environ):\n"
+    "        environ[k]\n"
+    "    environ['wsgi.input'].read()\n"
+    "    environ['wsgi.errors'].flush()\n"
+    "    dict(environ['pyreload.options'].items())\n"
+    "    write = start_response('200 OK', [('Content-Type', 'text/plain'), ('X-A', '1')])\n"
+    "    write(b'a')\n"
+    "    def rest():\n"
+    "        yield b'b'\n"
+    "    return rest()\n"
+    "def blocks(environ, start_response):\n"
+    "    gc.collect()\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [str(sys.getallocatedblocks()).encode()]\n";
+
 static httpd_t *srv;
 
 static void
@@ -69,7 +90,8 @@ setup(void)
 {
     static const httpd_file_t files[] = {
         { "hello.py", hello_py },   { "paths.py", paths_py },     { "echo.py", echo_py },
-        { "gen.py", gen_py },       { "counter.py", counter_v1 }, { NULL, NULL },
+        { "gen.py", gen_py },       { "counter.py", counter_v1 },
+        { "touch.py", touch_py },   { NULL, NULL },
     };
     httpd_opts_t o = { .config = "<Location /hello>\n"
                                  "  PyReloadWSGI @APP@/hello.py\n"
@@ -88,6 +110,13 @@ setup(void)
                                  "</Location>\n"
                                  "<Location /counter>\n"
                                  "  PyReloadWSGI @APP@/counter.py\n"
+                                 "</Location>\n"
+                                 "<Location /touch>\n"
+                                 "  PyReloadWSGI @APP@/touch.py::touch\n"
+                                 "  PyReloadOption k v\n"
+                                 "</Location>\n"
+                                 "<Location /blocks>\n"
+                                 "  PyReloadWSGI @APP@/touch.py::blocks\n"
                                  "</Location>\n",
                        .files = files };
 
@@ -197,6 +226,44 @@ START_TEST(test_reload_clone)
 }
 END_TEST
 
+static void
+touch_n(http_client_t *c, int n)
+{
+    static const char *const hdrs[] = { "X-One: 1", "X-Two: 2", "Accept-Language: fr", NULL };
+    http_req_t rq = { .path = "/touch?q=1", .headers = hdrs, .body = "xyz", .body_len = 3 };
+    int i;
+
+    for (i = 0; i < n; i++) {
+        http_resp_t *r = http_client_do(c, &rq);
+
+        http_assert_status(r, 200);
+        ck_assert_str_eq(r->body, "ab");
+        http_free(r);
+    }
+}
+
+/* Python blocks after 3000 requests against before: nothing kept. */
+START_TEST(test_no_growth_per_request)
+{
+    http_client_t *c = http_client_new(srv);
+    long before, after;
+    char *b;
+
+    touch_n(c, 300);
+    b = it_get(srv, "/blocks", 200);
+    before = atol(b);
+    free(b);
+    touch_n(c, 3000);
+    b = it_get(srv, "/blocks", 200);
+    after = atol(b);
+    free(b);
+    fprintf(stderr, "wsgi: Python blocks %ld -> %ld over 3000 requests\n", before, after);
+    ck_assert_msg(after - before < 300, "Python blocks %ld -> %ld over 3000 requests", before,
+                  after);
+    http_client_free(c);
+}
+END_TEST
+
 Suite *
 suite_wsgi_core(void)
 {
@@ -209,6 +276,7 @@ suite_wsgi_core(void)
     tcase_add_test(tc, test_post_chunked);
     tcase_add_test(tc, test_generator);
     tcase_add_test(tc, test_reload_clone);
+    tcase_add_test(tc, test_no_growth_per_request);
     suite_add_tcase(s, tc);
     return s;
 }
