@@ -70,6 +70,12 @@ static const char APP_PY[] =
     "    return (f'{VERSION} {views.VERSION} {views.pricing.VERSION} '\n"
     "            f\"n={bump('count')}\")\n"
     "\n"
+    "@app.route('/apps')\n"
+    "def apps():\n"
+    "    import gc\n"
+    "    gc.collect()\n"
+    "    return str(sum(1 for o in gc.get_objects() if type(o) is Flask))\n"
+    "\n"
     "@app.route('/names')\n"
     "def names():\n"
     "    return f'{__name__} {views.__name__}'\n"
@@ -327,7 +333,7 @@ END_TEST
 START_TEST(test_flask_edits_keep_state)
 {
     char v[64], ov[64];
-    int n = count("/shop", v, sizeof(v)), on = count("/other", ov, sizeof(ov));
+    int n = count("/shop", v, sizeof(v)), on = count("/other", ov, sizeof(ov)), i;
     size_t mark;
 
     ck_assert_str_eq(v, "a1 v1 p1");
@@ -356,6 +362,12 @@ START_TEST(test_flask_edits_keep_state)
     put_fmt(srv, "shop", "store/views.py", VIEWS_PY, "v3", NULL);
     ck_assert_int_eq(count("/shop", v, sizeof(v)), n + 6);
     ck_assert_str_eq(v, "a2 v3 p2");
+    /* retired applications are freed: the Flask objects alive are the
+     * three served ones */
+    for (i = 0; i < 5; i++) {
+        it_touch(srv, "shop/store/pricing.py");
+        it_expect(srv, "/shop/apps", "3");
+    }
     /* sys.modules holds the serving versions only */
     it_expect(srv, "/shop/info", "ok /shop /shop/static/style.css /shop/store/items/7");
     /* the other application: its own modules, its own counter */
