@@ -214,6 +214,18 @@ pyr_names_leave(pyr_entry_t *e, PyObject **saved)
     PyErr_Restore(type, value, tb);
 }
 
+/* e's name to its serving generation, or to nothing. */
+static void
+to_serving(PyObject *mods, pyr_entry_t *e)
+{
+    if (e->current) {
+        (void)PyDict_SetItemString(mods, e->name, e->current->module);
+    }
+    else {
+        (void)PyDict_DelItemString(mods, e->name);
+    }
+}
+
 int
 pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
 {
@@ -228,14 +240,7 @@ pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
             PyDict_SetItemString(mods, entries[i]->name, modules[i]) < 0) {
             /* Back to the generations that still serve. */
             while (--i >= 0) {
-                pyr_gen_t *g = entries[i]->current;
-
-                if (g) {
-                    (void)PyDict_SetItemString(mods, entries[i]->name, g->module);
-                }
-                else {
-                    (void)PyDict_DelItemString(mods, entries[i]->name);
-                }
+                to_serving(mods, entries[i]);
             }
             return -1;
         }
@@ -243,8 +248,10 @@ pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
     return 0;
 }
 
-void
-pyr_names_forget(pyr_entry_t *e, PyObject *module)
+/* If e's name maps to module: to e's serving generation (serving), or
+ * away.  Keeps a pending exception: this runs on error paths. */
+static void
+unmap(pyr_entry_t *e, PyObject *module, int serving)
 {
     PyObject *type, *value, *tb, *mods;
 
@@ -253,25 +260,8 @@ pyr_names_forget(pyr_entry_t *e, PyObject *module)
     }
     PyErr_Fetch(&type, &value, &tb);
     if ((mods = sys_modules()) && PyDict_GetItemString(mods, e->name) == module) {
-        (void)PyDict_DelItemString(mods, e->name);
-    }
-    PyErr_Clear();
-    PyErr_Restore(type, value, tb);
-}
-
-/* Keeps a pending exception: this runs on error paths. */
-void
-pyr_names_rollback(pyr_entry_t *e, PyObject *module)
-{
-    PyObject *type, *value, *tb, *mods;
-
-    if (!module) {
-        return;
-    }
-    PyErr_Fetch(&type, &value, &tb);
-    if ((mods = sys_modules()) && PyDict_GetItemString(mods, e->name) == module) {
-        if (e->current) {
-            (void)PyDict_SetItemString(mods, e->name, e->current->module);
+        if (serving) {
+            to_serving(mods, e);
         }
         else {
             (void)PyDict_DelItemString(mods, e->name);
@@ -279,6 +269,18 @@ pyr_names_rollback(pyr_entry_t *e, PyObject *module)
     }
     PyErr_Clear(); /* nothing better to do than leave it as it is */
     PyErr_Restore(type, value, tb);
+}
+
+void
+pyr_names_forget(pyr_entry_t *e, PyObject *module)
+{
+    unmap(e, module, 0);
+}
+
+void
+pyr_names_rollback(pyr_entry_t *e, PyObject *module)
+{
+    unmap(e, module, 1);
 }
 
 void
