@@ -437,13 +437,17 @@ allowed(resp_t *self, apr_off_t n)
     return n;
 }
 
-/* Pass serve.c's brigade, with data (if n) and a flush, to the filters:
- * the GIL released, inside the guard.  0, or -1 with an exception. */
+/* Pass serve.c's brigade to the filters with the first `room` bytes of the
+ * bytes objects items[0 .. count) and a flush, the GIL released, inside the
+ * guard.  The blocks go as transient buckets: they stay alive and
+ * unchanged (bytes) until the filters return, and a filter that keeps one
+ * copies it.  0, or -1 with an exception. */
 static int
-pass(resp_t *self, const char *data, apr_size_t n)
+pass(resp_t *self, PyObject *const *items, Py_ssize_t count, apr_off_t room)
 {
     request_rec *r;
     apr_status_t rv;
+    Py_ssize_t i;
 
     if (self->gone) {
         PyErr_SetString(PyExc_OSError, "sending the response failed: the client has gone");
@@ -456,10 +460,14 @@ pass(resp_t *self, const char *data, apr_size_t n)
     self->passed = 1;
     Py_BEGIN_ALLOW_THREADS apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
 
-    /* Transient: the block stays alive and unchanged (bytes) until the
-     * filters return, and a filter that keeps it copies it. */
-    if (n) {
-        APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(data, n, ba));
+    for (i = 0; i < count && room > 0; i++) {
+        apr_off_t n = PyBytes_GET_SIZE(items[i]) < room ? PyBytes_GET_SIZE(items[i]) : room;
+
+        if (n > 0) {
+            APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(
+                                                  PyBytes_AS_STRING(items[i]), (apr_size_t)n, ba));
+        }
+        room -= n;
     }
     APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_flush_create(ba));
     rv = ap_pass_brigade(r->output_filters, self->bb);
@@ -495,9 +503,9 @@ send_block(resp_t *self, PyObject *block)
     n = allowed(self, PyBytes_GET_SIZE(block));
     if (self->head) {
         /* The headers go now, as for GET; the body never. */
-        return self->passed ? 0 : pass(self, NULL, 0);
+        return self->passed ? 0 : pass(self, NULL, 0, 0);
     }
-    return n > 0 ? pass(self, PyBytes_AS_STRING(block), (apr_size_t)n) : 0;
+    return n > 0 ? pass(self, &block, 1, n) : 0;
 }
 
 static PyObject *
@@ -527,7 +535,7 @@ end_body(resp_t *self)
         /* What there is goes out, and then the connection is cut (serve.c),
          * so that no client takes it for the whole body. */
         if (!self->passed) {
-            return pass(self, NULL, 0);
+            return pass(self, NULL, 0, 0);
         }
     }
     return 0;
@@ -550,9 +558,15 @@ send_sequence(resp_t *self, PyObject *seq)
     Py_ssize_t i, count = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     apr_off_t total = 0, room;
-    request_rec *r;
-    apr_status_t rv;
+    PyObject *snap;
+    int rc;
 
+    /* From here to the copy or the pass the GIL is kept (the guard is
+     * idle, need_start() waits for nothing), so no other thread can change
+     * a list between its check and its use. */
+    if (pyr_guard_check(self->guard) < 0) {
+        return -1;
+    }
     for (i = 0; i < count; i++) {
         if (!PyBytes_Check(items[i])) {
             PyErr_Format(PyExc_TypeError,
@@ -581,36 +595,15 @@ send_sequence(resp_t *self, PyObject *seq)
         }
         return end_body(self);
     }
-    /* Large: no copy, the blocks stay alive in seq while passed. */
+    /* Large: no copy.  Passed without the GIL, the blocks must stay alive
+     * even if another thread empties the list meanwhile: a tuple of them. */
+    if (!(snap = PyList_CheckExact(seq) ? PyList_AsTuple(seq) : Py_NewRef(seq))) {
+        return -1;
+    }
     set_length(self, total);
-    if (pyr_guard_enter(self->guard) < 0) {
-        return -1;
-    }
-    r = self->r;
-    self->passed = 1;
-    Py_BEGIN_ALLOW_THREADS apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
-
-    for (i = 0; i < count && room > 0; i++) {
-        apr_off_t n = PyBytes_GET_SIZE(items[i]) < room ? PyBytes_GET_SIZE(items[i]) : room;
-
-        if (n > 0) {
-            APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(
-                                                  PyBytes_AS_STRING(items[i]), (apr_size_t)n, ba));
-        }
-        room -= n;
-    }
-    APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_flush_create(ba));
-    rv = ap_pass_brigade(r->output_filters, self->bb);
-    apr_brigade_cleanup(self->bb);
-    pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS
-
-    if (rv != APR_SUCCESS) {
-        self->gone = 1;
-        PyErr_SetString(PyExc_OSError, "sending the response failed: the client has gone");
-        return -1;
-    }
-    return end_body(self);
+    rc = pass(self, PySequence_Fast_ITEMS(snap), PySequence_Fast_GET_SIZE(snap), total);
+    Py_DECREF(snap);
+    return rc < 0 ? -1 : end_body(self);
 }
 
 static apr_status_t
@@ -905,8 +898,6 @@ static PyMethodDef drop_shared_def = { "_drop_wsgi", drop_shared, METH_NOARGS, N
 int
 pyr_wsgi_register(PyObject *module)
 {
-    PyObject *atexit, *fn = NULL, *r = NULL;
-
     if (PyType_Ready(&resp_type) < 0 || PyType_Ready(&pyr_WSGIInputType) < 0 ||
         PyType_Ready(&pyr_WSGIErrorsType) < 0 || PyType_Ready(&pyr_FileWrapperType) < 0 ||
         PyModule_AddObjectRef(module, "FileWrapper", (PyObject *)&pyr_FileWrapperType) < 0) {
@@ -915,18 +906,10 @@ pyr_wsgi_register(PyObject *module)
     if (registered) {
         return 0; /* the module made again (a handler removed it from sys.modules) */
     }
-    if (!(str_close = PyUnicode_InternFromString("close")) || pyr_wsgi_environ_init() < 0) {
+    if (!(str_close = PyUnicode_InternFromString("close")) || pyr_wsgi_environ_init() < 0 ||
+        pyr_atexit(&drop_shared_def) < 0) {
         return -1;
     }
-    if ((atexit = PyImport_ImportModule("atexit")) && (fn = PyCFunction_New(&drop_shared_def, NULL))) {
-        r = PyObject_CallMethod(atexit, "register", "O", fn);
-    }
-    Py_XDECREF(atexit);
-    Py_XDECREF(fn);
-    if (!r) {
-        return -1;
-    }
-    Py_DECREF(r);
     registered = 1;
     return 0;
 }

@@ -128,26 +128,7 @@ errors_write(errors_t *self, PyObject *s)
 static PyObject *
 errors_writelines(errors_t *self, PyObject *seq)
 {
-    PyObject *it = PyObject_GetIter(seq), *item;
-
-    if (!it) {
-        return NULL;
-    }
-    while ((item = PyIter_Next(it))) {
-        PyObject *r = errors_write(self, item);
-
-        Py_DECREF(item);
-        if (!r) {
-            Py_DECREF(it);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return pyr_writelines((PyObject *)self, seq, (PyObject * (*)(PyObject *, PyObject *)) errors_write);
 }
 
 int

@@ -35,6 +35,7 @@ Suite *suite_safety(void);
 Suite *suite_hostile(void);
 Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
+Suite *suite_wsgi(void);
 Suite *suite_flask(void);
 
 static Suite *(*const SUITES[])(void) = {
@@ -50,6 +51,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_hostile,
     suite_coexist,
     suite_wsgi_core,
+    suite_wsgi,
     suite_flask,
 };
 
