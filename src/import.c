@@ -235,21 +235,26 @@ request_import(pyr_entry_t *d)
     }
     if (pinned && !in_closure(pinned, d, 0)) {
         pyr_gen_t **add = NULL;
+        pyr_entry_t **ents;
         pyr_sig_t *sigs;
         int cap = 0, n = missing_from(pinned, d->current, &add, &cap, 0, 0), i;
 
+        /* Without the GIL only entries (alive as long as the cache) and
+         * copies of the signatures are used. */
+        ents = pyr_xmalloc((size_t)n * sizeof(*ents));
         sigs = pyr_xmalloc((size_t)n * sizeof(*sigs));
         for (i = 0; i < n; i++) {
+            ents[i] = add[i]->entry;
             sigs[i] = add[i]->sig;
         }
+        free(add);
         pyr_gen_add_dep(pinned, d->current);
-        /* The generations stay alive: pinned holds them now. */
         Py_BEGIN_ALLOW_THREADS
         for (i = 0; i < n; i++) {
-            pyr_entry_watch_add(pinned->entry, add[i]->entry, &sigs[i]);
+            pyr_entry_watch_add(pinned->entry, ents[i], &sigs[i]);
         }
         Py_END_ALLOW_THREADS
-        free(add);
+        free(ents);
         free(sigs);
     }
     return d->current->module;
