@@ -85,6 +85,7 @@ static const char APP_PY[] =
     "    data = request.get_json()\n"
     "    o = Order(data['sku'], data['qty'])\n"
     "    back = pickle.loads(pickle.dumps(o))\n"
+    "    app.logger.warning('order of %%s', back.sku)\n"
     "    return jsonify(sku=back.sku, total=views.pricing.total(back.qty),\n"
     "                   pickled=back == o, version=VERSION)\n"
     "\n"
@@ -293,6 +294,7 @@ START_TEST(test_flask_pages)
     static const char order[] = "{\"sku\": \"tea\", \"qty\": 4}";
     http_resp_t *r;
     char *body;
+    size_t mark;
 
     /* Jinja template, url_for under SCRIPT_NAME */
     body = it_get(srv, "/shop/", 200);
@@ -308,7 +310,9 @@ START_TEST(test_flask_pages)
     http_free(r);
     /* the blueprint and its helper, url_for('.item') */
     it_expect(srv, "/shop/store/items/7", "item 7 10.50 EUR v1 p1 /shop/store/items/7");
-    /* JSON in and out, pickle of the app's own class */
+    /* JSON in and out, pickle of the app's own class; app.logger writes
+     * to wsgi.errors, the error log */
+    mark = httpd_log_mark(srv);
     r = http_request(srv, "POST", "/shop/api/order", json, order, strlen(order));
     http_assert_status(r, 200);
     ck_assert_msg(strncmp(r->content_type, "application/json", 16) == 0, "%s",
@@ -317,6 +321,7 @@ START_TEST(test_flask_pages)
                   strstr(r->body, "\"pickled\":true") && strstr(r->body, "\"version\":\"a1\""),
                   "%s", r->body);
     http_free(r);
+    ck_assert(httpd_log_wait(srv, mark, "order of tea", 1, 2000));
     /* Flask's own 404 (werkzeug says "on the server", Apache "on this server") */
     r = http_get(srv, "/shop/no/such/page");
     http_assert_status(r, 404);
