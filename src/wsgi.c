@@ -664,6 +664,10 @@ send_iterable(resp_t *self, PyObject *result)
             Py_DECREF(it);
             return -1;
         }
+        /* PEP 3333: stop iterating once the Content-Length is sent. */
+        if (self->clen >= 0 && self->sent >= self->clen) {
+            break;
+        }
     }
     Py_DECREF(it);
     if (PyErr_Occurred()) {

@@ -43,8 +43,18 @@ def application(environ, start_response):
         'multiprocess': bool(environ.get('wsgi.multiprocess')),
         'run_once': bool(environ.get('wsgi.run_once', True)),
         'options_readonly': _readonly(environ.get('pyreload.options', {})),
+        # PEP 3333 / wsgiref.util: '' or '/...', and SCRIPT_NAME never ends in '/'
+        'path_info_ok': environ.get('PATH_INFO', '')[:1] in ('', '/'),
+        'script_name_ok': environ.get('SCRIPT_NAME', '')[:1] in ('', '/')
+                          and not environ.get('SCRIPT_NAME', '').endswith('/'),
     }
     lines += ['_%s=%s' % (k, v) for k, v in sorted(derived.items())]
     body = ('\n' + '\n'.join(lines) + '\n').encode('ascii')
+    if environ.get('QUERY_STRING') == 'mutate':
+        # What a request does to its environ must not reach the next one.
+        environ['PYRT_LEAK'] = 'leaked'
+        environ['PATH_INFO'] = '/mutated'
+        environ.pop('HTTP_HOST', None)
+        environ['wsgi.url_scheme'] = 'leaked'
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]

@@ -2,6 +2,7 @@
 # the first segment of PATH_INFO (/w/<name>?<query>).  Close() calls and runs
 # are counted per token (?t=...) in COUNTS, read back through /w/count.
 import io
+import os
 import sys
 import threading
 import time
@@ -63,14 +64,16 @@ def app_in(environ, start_response):
         res = [list(inp), list(inp)]
     elif op == 'mixed':
         res = [inp.read(3), inp.readline(), inp.read(2), inp.readlines(), inp.read()]
-    elif op == 'big':
-        total, crc = 0, 0
-        for _ in range(10 ** 6):
-            block = inp.read(65536)
-            if not block:
-                break
+    elif op in ('big', 'bigline', 'bigiter'):
+        total, crc, n = 0, 0, 0
+        blocks = (iter(lambda: inp.read(65536), b'') if op == 'big'
+                  else iter(inp.readline, b'') if op == 'bigline' else inp)
+        for block in blocks:
             total += len(block)
             crc = zlib.crc32(block, crc)
+            n += 1
+            if op != 'big' and block[-1:] != b'\n' and total != int(q.get('len', -1)):
+                raise ValueError('a line that does not end a line, at %d' % total)
         res = [total, '%08x' % crc]
     else:
         raise ValueError('no op %r' % op)
@@ -136,6 +139,10 @@ SR_CASES = {
     'name_crlf': _bad('200 OK', [('X-A\r\nX-Evil', 'v')]),
     'name_colon': _bad('200 OK', [('X-A:', 'v')]),
     'name_space': _bad('200 OK', [('X A', 'v')]),
+    'name_empty': _bad('200 OK', [('', 'v')]),
+    'value_nul': _bad('200 OK', [('X-A', 'a\x00b')]),
+    'value_non_latin1': _bad('200 OK', [('X-A', 'caf\u20ac')]),
+    'status_non_latin1': _bad('200 \u20ac', CT),
     'hop_connection': _bad('200 OK', [('Connection', 'close')]),
     'hop_connection_lower': _bad('200 OK', [('connection', 'close')]),
     'hop_keep_alive': _bad('200 OK', [('Keep-Alive', 'timeout=5')]),
@@ -222,6 +229,21 @@ def app_write_str(environ, start_response):
     return [b'after']
 
 
+def app_emptyfirst(environ, start_response):
+    # Empty blocks send nothing: the headers can still change (PEP 3333).
+    mode = _q(environ)['mode']
+    start_response('200 OK', CT)
+    yield b''
+    yield b''
+    if mode == 'raise':
+        raise ValueError('PYRT-before-any-byte')
+    try:
+        raise ValueError('PYRT-handled-late')
+    except ValueError:
+        start_response('503 Service Unavailable', CT + [('X-Late', '1')], sys.exc_info())
+    yield b'late error page'
+
+
 # ---- responses -----------------------------------------------------------
 
 class Blocks:
@@ -259,6 +281,8 @@ class Closeable:
         self.deadline = time.monotonic() + 8
 
     def __iter__(self):
+        if self.mode == 'iter_raises':
+            raise ValueError('PYRT-raised-in-iter')
         return self
 
     def __next__(self):
@@ -268,7 +292,7 @@ class Closeable:
             raise ValueError('PYRT-raised-in-iteration')
         if self.mode == 'str_item':
             return 'PYRT-str-item'
-        if self.mode == 'forever':
+        if self.mode in ('forever', 'cl_forever'):
             if time.monotonic() > self.deadline:
                 raise StopIteration
             return b'f' * 65536
@@ -298,7 +322,7 @@ def app_closeable(environ, start_response):
         res = Closeable(t, mode)
     if mode == 'cl_short':
         start_response('200 OK', CT + [('Content-Length', '1000')])
-    elif mode == 'cl_long':
+    elif mode in ('cl_long', 'cl_forever'):
         start_response('200 OK', CT + [('Content-Length', '9')])
     elif mode != 'nostart':
         start_response('200 OK', CT)
@@ -318,6 +342,22 @@ def app_cl(environ, start_response):
     return [data]
 
 
+def app_slow(environ, start_response):
+    # A first block, then a pause: the block must reach the client now.
+    how = _q(environ).get('how', 'gen')
+    write = start_response('200 OK', CT)
+    if how == 'write':
+        write(b'first;')
+        time.sleep(1)
+        return [b'second']
+
+    def blocks():
+        yield b'first;'
+        time.sleep(1)
+        yield b'second'
+    return blocks()
+
+
 def app_stream(environ, start_response):
     mb = int(_q(environ).get('mb', '1'))
     start_response('200 OK', CT)
@@ -335,6 +375,14 @@ def app_rss(environ, start_response):
 # ---- wsgi.file_wrapper ---------------------------------------------------
 
 class CountedFile(io.FileIO):
+    limit = None
+
+    def read(self, n=-1):
+        _bump(self.token, 'blocks')
+        if self.limit is not None and COUNTS[self.token]['blocks'] > self.limit:
+            return b''
+        return super().read(n)
+
     def close(self):
         if not self.closed:
             _bump(self.token, 'closed')
@@ -357,17 +405,27 @@ def app_fw(environ, start_response):
     q = _q(environ)
     mode, t = q.get('mode', 'real'), q.get('t', '-')
     path = environ['pyreload.options']['bigfile']
+    _bump(t, 'ran')
     headers = list(CT)
     if mode == 'nofileno':
         f = NoFileno(path, t)
+    elif mode == 'empty':
+        f = CountedFile(path + '.empty', 'rb')
+    elif mode == 'devzero':
+        f = CountedFile('/dev/zero', 'rb')
+        f.limit = 64        # 4 MiB: bounded even if iteration never stops
     else:
         f = CountedFile(path, 'rb')
-        f.token = t
+    f.token = t
     if mode == 'seek':
         f.seek(1000)
-    if mode == 'cl':
+    if mode in ('cl', 'devzero'):
         headers.append(('Content-Length', '5000'))
+    if mode == 'cl_over':
+        headers.append(('Content-Length', str(os.path.getsize(path) + 100)))
     start_response('200 OK', headers)
+    if mode == 'noblksize':
+        return environ['wsgi.file_wrapper'](f)
     return environ['wsgi.file_wrapper'](f, 65536)
 
 
@@ -398,6 +456,7 @@ def _ok_then(result):
 WRONG = {
     'nostart': lambda sr: [b'PYRT-secret-nostart'],
     'nostart_empty': lambda sr: [],
+    'gen_nostart_empty': lambda sr: (b for b in ()),
     'none': _ok_then(None),
     'str_item': _ok_then(['PYRT-secret-str']),
     'str_result': _ok_then('PYRT-secret-str-result'),
@@ -413,6 +472,96 @@ WRONG = {
 
 def app_wrong(environ, start_response):
     return WRONG[_q(environ)['c']](start_response)
+
+
+# ---- more input, status, kept objects ------------------------------------
+
+def app_readodd(environ, start_response):
+    # Sizes a file accepts: huge (no preallocation), zero, -1, None.
+    inp = environ['wsgi.input']
+    res = [inp.read(0), inp.read(2 ** 31)[:5], inp.read(-1), inp.readline(-1)]
+    try:
+        inp.read('x')
+        res.append('no error')
+    except TypeError as e:
+        res.append(type(e).__name__)
+    start_response('200 OK', CT)
+    return [ascii(res).encode()]
+
+
+def app_partial(environ, start_response):
+    environ['wsgi.input'].read(10)
+    start_response('200 OK', CT)
+    return [b'partial ok']
+
+
+def app_errbytes(environ, start_response):
+    try:
+        environ['wsgi.errors'].write(b'PYRT-bytes')
+        got = 'no error'
+    except TypeError as e:
+        got = type(e).__name__
+    start_response('200 OK', CT)
+    return [got.encode()]
+
+
+def app_status(environ, start_response):
+    code = _q(environ)['s']
+    headers = list(CT)
+    if code.startswith('3'):
+        headers.append(('Location', 'http://127.0.0.1/elsewhere'))
+    if code in ('204', '304'):
+        headers = []
+    start_response(code + ' Custom Reason', headers + [('Set-Cookie', 'a=1'),
+                                                        ('Set-Cookie', 'b=2')])
+    return [b'PYRT-app-body-' + code.encode()] if code not in ('204', '304') else []
+
+
+KEPT = {}
+
+
+def app_keep(environ, start_response):
+    phase = _q(environ)['phase']
+    if phase == 'store':
+        write = start_response('200 OK', CT)
+        KEPT.update(input=environ['wsgi.input'], errors=environ['wsgi.errors'],
+                    start_response=start_response, write=write)
+        return [b'stored']
+    res = []
+    for name, use in (('input', lambda o: o.read(1)),
+                      ('start_response', lambda o: o('200 OK', CT)),
+                      ('write', lambda o: o(b'PYRT-late-write')),
+                      ('errors', lambda o: (o.write('PYRT-late-errors\n'), o.flush()))):
+        try:
+            use(KEPT[name])
+            res.append('%s:ok' % name)
+        except Exception as e:
+            res.append('%s:%s' % (name, type(e).__name__))
+    start_response('200 OK', CT)
+    return [' '.join(res).encode()]
+
+
+class AppClass:
+    """A class as the application (PEP 3333): the instance is the iterable."""
+
+    def __init__(self, environ, start_response):
+        self.t = _q(environ).get('t', '-')
+        start_response('200 OK', CT)
+
+    def __iter__(self):
+        yield b'from-class'
+
+    def close(self):
+        _bump(self.t, 'closed')
+
+
+class _Callable:
+    def __call__(self, environ, start_response):
+        start_response('200 OK', CT)
+        return [b'from-instance']
+
+
+app_instance = _Callable()
 
 
 # ---- dispatch ------------------------------------------------------------
