@@ -511,8 +511,23 @@ send_block(resp_t *self, PyObject *block)
 static PyObject *
 resp_write(resp_t *self, PyObject *data)
 {
-    if (pyr_guard_check(self->guard) < 0 || send_block(self, data) < 0) {
+    int past;
+
+    if (pyr_guard_check(self->guard) < 0) {
         return NULL;
+    }
+    past = PyBytes_Check(data) && self->clen >= 0 &&
+           PyBytes_GET_SIZE(data) > self->clen - self->sent;
+    if (send_block(self, data) < 0) {
+        return NULL;
+    }
+    if (past) {
+        /* PEP 3333: what fits was sent; the application is told the rest
+         * was not. */
+        return PyErr_Format(PyExc_ValueError,
+                            "write() past the Content-Length of %" APR_OFF_T_FMT
+                            " bytes the application set: the rest was not sent (PEP 3333)",
+                            self->clen);
     }
     Py_RETURN_NONE;
 }
@@ -808,6 +823,20 @@ wsgi_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, c->r,
                       "PYR0402: the client went away before the response of %s::%s was sent",
                       c->cfg->handler->path, c->cfg->handler->callable);
+    }
+    else if (!result && self->passed && self->clen >= 0 && self->sent >= self->clen) {
+        /* The whole body its Content-Length announced is out: cutting the
+         * connection now could only lose what the client has not read yet
+         * (a reset discards it).  Logged, not cut. */
+        pyr_logger_t log = { rlog, c->r };
+        char *why = pyr_exc_format();
+
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, c->r,
+                      "PYR0403: %s::%s failed after its whole response (Content-Length %" APR_OFF_T_FMT
+                      ") was sent:",
+                      c->cfg->handler->path, c->cfg->handler->callable, self->clen);
+        pyr_log_lines(&log, APLOG_ERR, "PYR0403: ", why);
+        free(why);
     }
     else if (!result && body && !self->passed) {
         /* The application let the failed body read end it: the status

@@ -42,6 +42,20 @@ static const char longerr_py[] =
     "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
     "    return [b'logged']\n";
 
+/* write() past the application's Content-Length. */
+static const char clpast_py[] =
+    "CT5 = [('Content-Type', 'text/plain'), ('Content-Length', '5')]\n"
+    "def caught(environ, start_response):\n"
+    "    write = start_response('200 OK', CT5)\n"
+    "    try:\n"
+    "        write(b'12345678')\n"
+    "    except ValueError as e:\n"
+    "        environ['wsgi.errors'].write('PYRT-clpast-raised %s\\n' % e)\n"
+    "    return []\n"
+    "def uncaught(environ, start_response):\n"
+    "    start_response('200 OK', CT5)(b'12345678')\n"
+    "    return []\n";
+
 static const char echo_py[] =
     "def application(environ, start_response):\n"
     "    body = environ['wsgi.input'].read()\n"
@@ -105,13 +119,19 @@ setup(void)
         { "hello.py", hello_py },   { "paths.py", paths_py },     { "echo.py", echo_py },
         { "gen.py", gen_py },       { "counter.py", counter_v1 },
         { "touch.py", touch_py },   { "dup.py", dup_py },
-        { "longerr.py", longerr_py }, { NULL, NULL },
+        { "longerr.py", longerr_py }, { "clpast.py", clpast_py }, { NULL, NULL },
     };
     httpd_opts_t o = { .config = "LoadModule headers_module "
                                  "/usr/lib/apache2/modules/mod_headers.so\n"
                                  "<Location /dup>\n"
                                  "  PyReloadWSGI @APP@/dup.py\n"
                                  "  RequestHeader add X-Dup a\n"
+                                 "</Location>\n"
+                                 "<Location /clpast/caught>\n"
+                                 "  PyReloadWSGI @APP@/clpast.py::caught\n"
+                                 "</Location>\n"
+                                 "<Location /clpast/uncaught>\n"
+                                 "  PyReloadWSGI @APP@/clpast.py::uncaught\n"
                                  "</Location>\n"
                                  "<Location /longerr>\n"
                                  "  PyReloadWSGI @APP@/longerr.py\n"
@@ -234,6 +254,31 @@ START_TEST(test_errors_long_line)
 }
 END_TEST
 
+/* PEP 3333: write() past the Content-Length raises in the application,
+ * after what fits was sent; uncaught, the response (whole by its
+ * Content-Length) is not cut: the error is logged. */
+START_TEST(test_write_past_content_length)
+{
+    size_t mark = httpd_log_mark(srv);
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        http_resp_t *r = http_get(srv, i ? "/clpast/uncaught" : "/clpast/caught");
+
+        http_assert_status(r, 200);
+        ck_assert_uint_eq(r->len, 5);
+        ck_assert_str_eq(r->body, "12345");
+        http_free(r);
+    }
+    ck_assert(httpd_log_wait(srv, mark, "PYRT-clpast-raised write() past the Content-Length", 1,
+                             3000));
+    ck_assert(httpd_log_wait(srv, mark, "PYR0403", 1, 3000));
+    ck_assert(httpd_log_wait(srv, mark, "ValueError: write() past", 1, 3000));
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0200"), 0);
+    ck_assert(httpd_log_no_crash(srv, mark));
+}
+END_TEST
+
 START_TEST(test_post_echo)
 {
     size_t n = 300000, i;
@@ -344,6 +389,7 @@ suite_wsgi_core(void)
     tcase_add_loop_test(tc, test_paths, 0, sizeof(path_cases) / sizeof(path_cases[0]));
     tcase_add_test(tc, test_header_twice);
     tcase_add_test(tc, test_errors_long_line);
+    tcase_add_test(tc, test_write_past_content_length);
     tcase_add_test(tc, test_post_echo);
     tcase_add_test(tc, test_post_chunked);
     tcase_add_test(tc, test_generator);
