@@ -243,6 +243,39 @@ mark(pyr_build_t *b)
     return any;
 }
 
+/* Python imports a package before any of its submodules, and a package's
+ * __init__ often imports its own submodules (a Flask blueprint package):
+ * when e's package is rebuilt too, the package is built first, and its
+ * body builds e as the first load did.  Built the other way round, e's
+ * `from . import x` would build the package in the middle of e's body and
+ * its `from .e import y` would find e half-built. */
+static int
+build_package_first(pyr_build_t *b, pyr_entry_t *e, int depth)
+{
+    const char *dot = e->prefix ? strrchr(e->name, '.') : NULL;
+    size_t len = dot ? (size_t)(dot - e->name) : 0;
+    int i;
+
+    if (len <= strlen(e->prefix ? e->prefix : "") || depth > 64) {
+        return 0; /* top level under its root: no package */
+    }
+    for (i = 0; i < b->nold; i++) {
+        pyr_entry_t *p = b->old[i].e;
+
+        if (b->old[i].marked && p->is_package && strlen(p->name) == len &&
+            strncmp(p->name, e->name, len) == 0) {
+            if (find_item(b, p) >= 0) {
+                return 0;
+            }
+            if (build_package_first(b, p, depth + 1) < 0) {
+                return -1;
+            }
+            return find_item(b, p) >= 0 || build_module(b, p) ? 0 : -1;
+        }
+    }
+    return 0;
+}
+
 /* Marked modules of the old closure, dependencies before their importers. */
 static int
 build_marked(pyr_build_t *b, pyr_gen_t *g, int depth)
@@ -259,6 +292,10 @@ build_marked(pyr_build_t *b, pyr_gen_t *g, int depth)
             return -1;
         }
     }
+    if (find_item(b, g->entry) < 0 && !g->entry->is_handler &&
+        build_package_first(b, g->entry, 0) < 0) {
+        return -1;
+    }
     if (find_item(b, g->entry) < 0 && !g->entry->is_handler && !build_module(b, g->entry)) {
         return -1;
     }
@@ -272,6 +309,17 @@ item_clear(item_t *it)
     Py_CLEAR(it->code);
     free(it->deps);
     it->deps = NULL;
+}
+
+/* A failed build: sys.modules as it was before it. */
+static void
+rollback_names(pyr_build_t *b)
+{
+    int i;
+
+    for (i = 0; i < b->nitems; i++) {
+        pyr_names_rollback(b->items[i].e, b->items[i].module);
+    }
 }
 
 static void
@@ -484,6 +532,9 @@ pyr_load_closure(pyr_entry_t *e, const pyr_logger_t *log, char **error, pyr_watc
     if (!failed && !b.refused && publish(&b) < 0) {
         failed = 1;
     }
+    if (failed || b.refused) {
+        rollback_names(&b);
+    }
     if (b.refused) {
         /* Not a bug in the code: the message says it all, no traceback. */
         PyErr_Clear();
@@ -565,6 +616,9 @@ pyr_build_first(pyr_entry_t *d)
         m = build_module(&b, d);
         building = NULL;
         rv = m && publish(&b) == 0 ? 0 : -1;
+        if (rv < 0) {
+            rollback_names(&b);
+        }
         build_free(&b);
     }
     pthread_mutex_unlock(&c->build);

@@ -15,7 +15,9 @@
  * released.
  */
 #include "pyr_engine.h"
+#include "pyr_mem.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -197,9 +199,32 @@ in_closure(pyr_gen_t *g, pyr_entry_t *d, int depth)
     return NULL;
 }
 
+/* The generations of g's closure that pinned's closure lacks, added to
+ * *out (n of them so far); the new count. */
+static int
+missing_from(pyr_gen_t *pinned, pyr_gen_t *g, pyr_gen_t ***out, int *cap, int n, int depth)
+{
+    int i;
+
+    if (depth > 64 || in_closure(pinned, g->entry, 0)) {
+        return n;
+    }
+    for (i = 0; i < n; i++) {
+        if ((*out)[i] == g) {
+            return n;
+        }
+    }
+    *out = pyr_xgrow(*out, cap, n + 1, sizeof(**out));
+    (*out)[n++] = g;
+    for (i = 0; i < g->ndeps; i++) {
+        n = missing_from(pinned, g->deps[i], out, cap, n, depth + 1);
+    }
+    return n;
+}
+
 /* A request imports a module its pinned set does not have: load it now if
  * it never was, and add it to the request's handler generation so that the
- * handler's checks watch it from now on. */
+ * handler's checks watch it, and every module it imports, from now on. */
 static PyObject *
 request_import(pyr_entry_t *d)
 {
@@ -209,11 +234,28 @@ request_import(pyr_entry_t *d)
         return NULL;
     }
     if (pinned && !in_closure(pinned, d, 0)) {
-        pyr_sig_t sig = d->current->sig;
+        pyr_gen_t **add = NULL;
+        pyr_entry_t **ents;
+        pyr_sig_t *sigs;
+        int cap = 0, n = missing_from(pinned, d->current, &add, &cap, 0, 0), i;
 
+        /* Without the GIL only entries (alive as long as the cache) and
+         * copies of the signatures are used. */
+        ents = pyr_xmalloc((size_t)n * sizeof(*ents));
+        sigs = pyr_xmalloc((size_t)n * sizeof(*sigs));
+        for (i = 0; i < n; i++) {
+            ents[i] = add[i]->entry;
+            sigs[i] = add[i]->sig;
+        }
+        free(add);
         pyr_gen_add_dep(pinned, d->current);
-        Py_BEGIN_ALLOW_THREADS pyr_entry_watch_add(pinned->entry, d, &sig);
+        Py_BEGIN_ALLOW_THREADS
+        for (i = 0; i < n; i++) {
+            pyr_entry_watch_add(pinned->entry, ents[i], &sigs[i]);
+        }
         Py_END_ALLOW_THREADS
+        free(ents);
+        free(sigs);
     }
     return d->current->module;
 }

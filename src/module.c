@@ -121,7 +121,7 @@ init_globals(pyr_entry_t *e, PyObject *dict, long number)
     rv = PyDict_SetItem(dict, pyr_str.file, v);
     Py_DECREF(v);
     if (rv < 0 || PyDict_SetItem(dict, pyr_str.builtins, PyEval_GetBuiltins()) < 0 ||
-        pyr_import_bind_globals(dict, e) < 0) {
+        pyr_import_bind_globals(dict, e) < 0 || pyr_names_set_spec(e, dict) < 0) {
         return -1;
     }
     if (!(v = PyLong_FromLong(number))) {
@@ -190,6 +190,12 @@ pyr_module_exec(pyr_entry_t *e, PyObject *mod, PyObject *code)
     /* New code knows old data formats; old code cannot know future ones. */
     if (ok && old && pyr_call_hook(mod, pyr_str.upgrade, old) < 0) {
         ok = 0;
+    }
+    /* Where nothing was, the name stays, as with Python's import: the rest
+     * of the build finds the module (a factory calling Flask(__name__) for
+     * a package whose body is done); a failed build takes it back. */
+    if (ok && !saved) {
+        return 0;
     }
     pyr_names_leave(e, &saved);
     return ok ? 0 : -1;

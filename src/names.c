@@ -22,17 +22,39 @@
  *     then what was there before is put back;
  *   - at publish, every module of the set replaces its predecessor at once
  *     (under the GIL, no Python code in between);
- *   - a failed build leaves sys.modules as it found it;
+ *   - a module loaded for the first time keeps its name from its body on,
+ *     as with Python's import (nothing served was there): code run later
+ *     in the same build finds it (an application factory calling
+ *     Flask(__name__) for a package whose body is done);
+ *   - a failed build leaves sys.modules as it found it (rollback);
  *   - the entry goes when its generation is finished or the cache destroyed
  *     (only if it still maps to that generation's module); a retired
  *     generation is never found there: its successor took the name.
  *
- * Limit: while a module's body runs, another thread looking up its name
- * in sys.modules finds the module being built (importlib behaves alike).
+ * Each module also has a __spec__, so that importlib.util.find_spec(name)
+ * answers as for an imported file (Flask finds an application's instance
+ * folder next to its file that way): origin = the file, has_location,
+ * submodule_search_locations = [its directory] for a package; no loader,
+ * since nothing but the cache may execute it (importlib.reload() finds no
+ * spec to run).
+ * The root's package is described as a package living in the reload root
+ * (origin <root>/<prefix>/__init__.py, locations [<root>/<prefix>]: names
+ * that do not exist, while its __path__ stays empty and it has no
+ * __file__), so that a tool that asks which sys.path entry holds a module
+ * under the root gets the root itself: Flask's find_package, which puts an
+ * application's instance folder there.  (Described as a namespace package,
+ * Flask's search for a package's location among its locations found none
+ * and raised StopIteration.)
+ *
+ * Limit: while a module's body runs (for a first load: until its build
+ * ends), another thread looking up its name in sys.modules finds the
+ * module being built (importlib behaves alike).
  *
  * GIL everywhere.
  */
 #include "pyr_engine.h"
+
+#include <stdio.h>
 
 static PyObject *
 sys_modules(void)
@@ -44,6 +66,56 @@ sys_modules(void)
         return NULL;
     }
     return m;
+}
+
+/* importlib.machinery.ModuleSpec(name, None, origin=origin), located when
+ * it has an origin, with [locations] as its search path when given.  New
+ * reference. */
+static PyObject *
+new_spec(const char *name, const char *origin, const char *locations)
+{
+    PyObject *cls, *args = NULL, *kw = NULL, *spec = NULL, *v;
+
+    if (!(v = PyImport_ImportModule("importlib.machinery"))) {
+        return NULL;
+    }
+    cls = PyObject_GetAttrString(v, "ModuleSpec");
+    Py_DECREF(v);
+    if (!cls) {
+        return NULL;
+    }
+    if ((args = Py_BuildValue("(sO)", name, Py_None)) &&
+        (kw = Py_BuildValue("{sz}", "origin", origin))) {
+        spec = PyObject_Call(cls, args, kw);
+    }
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_DECREF(cls);
+    if (spec && origin && PyObject_SetAttrString(spec, "has_location", Py_True) < 0) {
+        Py_CLEAR(spec);
+    }
+    if (spec && locations) {
+        v = Py_BuildValue("[s]", locations);
+        if (!v || PyObject_SetAttrString(spec, "submodule_search_locations", v) < 0) {
+            Py_CLEAR(spec);
+        }
+        Py_XDECREF(v);
+    }
+    return spec;
+}
+
+int
+pyr_names_set_spec(pyr_entry_t *e, PyObject *dict)
+{
+    PyObject *spec = new_spec(e->name, e->path, e->is_package ? e->dir : NULL);
+    int rv;
+
+    if (!spec) {
+        return -1;
+    }
+    rv = PyDict_SetItemString(dict, "__spec__", spec);
+    Py_DECREF(spec);
+    return rv;
 }
 
 /* The root's package, made once per cache: the parent of e's dotted name. */
@@ -83,6 +155,19 @@ ensure_package(pyr_entry_t *e, PyObject *mods)
 
         rv = name ? PyObject_SetAttrString(pkg, "__package__", name) : -1;
         Py_XDECREF(name);
+    }
+    if (rv == 0) {
+        char where[4200], init[4300];
+        PyObject *spec;
+
+        snprintf(where, sizeof(where), "%s/%s", e->root, e->prefix);
+        snprintf(init, sizeof(init), "%s/__init__.py", where);
+        spec = new_spec(e->prefix, init, where);
+        if (spec && PyObject_SetAttrString(spec, "has_location", Py_False) < 0) {
+            Py_CLEAR(spec);
+        }
+        rv = spec ? PyObject_SetAttrString(pkg, "__spec__", spec) : -1;
+        Py_XDECREF(spec);
     }
     if (rv == 0 && (rv = PyDict_SetItemString(c->packages, e->prefix, pkg)) == 0) {
         rv = PyDict_SetItemString(mods, e->prefix, pkg);
@@ -129,6 +214,18 @@ pyr_names_leave(pyr_entry_t *e, PyObject **saved)
     PyErr_Restore(type, value, tb);
 }
 
+/* e's name to its serving generation, or to nothing. */
+static void
+to_serving(PyObject *mods, pyr_entry_t *e)
+{
+    if (e->current) {
+        (void)PyDict_SetItemString(mods, e->name, e->current->module);
+    }
+    else {
+        (void)PyDict_DelItemString(mods, e->name);
+    }
+}
+
 int
 pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
 {
@@ -143,14 +240,7 @@ pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
             PyDict_SetItemString(mods, entries[i]->name, modules[i]) < 0) {
             /* Back to the generations that still serve. */
             while (--i >= 0) {
-                pyr_gen_t *g = entries[i]->current;
-
-                if (g) {
-                    (void)PyDict_SetItemString(mods, entries[i]->name, g->module);
-                }
-                else {
-                    (void)PyDict_DelItemString(mods, entries[i]->name);
-                }
+                to_serving(mods, entries[i]);
             }
             return -1;
         }
@@ -158,8 +248,10 @@ pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n)
     return 0;
 }
 
-void
-pyr_names_forget(pyr_entry_t *e, PyObject *module)
+/* If e's name maps to module: to e's serving generation (serving), or
+ * away.  Keeps a pending exception: this runs on error paths. */
+static void
+unmap(pyr_entry_t *e, PyObject *module, int serving)
 {
     PyObject *type, *value, *tb, *mods;
 
@@ -168,10 +260,27 @@ pyr_names_forget(pyr_entry_t *e, PyObject *module)
     }
     PyErr_Fetch(&type, &value, &tb);
     if ((mods = sys_modules()) && PyDict_GetItemString(mods, e->name) == module) {
-        (void)PyDict_DelItemString(mods, e->name);
+        if (serving) {
+            to_serving(mods, e);
+        }
+        else {
+            (void)PyDict_DelItemString(mods, e->name);
+        }
     }
-    PyErr_Clear();
+    PyErr_Clear(); /* nothing better to do than leave it as it is */
     PyErr_Restore(type, value, tb);
+}
+
+void
+pyr_names_forget(pyr_entry_t *e, PyObject *module)
+{
+    unmap(e, module, 0);
+}
+
+void
+pyr_names_rollback(pyr_entry_t *e, PyObject *module)
+{
+    unmap(e, module, 1);
 }
 
 void

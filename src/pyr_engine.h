@@ -227,11 +227,16 @@ int pyr_import_bind_globals(PyObject *globals, pyr_entry_t *e);
  * leave puts back what was there (*saved), keeping a pending exception.
  * publish: each entries[i]->name maps to modules[i], before the entries'
  * current generations are swapped (on failure they are put back: -1).
- * forget: remove e's name if it maps to module.  fini: the root packages. */
+ * forget: remove e's name if it maps to module.  fini: the root packages.
+ * set_spec: e's __spec__ in its module's dict.  rollback: e's name, if it
+ * maps to module (of a failed build), back to e's serving generation or
+ * to nothing. */
 int pyr_names_enter(pyr_entry_t *e, PyObject *module, PyObject **saved);
 void pyr_names_leave(pyr_entry_t *e, PyObject **saved);
 int pyr_names_publish(pyr_entry_t **entries, PyObject **modules, int n);
 void pyr_names_forget(pyr_entry_t *e, PyObject *module);
 void pyr_names_fini(pyr_cache_t *c);
+int pyr_names_set_spec(pyr_entry_t *e, PyObject *dict);
+void pyr_names_rollback(pyr_entry_t *e, PyObject *module);
 
 #endif /* PYR_ENGINE_H */

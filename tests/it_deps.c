@@ -78,6 +78,14 @@ static const httpd_file_t files[] = {
                       "def render():\n    return 'views(%s)' % util.U\n"},
     {"shop/util.py", "U = 'u1'\n"},
     {"shop/sub/__init__.py", "from ..util import U as thing\n"},
+    /* a package whose __init__ imports its own submodule, which imports a
+     * sibling through the package (a Flask blueprint package) */
+    {"pinit.py", "import pyreload\nfrom store import bp\n"
+                 "def handler(req):\n    req.write(bp())\n    return pyreload.OK\n"},
+    {"store/__init__.py", "from .views import bp\n"},
+    {"store/views.py", "from . import pricing\n"
+                       "def bp():\n    return 'v1(%s)' % pricing.P\n"},
+    {"store/pricing.py", "P = 'p1'\n"},
     /* one module, two handlers */
     {"s1.py", "import pyreload, shared\n"
               "def handler(req):\n    req.write('%s id=%d' % (shared.S, id(shared._one)))\n"
@@ -109,6 +117,13 @@ static const httpd_file_t files[] = {
                    "    return pyreload.OK\n"},
     {"rtpkg/__init__.py", "P = 1\n"},
     {"rtpkg/rtmod.py", "V = 'v1'\n"},
+    /* first imported inside handler(), a module that imports another at
+     * load time, from its own directory */
+    {"latedep.py", "import pyreload\n"
+                   "def handler(req):\n    import rtwrap\n    req.write(rtwrap.V)\n"
+                   "    return pyreload.OK\n"},
+    {"rtdeep/rtwrap.py", "from rtdeepdep import V\n"},
+    {"rtdeep/rtdeepdep.py", "V = 'v1'\n"},
     /* imported at load time from other directories */
     {"farimp.py", "import pyreload, farlib\nfrom farpkg import farmod\n"
                   "def handler(req):\n    req.write(farlib.V + farmod.V)\n"
@@ -121,16 +136,19 @@ static const httpd_file_t files[] = {
 
 static const char *config =
     "PyReloadPath @DIR@/lib\n"
+    "PyReloadPath @APP@/rtdeep\n"
     "PyReloadPath @DIR@/latelib\n"
     "<Location /a>\n  PyReloadHandler @APP@/a.py\n</Location>\n"
     "<Location /chain>\n  PyReloadHandler @APP@/chain.py\n</Location>\n"
     "<Location /pk>\n  PyReloadHandler @APP@/pk.py\n</Location>\n"
+    "<Location /pinit>\n  PyReloadHandler @APP@/pinit.py\n</Location>\n"
     "<Location /s1>\n  PyReloadHandler @APP@/s1.py\n</Location>\n"
     "<Location /s2>\n  PyReloadHandler @APP@/s2.py\n</Location>\n"
     "<Location /cy>\n  PyReloadHandler @APP@/cy.py\n</Location>\n"
     "<Location /br>\n  PyReloadHandler @APP@/br.py\n</Location>\n"
     "<Location /late-root>\n  PyReloadHandler @APP@/lateroot.py\n</Location>\n"
     "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n"
+    "<Location /late-dep>\n  PyReloadHandler @APP@/latedep.py\n</Location>\n"
     "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n";
 
 static void
@@ -216,6 +234,23 @@ START_TEST(test_package_relative_imports)
     put("shop/views.py", "from . import util\n"
                          "def render():\n    return 'V2(%s)' % util.U\n");
     expect("/pk", "V2(u2) u2");
+}
+END_TEST
+
+/* Python imports a package before its submodules: a rebuild of a
+ * submodule (or of what it imports) with its package runs the package's
+ * __init__ first, which imports the submodule, as the first load did. */
+START_TEST(test_package_init_imports_submodule)
+{
+    expect("/pinit", "v1(p1)");
+    put("store/views.py", "from . import pricing\n"
+                          "def bp():\n    return 'v2(%s)' % pricing.P\n");
+    expect("/pinit", "v2(p1)");
+    put("store/pricing.py", "P = 'p2'\n");
+    expect("/pinit", "v2(p2)");
+    put("store/__init__.py", "from .views import bp\nX = 1\n");
+    expect("/pinit", "v2(p2)");
+    ck_assert(httpd_log_no_crash(srv, 0));
 }
 END_TEST
 
@@ -306,6 +341,7 @@ static const struct {
 } LATE[] = {
     {"/late-root", "../latelib/rtlib.py"},
     {"/late-pkg", "rtpkg/rtmod.py"},
+    {"/late-dep", "rtdeep/rtdeepdep.py"},  /* a dependency of what it imports */
 };
 
 START_TEST(test_request_time_import_other_directory)
@@ -434,6 +470,7 @@ suite_imports(void)
     tcase_add_test(tc, test_import_inside_handler_function);
     tcase_add_test(tc, test_two_level_chain);
     tcase_add_test(tc, test_package_relative_imports);
+    tcase_add_test(tc, test_package_init_imports_submodule);
     tcase_add_test(tc, test_module_shared_by_two_handlers);
     tcase_add_test(tc, test_import_cycle);
     tcase_add_test(tc, test_broken_helper_keeps_old_set);

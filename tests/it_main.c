@@ -36,6 +36,7 @@ Suite *suite_hostile(void);
 Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
+Suite *suite_flask(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -51,6 +52,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_coexist,
     suite_wsgi_core,
     suite_wsgi,
+    suite_flask,
 };
 
 /* Run once by `make it`, not once per MPM. */

@@ -31,7 +31,7 @@ static httpd_t *srv;
  * ?dump pickles instances; ?load=B64 unpickles them with the code of now. */
 static const char DC_PY[] =
     "from __future__ import annotations\n"
-    "import base64, dataclasses, enum, os, pickle, sys, typing\n"
+    "import base64, dataclasses, enum, importlib.util, os, pickle, sys, typing\n"
     "import pyreload, dcmod\n"
     "VERSION = '%s'\n"
     "@dataclasses.dataclass\n"
@@ -45,6 +45,10 @@ static const char DC_PY[] =
     "def copies(path):\n"
     "    return sum(1 for m in list(sys.modules.values())\n"
     "               if getattr(m, '__file__', None) == path)\n"
+    "def found(m):\n"
+    "    s = importlib.util.find_spec(m.__name__)\n"
+    "    return (s is m.__spec__ and s.name == m.__name__ and s.origin == m.__file__\n"
+    "            and s.has_location and s.parent == (m.__package__ or ''))\n"
     "def checks():\n"
     "    p, it = Point(1, 2), dcmod.Item('a', 3)\n"
     "    return {\n"
@@ -59,6 +63,8 @@ static const char DC_PY[] =
     "        'once': copies(__file__) == 1 and copies(dcmod.__file__) == 1,\n"
     "        'private': 'dcmod' not in sys.modules and dcmod.__name__.endswith('.dcmod'),\n"
     "        'package': dcmod.__package__ == dcmod.__name__.rpartition('.')[0],\n"
+    "        'spec': found(sys.modules[__name__]),\n"
+    "        'mspec': found(dcmod),\n"
     "    }\n"
     "def handler(req):\n"
     "    a = req.args or ''\n"

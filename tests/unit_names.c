@@ -59,11 +59,21 @@ copies_expr(const char *name)
 }
 
 static const char NAMES_PY[] =
-    "import sys, helper\n"
+    "import importlib.util, os, sys, helper\n"
     "from pkg import sub\n"
+    "# later in the load that built them, as with any import\n"
+    "AT_LOAD = sys.modules.get(helper.__name__) is helper and sys.modules.get(sub.__name__) is sub\n"
     "def handler(req):\n"
     "    root = sys.modules[helper.__name__.rpartition('.')[0]]\n"
+    "    rs = importlib.util.find_spec(root.__name__)\n"
+    "    here = os.path.dirname(__file__)\n"
     "    return ' '.join(str(x) for x in [\n"
+    "        AT_LOAD or __generation__ > 1,\n"
+    "        rs.submodule_search_locations == [os.path.join(here, root.__name__)]\n"
+    "        and os.path.dirname(os.path.dirname(rs.origin)) == here\n"
+    "        and importlib.util.find_spec(sub.__name__).submodule_search_locations is None\n"
+    "        and importlib.util.find_spec(sub.__name__.rpartition('.')[0])\n"
+    "            .submodule_search_locations == [os.path.join(here, 'pkg')],\n"
     "        sys.modules[__name__].__dict__ is globals(),\n"
     "        sys.modules[helper.__name__] is helper,\n"
     "        sys.modules[sub.__name__] is sub,\n"
@@ -85,10 +95,10 @@ START_TEST(test_generations_in_sys_modules)
     ut_edit("pkg/__init__.py", "");
     ut_edit("pkg/sub.py", "");
     e = handler("h.py", &slot);
-    ck_serves(e, slot, "True True True True True True True True one");
+    ck_serves(e, slot, "True True True True True True True True True True one");
     /* After a reload the name is the new module's, and only one copy is. */
     ut_edit("helper.py", "T = 'two'\n");
-    ck_serves(e, slot, "True True True True True True True True two");
+    ck_serves(e, slot, "True True True True True True True True True True two");
     ck_main(copies_expr("helper.py"), "1");
     ck_main(copies_expr("h.py"), "1");
 }
@@ -121,11 +131,18 @@ START_TEST(test_failures_leave_sys_modules)
     ck_assert_int_eq(ut_log_count("ValueError: broken"), 1);
     ck_main(copies_expr("helper.py"), "1");
 
-    /* A handler that never loaded is not there. */
-    ut_edit("bad.py", "raise ValueError('never')\n");
+    /* A handler that never loaded is not there, nor what it imported
+     * before it failed (a first load keeps its name until its build ends,
+     * a failed build takes it back). */
+    ut_edit("bad.py", "import sys, fine\n"
+                      "assert sys.modules[fine.__name__] is fine\n"
+                      "raise ValueError('never')\n");
+    ut_edit("fine.py", "X = 1\n");
     b = handler("bad.py", &bslot);
     ck_assert_int_eq(pyr_entry_refresh(b, &ut_every, &ut_log), PYR_FAILED);
+    ck_assert_int_eq(ut_log_count("ValueError: never"), 1);
     ck_main(copies_expr("bad.py"), "0");
+    ck_main(copies_expr("fine.py"), "0");
 
     /* The retired generation's end does not take its successor's name. */
     pyr_gil_take();
