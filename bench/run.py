@@ -1764,6 +1764,14 @@ def targets(settings, res):
     out.append(vs("flask-embedded", T_FLASK_VS_PEER,
                   f"Flask: flask-pyreload ≥ {T_FLASK_VS_PEER:.1f}× flask-embedded "
                   f"at {c16}", "flask-pyreload"))
+    label = (f"Flask template route: flask-pyreload ≥ {T_FLASK_VS_PEER:.1f}× "
+             f"flask-embedded at {c16}")
+    if all(k in tp for k in FLASK_KINDS):
+        a, b = (tp[k]["page_rps"] for k in FLASK_KINDS)
+        out.append(target_line(label, ratio(a, b) >= T_FLASK_VS_PEER,
+                               f"{f_x(ratio(a, b))} ({a:,.0f} vs {b:,.0f} req/s)"))
+    else:
+        out.append(target_line(label, None, "–"))
     ck = res.get("check") or {}
     if "cost" in ck:
         out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (20 imported "
