@@ -47,7 +47,8 @@ ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
 # httpd-side Python glue.
-GLUE_SRC   = src/serve.c src/req.c src/child.c
+GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
+             src/wsgi_stream.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 

@@ -8,6 +8,9 @@
  *   <Location /hello>
  *       PyReloadHandler /srv/app/hello.py     # calls handler(req)
  *   </Location>
+ *   <Location /shop>
+ *       PyReloadWSGI /srv/shop/app.py         # application(environ, start_response)
+ *   </Location>
  *   <Location /api>
  *       PyReloadHandler /srv/app/api.py::serve
  *       PyReloadOption db /var/lib/app/db.sqlite
@@ -16,7 +19,8 @@
  *
  * This file is httpd glue only: directives, configuration, hooks.  The
  * engine (module cache, reloads, generations) is behind include/pyreload.h;
- * one request through Python is src/serve.c, and handler(req) is src/req.c.
+ * one request through Python is src/serve.c, handler(req) is src/req.c and
+ * WSGI (PEP 3333) is src/wsgi*.c.
  */
 #include "pyr_httpd.h"
 
@@ -98,15 +102,46 @@ directive_where(cmd_parms *cmd)
     return apr_psprintf(cmd->pool, "%s:%d", d->filename, d->line_num);
 }
 
+/* What a handler directive calls (its cmd->info). */
+typedef struct directive_kind {
+    const pyr_protocol_t *protocol;
+    const char *default_callable;
+} directive_kind_t;
+
+static const directive_kind_t handler_kind = { &pyr_protocol_pyreload, "handler" };
+static const directive_kind_t wsgi_kind = { &pyr_protocol_wsgi, "application" };
+
+/* The path of the non-regex <Location> the directive is in, without its
+ * trailing '/'; NULL elsewhere (<Directory>, <Files>, <LocationMatch>,
+ * <Location ~>, server or virtual host). */
+static const char *
+location_of(cmd_parms *cmd)
+{
+    const ap_directive_t *sec = cmd->directive ? cmd->directive->parent : NULL;
+    const char *path = cmd->path;
+    apr_size_t n;
+
+    if (!sec || !path || strcasecmp(sec->directive, "<Location") || !sec->args ||
+        sec->args[0] == '~') {
+        return NULL;
+    }
+    n = strlen(path);
+    while (n > 0 && path[n - 1] == '/') {
+        n--;
+    }
+    return apr_pstrmemdup(cmd->pool, path, n);
+}
+
 static const char *
 set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
 {
+    const directive_kind_t *kind = cmd->info;
     pyr_dir_conf_t *c = mconfig;
     const char *file, *callable, *err, *path;
     pyr_handler_t *h;
     struct stat st;
 
-    if ((err = pyr_spec_parse(cmd->pool, arg, &file, &callable))) {
+    if ((err = pyr_spec_parse(cmd->pool, arg, kind->default_callable, &file, &callable))) {
         return apr_psprintf(cmd->pool, "%s %s", cmd->cmd->name, err);
     }
     if (!(path = ap_server_root_relative(cmd->pool, file))) {
@@ -123,7 +158,8 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
     h->path = path;
     h->callable = callable;
     h->where = directive_where(cmd);
-    h->protocol = &pyr_protocol_pyreload;
+    h->protocol = kind->protocol;
+    h->location = location_of(cmd);
     h->id = configured->nelts;
     APR_ARRAY_PUSH(configured, const pyr_handler_t *) = h;
     c->handler = h;
@@ -207,9 +243,12 @@ add_option(cmd_parms *cmd, void *mconfig, const char *name, const char *value)
 }
 
 static const command_rec pyreload_cmds[] = {
-    AP_INIT_TAKE1("PyReloadHandler", set_handler, NULL, RSRC_CONF | ACCESS_CONF,
+    AP_INIT_TAKE1("PyReloadHandler", set_handler, (void *)&handler_kind, RSRC_CONF | ACCESS_CONF,
                   "FILE[::CALLABLE]: the Python file (and function, default "
                   "'handler') that answers requests here"),
+    AP_INIT_TAKE1("PyReloadWSGI", set_handler, (void *)&wsgi_kind, RSRC_CONF | ACCESS_CONF,
+                  "FILE[::CALLABLE]: the Python file (and WSGI application, "
+                  "default 'application') that answers requests here"),
     AP_INIT_TAKE1("PyReloadPath", add_path, NULL, RSRC_CONF,
                   "DIR: a directory to put first on sys.path (repeatable); "
                   "server-wide"),
@@ -287,6 +326,13 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
+/* What the pyreload module gets from the httpd side. */
+static int
+extend_module(PyObject *m)
+{
+    return pyr_req_register(m) < 0 || pyr_wsgi_register(m) < 0 ? -1 : 0;
+}
+
 static void
 stdio_log(void *baton, int level, const char *line)
 {
@@ -336,7 +382,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
     opts.npaths = paths->nelts;
     opts.stdio.log = stdio_log;
     opts.stdio.baton = main_server;
-    opts.extend_module = pyr_req_register;
+    opts.extend_module = extend_module;
     opts.drain = pyr_child_drain;
     if (owner) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,

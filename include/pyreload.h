@@ -151,10 +151,10 @@ int pyr_perm_self_writable(const char *path, char *msg, size_t len);
 /* ------------------------------------------------------------------ */
 /* spec.c: "FILE[::CALLABLE]"                                          */
 
-/* Split arg into file and callable ("handler" when absent).  Returns NULL or
- * an error message; results are allocated from p. */
-const char *pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file,
-                           const char **callable);
+/* Split arg into file and callable (default_callable when absent).  Returns
+ * NULL or an error message; results are allocated from p. */
+const char *pyr_spec_parse(apr_pool_t *p, const char *arg, const char *default_callable,
+                           const char **file, const char **callable);
 int pyr_is_identifier(const char *s);
 
 /* ------------------------------------------------------------------ */

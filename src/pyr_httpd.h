@@ -10,6 +10,8 @@
 
 #include "pyreload.h" /* first: Python.h must precede system headers */
 
+#include "pyr_python.h"
+
 #include "httpd.h"
 #include "http_config.h"
 
@@ -25,14 +27,18 @@
 
 typedef struct pyr_protocol pyr_protocol_t;
 
-/* One per PyReloadHandler directive, in configuration memory, which no
- * request writes: each process binds a handler to its cache entry in a
- * table of its own (serve.c), indexed by id. */
+/* One per PyReloadHandler or PyReloadWSGI directive, in configuration
+ * memory, which no request writes: each process binds a handler to its
+ * cache entry in a table of its own (serve.c), indexed by id. */
 typedef struct pyr_handler {
     const char *path; /* absolute */
     const char *callable;
     const char *where; /* the directive's section, file and line, for logs */
     const pyr_protocol_t *protocol;
+    /* The non-regex <Location> path the directive is in, without a trailing
+     * '/' ("" for <Location />); NULL in any other context.  WSGI's
+     * SCRIPT_NAME. */
+    const char *location;
     int id; /* 0, 1, ... in configuration order */
 } pyr_handler_t;
 
@@ -58,6 +64,7 @@ typedef struct pyr_call {
     const pyr_dir_conf_t *cfg;
     apr_bucket_brigade *bb; /* the response not yet passed to the filters:
                                    serve.c sends it, or drops it on a failure */
+    pyr_gen_t *gen;         /* the generation serving the request (pinned) */
     void *state;            /* the protocol's, from start() to finish() */
 } pyr_call_t;
 
@@ -74,7 +81,7 @@ typedef struct pyr_outcome {
  * unpin, the failure tail).  Every function runs with the GIL held and may
  * release it around I/O; c->state is theirs. */
 struct pyr_protocol {
-    const char *name; /* "pyreload" (req.c) */
+    const char *name; /* "pyreload" (req.c), "wsgi" (wsgi.c) */
     /* Build what the callable is given (the native protocol's req).  0, or
      * -1 with a Python exception set. */
     int (*start)(pyr_call_t *c);
@@ -101,6 +108,37 @@ void pyr_outcome_exception(pyr_outcome_t *o);
 /* req.c: the native protocol, handler(req) */
 extern const pyr_protocol_t pyr_protocol_pyreload;
 int pyr_req_register(PyObject *module); /* adds pyreload.Request */
+
+/* wsgi.c: PEP 3333, application(environ, start_response) */
+extern const pyr_protocol_t pyr_protocol_wsgi;
+/* Adds pyreload.FileWrapper and makes what every WSGI request shares
+ * (environ keys, constant values).  GIL, at interpreter start. */
+int pyr_wsgi_register(PyObject *module);
+
+/* wsgi_environ.c: environ for one request.  GIL.  New dict (input and
+ * errors put into it; pyreload.options tied to guard), or NULL + exception. */
+PyObject *pyr_wsgi_environ(pyr_call_t *c, pyr_guard_t *guard, PyObject *input, PyObject *errors);
+int pyr_wsgi_environ_init(void); /* once per process; GIL */
+void pyr_wsgi_environ_fini(void);
+
+/* wsgi_input.c: wsgi.input over r's body.  GIL.  Every object of a
+ * request shares its guard (guard.c): once the request has ended, they
+ * raise. */
+extern PyTypeObject pyr_WSGIInputType;
+PyObject *pyr_wsgi_input_new(request_rec *r, pyr_guard_t *guard);
+/* The HTTP status a failed body read calls for (413, 400), or 0. */
+int pyr_wsgi_input_error(PyObject *input);
+
+/* wsgi_stream.c: wsgi.errors (text into the error log, tagged with r's
+ * client) and wsgi.file_wrapper. */
+extern PyTypeObject pyr_WSGIErrorsType;
+extern PyTypeObject pyr_FileWrapperType;
+PyObject *pyr_wsgi_errors_new(request_rec *r, pyr_guard_t *guard);
+int pyr_wsgi_errors_flush(PyObject *errors); /* log an unfinished line */
+/* The file a FileWrapper result can send as an APR file bucket: 1 with
+ * *fd (a dup, the caller's), *offset (the file's position) and *size (to
+ * its end); 0 if it has none (iterate it instead); -1 + exception. */
+int pyr_file_wrapper_fd(PyObject *wrapper, int *fd, apr_off_t *offset, apr_off_t *size);
 
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,

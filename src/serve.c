@@ -149,7 +149,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     const pyr_handler_t *h = cfg->handler;
     const pyr_protocol_t *proto = h->protocol;
     pyr_logger_t log = { rlog, r };
-    pyr_call_t call = { r, cfg, NULL, NULL };
+    pyr_call_t call = { r, cfg, NULL, NULL, NULL };
     pyr_outcome_t o = { OK, 0, NULL, 0 };
     pyr_check_t check;
     binding_t *b;
@@ -195,6 +195,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
 
     pyr_gil_take();
     g = pyr_entry_acquire(e);
+    call.gen = g;
     if (proto->start(&call) < 0) {
         pyr_outcome_exception(&o);
         pyr_gen_release(g, &log);

@@ -1,14 +1,12 @@
 /*
  * Licensed under the Apache License, Version 2.0 (see LICENSE).
  *
- * spec.c: the "FILE[::CALLABLE]" argument of PyReloadHandler.
+ * spec.c: the "FILE[::CALLABLE]" argument of PyReloadHandler and PyReloadWSGI.
  */
 #include "pyreload.h"
 
 #include <apr_strings.h>
 #include <string.h>
-
-#define DEFAULT_CALLABLE "handler"
 
 int
 pyr_is_identifier(const char *s)
@@ -30,7 +28,8 @@ pyr_is_identifier(const char *s)
 }
 
 const char *
-pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file, const char **callable)
+pyr_spec_parse(apr_pool_t *p, const char *arg, const char *default_callable, const char **file,
+               const char **callable)
 {
     const char *sep = NULL, *s;
 
@@ -40,7 +39,7 @@ pyr_spec_parse(apr_pool_t *p, const char *arg, const char **file, const char **c
     }
     if (!sep) {
         *file = apr_pstrdup(p, arg);
-        *callable = DEFAULT_CALLABLE;
+        *callable = default_callable;
     }
     else {
         *file = apr_pstrmemdup(p, arg, (apr_size_t)(sep - arg));

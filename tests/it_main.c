@@ -34,6 +34,7 @@ Suite *suite_names(void);
 Suite *suite_safety(void);
 Suite *suite_hostile(void);
 Suite *suite_coexist(void);
+Suite *suite_wsgi_core(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -47,6 +48,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_safety,
     suite_hostile,
     suite_coexist,
+    suite_wsgi_core,
 };
 
 /* Run once by `make it`, not once per MPM. */

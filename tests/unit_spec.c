@@ -29,7 +29,7 @@ START_TEST(test_spec_cases)
     const char *file = NULL, *callable = NULL, *err;
 
     apr_pool_create(&p, NULL);
-    err = pyr_spec_parse(p, cases[_i].arg, &file, &callable);
+    err = pyr_spec_parse(p, cases[_i].arg, "handler", &file, &callable);
     if (cases[_i].file) {
         ck_assert_msg(err == NULL, "%s: unexpected error %s", cases[_i].arg, err);
         ck_assert_str_eq(file, cases[_i].file);
