@@ -571,6 +571,20 @@ def children_of(ppid):
     return kids
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid, in seconds (0.0 if it has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def vmrss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -725,6 +739,12 @@ class Server:
 
     def rss_kib(self):
         return sum(vmrss_kib(p) or 0 for p in self.children())
+
+    def cpu(self):
+        """{pid: CPU seconds} of the parent and its children."""
+        if not self.verified():
+            return {}
+        return {p: cpu_seconds(p) for p in [self.pid] + self.children()}
 
     def log_size(self):
         try:
@@ -942,11 +962,13 @@ def run_wrk(url, conns, seconds, latency=True):
         raise BenchError(f"wrk failed ({r.returncode}): {out}\n{r.stderr}")
     lat = {p: wrk_ms(v) for p, v in
            re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M)}
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
                      r"timeout (\d+)", out)
     return {"rps": float(m.group(1)), "p50": lat.get("50", float("nan")),
             "p99": lat.get("99", float("nan")),
+            "requests": int(total.group(1)) if total else 0,
             "errors": (int(non2xx.group(1)) if non2xx else 0)
                       + (sum(map(int, sock.groups())) if sock else 0)}
 
@@ -1044,7 +1066,14 @@ def measure_throughput(servers, settings, failures):
             url = servers[k].url(KIND_URL[k][0])
             if settings.warmup:
                 run_wrk(url, settings.conns, settings.warmup, latency=False)
+            cpu0 = servers[k].cpu()
             many = run_wrk(url, settings.conns, settings.duration)
+            cpu1 = servers[k].cpu()
+            # The server's CPU per request: what the other jobs on the
+            # machine disturb least (processes present before and after).
+            used = sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0)
+            many["cpu_us"] = (used / many["requests"] * 1e6
+                              if many["requests"] else float("nan"))
             one = run_wrk(url, 1, settings.duration)
             runs[k].append({"many": many, "one": one})
             if k in FLASK_KINDS:
@@ -1060,6 +1089,7 @@ def measure_throughput(servers, settings, failures):
             f"{w}_{f}": med([x[w][f] for x in r])
             for w in ("many", "one") for f in ("rps", "p50", "p99")}
         results[k]["errors"] = sum(x[w]["errors"] for x in r for w in ("many", "one"))
+        results[k]["many_cpu_us"] = med([x["many"]["cpu_us"] for x in r])
         if k in FLASK_KINDS:
             results[k]["page_rps"] = med([x["page"]["rps"] for x in r])
             results[k]["page_p99"] = med([x["page"]["p99"] for x in r])
@@ -1558,9 +1588,11 @@ def render(settings, info, res, started, elapsed):
             "its default application group). Every body is checked first.")
         add("")
         add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+            f"CPU µs/req c{settings.conns} | "
             "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
             "framing |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "---:|---|")
         for k in settings.kinds:
             if k not in tp:
                 continue
@@ -1568,6 +1600,7 @@ def render(settings, info, res, started, elapsed):
             add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
                 f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
                 f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
+                f"{f_ms(r['many_cpu_us'], 1)} | "
                 f"{f_rps(r['one_rps'])} | "
                 f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
                 f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
@@ -1576,6 +1609,9 @@ def render(settings, info, res, started, elapsed):
         add("")
         add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
             "the rounds; a large spread means something else was using the CPU. "
+            f"CPU µs/req: user + system CPU of the server's processes during the "
+            f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
+            "other jobs on the machine disturb least. "
             "RSS: summed VmRSS of the server's children after the run. "
             "framing: how the body was delimited. wrk runs on the same 2 cores, "
             f"so at c{settings.conns} the client's share of the CPU caps every "
