@@ -76,8 +76,10 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 
 # The fixture reads the server configuration it shares with the bench and the
 # demo at run time.
+# tests/wsgi/ holds the WSGI suite's applications, read at run time.
 tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h Makefile
-	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
+	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' \
+	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
 
 # Install only what is missing, so that a machine that has it all needs no network.
 deps:

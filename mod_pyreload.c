@@ -39,7 +39,7 @@ module AP_MODULE_DECLARE_DATA pyreload_module;
 static pyr_cache_t *cache;
 static server_rec *main_server;
 
-/* Every PyReloadHandler of the configuration being read (pconf), for the
+/* Every PyReloadHandler and PyReloadWSGI of the configuration being read (pconf), for the
  * start-up check of its file once PyReloadSafeFiles is known. */
 static apr_array_header_t *configured;
 
@@ -157,6 +157,7 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
     h = apr_pcalloc(cmd->pool, sizeof(*h));
     h->path = path;
     h->callable = callable;
+    h->directive = cmd->cmd->name;
     h->where = directive_where(cmd);
     h->protocol = kind->protocol;
     h->location = location_of(cmd);
@@ -305,9 +306,9 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
         if (pyr_perm_check(h->path, msg, sizeof(msg)) == 1) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
                          "PYR0020: "
-                         "PyReloadHandler (%s): %s; or, on a development machine only, "
+                         "%s (%s): %s; or, on a development machine only, "
                          "PyReloadSafeFiles Off",
-                         h->where, msg);
+                         h->directive, h->where, msg);
             bad = 1;
         }
     }

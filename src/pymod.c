@@ -107,17 +107,12 @@ drop_http_error(PyObject *self, PyObject *unused)
 
 static PyMethodDef drop_http_error_def = { "_drop_http_error", drop_http_error, METH_NOARGS, NULL };
 
-static int
-hold_http_error(PyObject *dict)
+int
+pyr_atexit(PyMethodDef *def)
 {
-    PyObject *cls, *atexit = NULL, *fn = NULL, *r = NULL;
+    PyObject *atexit, *fn = NULL, *r = NULL;
 
-    if (!(cls = PyMapping_GetItemString(dict, "HTTPError"))) {
-        return -1;
-    }
-    Py_XSETREF(pyr_HTTPError, cls);
-    if ((atexit = PyImport_ImportModule("atexit")) &&
-        (fn = PyCFunction_New(&drop_http_error_def, NULL))) {
+    if ((atexit = PyImport_ImportModule("atexit")) && (fn = PyCFunction_New(def, NULL))) {
         r = PyObject_CallMethod(atexit, "register", "O", fn);
     }
     Py_XDECREF(atexit);
@@ -127,6 +122,18 @@ hold_http_error(PyObject *dict)
     }
     Py_DECREF(r);
     return 0;
+}
+
+static int
+hold_http_error(PyObject *dict)
+{
+    PyObject *cls;
+
+    if (!(cls = PyMapping_GetItemString(dict, "HTTPError"))) {
+        return -1;
+    }
+    Py_XSETREF(pyr_HTTPError, cls);
+    return pyr_atexit(&drop_http_error_def);
 }
 
 /* Fill the module made by pyr_pymod_init() (single-phase: the module is

@@ -33,7 +33,8 @@ typedef struct pyr_protocol pyr_protocol_t;
 typedef struct pyr_handler {
     const char *path; /* absolute */
     const char *callable;
-    const char *where; /* the directive's section, file and line, for logs */
+    const char *directive; /* "PyReloadHandler" or "PyReloadWSGI", for logs */
+    const char *where;     /* the directive's section, file and line, for logs */
     const pyr_protocol_t *protocol;
     /* The non-regex <Location> path the directive is in, without a trailing
      * '/' ("" for <Location />); NULL in any other context.  WSGI's

@@ -15,12 +15,17 @@
 PyObject *pyr_pymod_init(void); /* PyImport_AppendInittab target */
 void pyr_pymod_set_extender(int (*extend)(PyObject *module));
 extern PyObject *pyr_HTTPError; /* pyreload.HTTPError, owned by the module */
+/* Have atexit call def (no arguments) at finalisation, while Python still
+ * runs: where what a C global holds is dropped.  0, or -1 + exception. */
+int pyr_atexit(PyMethodDef *def);
 
 /* stdio.c: sys.stdout and sys.stderr into the error log.  GIL.  log must
  * outlive the interpreter. */
 int pyr_stdio_install(const pyr_logger_t *log);
 void pyr_stdio_flush(void);   /* log the unfinished lines */
 void pyr_stdio_release(void); /* flush, and drop our references */
+/* A stream's writelines(): write(self, item) for each item of lines. */
+PyObject *pyr_writelines(PyObject *self, PyObject *lines, PyObject *(*write)(PyObject *, PyObject *));
 
 /* procguard.c: what a handler may do to its process (see there).  GIL.  log
  * must outlive the interpreter. */

@@ -166,9 +166,9 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     }
     if (h->id < 0 || h->id >= nbindings) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      "PYR0220: PyReloadHandler (%s) is "
+                      "PYR0220: %s (%s) is "
                       "not known to this process (handler %d of %d)",
-                      h->where, h->id, nbindings);
+                      h->directive, h->where, h->id, nbindings);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     b = bind_handler(h, cache);
@@ -236,9 +236,9 @@ report:
     if (o.missing > 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                       "PYR0120: %s has no callable '%s' "
-                      "(named by PyReloadHandler in %s); answering 500 there until it "
+                      "(named by %s in %s); answering 500 there until it "
                       "has (said once per generation of the file)",
-                      h->path, h->callable, h->where ? h->where : "?");
+                      h->path, h->callable, h->directive, h->where ? h->where : "?");
     }
     else if (o.failed && !o.missing) {
         const char *where = apr_psprintf(r->pool, "%s::%s", h->path, h->callable);

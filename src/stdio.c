@@ -119,8 +119,8 @@ stream_write(stream_t *self, PyObject *arg)
     return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(arg));
 }
 
-static PyObject *
-stream_writelines(stream_t *self, PyObject *lines)
+PyObject *
+pyr_writelines(PyObject *self, PyObject *lines, PyObject *(*write)(PyObject *, PyObject *))
 {
     PyObject *it = PyObject_GetIter(lines), *item;
 
@@ -128,7 +128,7 @@ stream_writelines(stream_t *self, PyObject *lines)
         return NULL;
     }
     while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *r = stream_write(self, item);
+        PyObject *r = write(self, item);
 
         Py_DECREF(item);
         if (!r) {
@@ -142,6 +142,12 @@ stream_writelines(stream_t *self, PyObject *lines)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_writelines(stream_t *self, PyObject *lines)
+{
+    return pyr_writelines((PyObject *)self, lines, (PyObject * (*)(PyObject *, PyObject *)) stream_write);
 }
 
 static PyObject *

@@ -437,13 +437,17 @@ allowed(resp_t *self, apr_off_t n)
     return n;
 }
 
-/* Pass serve.c's brigade, with data (if n) and a flush, to the filters:
- * the GIL released, inside the guard.  0, or -1 with an exception. */
+/* Pass serve.c's brigade to the filters with the first `room` bytes of the
+ * bytes objects items[0 .. count) and a flush, the GIL released, inside the
+ * guard.  The blocks go as transient buckets: they stay alive and
+ * unchanged (bytes) until the filters return, and a filter that keeps one
+ * copies it.  0, or -1 with an exception. */
 static int
-pass(resp_t *self, const char *data, apr_size_t n)
+pass(resp_t *self, PyObject *const *items, Py_ssize_t count, apr_off_t room)
 {
     request_rec *r;
     apr_status_t rv;
+    Py_ssize_t i;
 
     if (self->gone) {
         PyErr_SetString(PyExc_OSError, "sending the response failed: the client has gone");
@@ -456,10 +460,14 @@ pass(resp_t *self, const char *data, apr_size_t n)
     self->passed = 1;
     Py_BEGIN_ALLOW_THREADS apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
 
-    /* Transient: the block stays alive and unchanged (bytes) until the
-     * filters return, and a filter that keeps it copies it. */
-    if (n) {
-        APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(data, n, ba));
+    for (i = 0; i < count && room > 0; i++) {
+        apr_off_t n = PyBytes_GET_SIZE(items[i]) < room ? PyBytes_GET_SIZE(items[i]) : room;
+
+        if (n > 0) {
+            APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(
+                                                  PyBytes_AS_STRING(items[i]), (apr_size_t)n, ba));
+        }
+        room -= n;
     }
     APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_flush_create(ba));
     rv = ap_pass_brigade(r->output_filters, self->bb);
@@ -495,16 +503,31 @@ send_block(resp_t *self, PyObject *block)
     n = allowed(self, PyBytes_GET_SIZE(block));
     if (self->head) {
         /* The headers go now, as for GET; the body never. */
-        return self->passed ? 0 : pass(self, NULL, 0);
+        return self->passed ? 0 : pass(self, NULL, 0, 0);
     }
-    return n > 0 ? pass(self, PyBytes_AS_STRING(block), (apr_size_t)n) : 0;
+    return n > 0 ? pass(self, &block, 1, n) : 0;
 }
 
 static PyObject *
 resp_write(resp_t *self, PyObject *data)
 {
-    if (pyr_guard_check(self->guard) < 0 || send_block(self, data) < 0) {
+    int past;
+
+    if (pyr_guard_check(self->guard) < 0) {
         return NULL;
+    }
+    past = PyBytes_Check(data) && self->clen >= 0 &&
+           PyBytes_GET_SIZE(data) > self->clen - self->sent;
+    if (send_block(self, data) < 0) {
+        return NULL;
+    }
+    if (past) {
+        /* PEP 3333: what fits was sent; the application is told the rest
+         * was not. */
+        return PyErr_Format(PyExc_ValueError,
+                            "write() past the Content-Length of %" APR_OFF_T_FMT
+                            " bytes the application set: the rest was not sent (PEP 3333)",
+                            self->clen);
     }
     Py_RETURN_NONE;
 }
@@ -527,7 +550,7 @@ end_body(resp_t *self)
         /* What there is goes out, and then the connection is cut (serve.c),
          * so that no client takes it for the whole body. */
         if (!self->passed) {
-            return pass(self, NULL, 0);
+            return pass(self, NULL, 0, 0);
         }
     }
     return 0;
@@ -550,9 +573,15 @@ send_sequence(resp_t *self, PyObject *seq)
     Py_ssize_t i, count = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     apr_off_t total = 0, room;
-    request_rec *r;
-    apr_status_t rv;
+    PyObject *snap;
+    int rc;
 
+    /* From here to the copy or the pass the GIL is kept (the guard is
+     * idle, need_start() waits for nothing), so no other thread can change
+     * a list between its check and its use. */
+    if (pyr_guard_check(self->guard) < 0) {
+        return -1;
+    }
     for (i = 0; i < count; i++) {
         if (!PyBytes_Check(items[i])) {
             PyErr_Format(PyExc_TypeError,
@@ -581,36 +610,15 @@ send_sequence(resp_t *self, PyObject *seq)
         }
         return end_body(self);
     }
-    /* Large: no copy, the blocks stay alive in seq while passed. */
+    /* Large: no copy.  Passed without the GIL, the blocks must stay alive
+     * even if another thread empties the list meanwhile: a tuple of them. */
+    if (!(snap = PyList_CheckExact(seq) ? PyList_AsTuple(seq) : Py_NewRef(seq))) {
+        return -1;
+    }
     set_length(self, total);
-    if (pyr_guard_enter(self->guard) < 0) {
-        return -1;
-    }
-    r = self->r;
-    self->passed = 1;
-    Py_BEGIN_ALLOW_THREADS apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
-
-    for (i = 0; i < count && room > 0; i++) {
-        apr_off_t n = PyBytes_GET_SIZE(items[i]) < room ? PyBytes_GET_SIZE(items[i]) : room;
-
-        if (n > 0) {
-            APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_transient_create(
-                                                  PyBytes_AS_STRING(items[i]), (apr_size_t)n, ba));
-        }
-        room -= n;
-    }
-    APR_BRIGADE_INSERT_TAIL(self->bb, apr_bucket_flush_create(ba));
-    rv = ap_pass_brigade(r->output_filters, self->bb);
-    apr_brigade_cleanup(self->bb);
-    pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS
-
-    if (rv != APR_SUCCESS) {
-        self->gone = 1;
-        PyErr_SetString(PyExc_OSError, "sending the response failed: the client has gone");
-        return -1;
-    }
-    return end_body(self);
+    rc = pass(self, PySequence_Fast_ITEMS(snap), PySequence_Fast_GET_SIZE(snap), total);
+    Py_DECREF(snap);
+    return rc < 0 ? -1 : end_body(self);
 }
 
 static apr_status_t
@@ -670,6 +678,10 @@ send_iterable(resp_t *self, PyObject *result)
         if (rc < 0) {
             Py_DECREF(it);
             return -1;
+        }
+        /* PEP 3333: stop iterating once the Content-Length is sent. */
+        if (self->clen >= 0 && self->sent >= self->clen) {
+            break;
         }
     }
     Py_DECREF(it);
@@ -812,6 +824,20 @@ wsgi_judge(pyr_call_t *c, PyObject *result, pyr_outcome_t *o)
                       "PYR0402: the client went away before the response of %s::%s was sent",
                       c->cfg->handler->path, c->cfg->handler->callable);
     }
+    else if (!result && self->passed && self->clen >= 0 && self->sent >= self->clen) {
+        /* The whole body its Content-Length announced is out: cutting the
+         * connection now could only lose what the client has not read yet
+         * (a reset discards it).  Logged, not cut. */
+        pyr_logger_t log = { rlog, c->r };
+        char *why = pyr_exc_format();
+
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, c->r,
+                      "PYR0403: %s::%s failed after its whole response (Content-Length %" APR_OFF_T_FMT
+                      ") was sent:",
+                      c->cfg->handler->path, c->cfg->handler->callable, self->clen);
+        pyr_log_lines(&log, APLOG_ERR, "PYR0403: ", why);
+        free(why);
+    }
     else if (!result && body && !self->passed) {
         /* The application let the failed body read end it: the status
          * that read called for (413 past LimitRequestBody). */
@@ -905,8 +931,6 @@ static PyMethodDef drop_shared_def = { "_drop_wsgi", drop_shared, METH_NOARGS, N
 int
 pyr_wsgi_register(PyObject *module)
 {
-    PyObject *atexit, *fn = NULL, *r = NULL;
-
     if (PyType_Ready(&resp_type) < 0 || PyType_Ready(&pyr_WSGIInputType) < 0 ||
         PyType_Ready(&pyr_WSGIErrorsType) < 0 || PyType_Ready(&pyr_FileWrapperType) < 0 ||
         PyModule_AddObjectRef(module, "FileWrapper", (PyObject *)&pyr_FileWrapperType) < 0) {
@@ -915,18 +939,10 @@ pyr_wsgi_register(PyObject *module)
     if (registered) {
         return 0; /* the module made again (a handler removed it from sys.modules) */
     }
-    if (!(str_close = PyUnicode_InternFromString("close")) || pyr_wsgi_environ_init() < 0) {
+    if (!(str_close = PyUnicode_InternFromString("close")) || pyr_wsgi_environ_init() < 0 ||
+        pyr_atexit(&drop_shared_def) < 0) {
         return -1;
     }
-    if ((atexit = PyImport_ImportModule("atexit")) && (fn = PyCFunction_New(&drop_shared_def, NULL))) {
-        r = PyObject_CallMethod(atexit, "register", "O", fn);
-    }
-    Py_XDECREF(atexit);
-    Py_XDECREF(fn);
-    if (!r) {
-        return -1;
-    }
-    Py_DECREF(r);
     registered = 1;
     return 0;
 }

@@ -282,6 +282,7 @@ put_headers(PyObject *d, request_rec *r)
 
     for (i = 0; i < arr->nelts; i++) {
         PyObject *key, *val, *had;
+        Py_ssize_t size = PyDict_GET_SIZE(d);
 
         if (!e[i].key || !e[i].val) {
             continue;
@@ -297,7 +298,8 @@ put_headers(PyObject *d, request_rec *r)
             return -1;
         }
         had = PyDict_SetDefault(d, key, val); /* borrowed */
-        if (had && had != val) {
+        /* Not by identity: Python shares the str of one Latin-1 character. */
+        if (had && PyDict_GET_SIZE(d) == size) {
             PyObject *joined = PyUnicode_FromFormat("%U, %U", had, val);
 
             if (!joined || PyDict_SetItem(d, key, joined) < 0) {

@@ -6,7 +6,7 @@
  * wsgi.errors: a text stream into the error log, one log line per line
  * written, through ap_log_rerror() so that each carries the request's
  * client, as req.log_error() does.  A line is logged when its '\n' comes,
- * on flush(), at the end of the request, or when it grows past LINE_MAX
+ * on flush(), at the end of the request, or when it grows past LINE_MAX_BYTES
  * (so a stream without newlines cannot grow without bound).
  *
  * wsgi.file_wrapper: pyreload.FileWrapper(filelike, blksize=8192), an
@@ -29,7 +29,7 @@ APLOG_USE_MODULE(pyreload);
 /* ------------------------------------------------------------------ */
 /* wsgi.errors                                                         */
 
-#define LINE_MAX_BYTES 8192
+#define LINE_MAX_BYTES 2000
 
 typedef struct {
     PyObject_HEAD pyr_guard_t *guard; /* owned */
@@ -62,24 +62,6 @@ errors_dealloc(errors_t *self)
     PyObject_Free(self);
 }
 
-/* Log text (n bytes, no '\n'), after the unfinished line if any, which is
- * then empty.  Inside the guard, without the GIL. */
-static int
-log_line(errors_t *self, const char *text, Py_ssize_t n)
-{
-    request_rec *r;
-
-    if (pyr_guard_enter(self->guard) < 0) {
-        return -1;
-    }
-    r = self->r;
-    Py_BEGIN_ALLOW_THREADS ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%.*s%.*s", (int)self->len,
-                                         self->line ? self->line : "", (int)n, text);
-    pyr_guard_leave(self->guard);
-    Py_END_ALLOW_THREADS self->len = 0;
-    return 0;
-}
-
 static int
 keep(errors_t *self, const char *text, Py_ssize_t n)
 {
@@ -94,8 +76,42 @@ keep(errors_t *self, const char *text, Py_ssize_t n)
         self->line = line;
         self->cap = cap;
     }
-    memcpy(self->line + self->len, text, (size_t)n);
-    self->len += n;
+    if (n > 0) {
+        memcpy(self->line + self->len, text, (size_t)n);
+        self->len += n;
+    }
+    return 0;
+}
+
+/* Log the unfinished line followed by text (n bytes, no '\n'); the line
+ * is then empty.  httpd cuts a log line at about 8 KB: a longer one goes
+ * in pieces of at most LINE_MAX_BYTES, cut between UTF-8 characters.
+ * Inside the guard, without the GIL. */
+static int
+log_line(errors_t *self, const char *text, Py_ssize_t n)
+{
+    request_rec *r;
+    Py_ssize_t at = 0;
+
+    if (keep(self, text, n) < 0 || pyr_guard_enter(self->guard) < 0) {
+        return -1;
+    }
+    r = self->r;
+    Py_BEGIN_ALLOW_THREADS do {
+        Py_ssize_t piece = self->len - at;
+
+        if (piece > LINE_MAX_BYTES) {
+            piece = LINE_MAX_BYTES;
+            while (piece > 1 && ((unsigned char)self->line[at + piece] & 0xC0) == 0x80) {
+                piece--;
+            }
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%.*s", (int)piece,
+                      piece ? self->line + at : "");
+        at += piece;
+    } while (at < self->len);
+    pyr_guard_leave(self->guard);
+    Py_END_ALLOW_THREADS self->len = 0;
     return 0;
 }
 
@@ -128,26 +144,7 @@ errors_write(errors_t *self, PyObject *s)
 static PyObject *
 errors_writelines(errors_t *self, PyObject *seq)
 {
-    PyObject *it = PyObject_GetIter(seq), *item;
-
-    if (!it) {
-        return NULL;
-    }
-    while ((item = PyIter_Next(it))) {
-        PyObject *r = errors_write(self, item);
-
-        Py_DECREF(item);
-        if (!r) {
-            Py_DECREF(it);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return pyr_writelines((PyObject *)self, seq, (PyObject * (*)(PyObject *, PyObject *)) errors_write);
 }
 
 int

@@ -45,6 +45,12 @@ static const bad_case_t BAD[] = {
     {"PyReloadHandler @APP@/ok.py::a b\n", {"PyReloadHandler"}},
     {"PyReloadHandler\n", {"PyReloadHandler"}},
     {"PyReloadHandler ::handler\n", {"PyReloadHandler"}},
+    /* PyReloadWSGI shares PyReloadHandler's rules and says its own name. */
+    {"<Location /x>\n  PyReloadWSGI @APP@/missing.py\n</Location>\n",
+     {"PyReloadWSGI", "missing.py"}},
+    {"PyReloadWSGI @APP@/ok.py::not-an-id\n", {"PyReloadWSGI", "not-an-id"}},
+    {"PyReloadWSGI @APP@/ok.py::\n", {"PyReloadWSGI"}},
+    {"PyReloadWSGI @DIR@/lib\n", {"PyReloadWSGI", "not a regular file"}},
     {"PyReloadPath @DIR@/no-such-dir\n", {"PyReloadPath", "no-such-dir"}},
     /* One interpreter per process: sys.path cannot differ per virtual host. */
     {"<VirtualHost 127.0.0.1:*>\n  PyReloadPath @DIR@/lib\n</VirtualHost>\n",

@@ -35,6 +35,7 @@ Suite *suite_safety(void);
 Suite *suite_hostile(void);
 Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
+Suite *suite_wsgi(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -49,6 +50,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_hostile,
     suite_coexist,
     suite_wsgi_core,
+    suite_wsgi,
 };
 
 /* Run once by `make it`, not once per MPM. */

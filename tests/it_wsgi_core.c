@@ -29,6 +29,33 @@ static const char paths_py[] =
     "                         environ['QUERY_STRING'])\n"
     "    return [text.encode('utf-8')]\n";
 
+static const char dup_py[] =
+    "def application(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [environ.get('HTTP_X_DUP', '-').encode('latin-1')]\n";
+
+/* One long line into wsgi.errors: é is two bytes in UTF-8, so that a cut
+ * at a fixed byte count would fall inside one. */
+static const char longerr_py[] =
+    "def application(environ, start_response):\n"
+    "    environ['wsgi.errors'].write('PYRT-long:' + '\\u00e9' * 2500 + ':end\\n')\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'logged']\n";
+
+/* write() past the application's Content-Length. */
+static const char clpast_py[] =
+    "CT5 = [('Content-Type', 'text/plain'), ('Content-Length', '5')]\n"
+    "def caught(environ, start_response):\n"
+    "    write = start_response('200 OK', CT5)\n"
+    "    try:\n"
+    "        write(b'12345678')\n"
+    "    except ValueError as e:\n"
+    "        environ['wsgi.errors'].write('PYRT-clpast-raised %s\\n' % e)\n"
+    "    return []\n"
+    "def uncaught(environ, start_response):\n"
+    "    start_response('200 OK', CT5)(b'12345678')\n"
+    "    return []\n";
+
 static const char echo_py[] =
     "def application(environ, start_response):\n"
     "    body = environ['wsgi.input'].read()\n"
@@ -91,9 +118,25 @@ setup(void)
     static const httpd_file_t files[] = {
         { "hello.py", hello_py },   { "paths.py", paths_py },     { "echo.py", echo_py },
         { "gen.py", gen_py },       { "counter.py", counter_v1 },
-        { "touch.py", touch_py },   { NULL, NULL },
+        { "touch.py", touch_py },   { "dup.py", dup_py },
+        { "longerr.py", longerr_py }, { "clpast.py", clpast_py }, { NULL, NULL },
     };
-    httpd_opts_t o = { .config = "<Location /hello>\n"
+    httpd_opts_t o = { .config = "LoadModule headers_module "
+                                 "/usr/lib/apache2/modules/mod_headers.so\n"
+                                 "<Location /dup>\n"
+                                 "  PyReloadWSGI @APP@/dup.py\n"
+                                 "  RequestHeader add X-Dup a\n"
+                                 "</Location>\n"
+                                 "<Location /clpast/caught>\n"
+                                 "  PyReloadWSGI @APP@/clpast.py::caught\n"
+                                 "</Location>\n"
+                                 "<Location /clpast/uncaught>\n"
+                                 "  PyReloadWSGI @APP@/clpast.py::uncaught\n"
+                                 "</Location>\n"
+                                 "<Location /longerr>\n"
+                                 "  PyReloadWSGI @APP@/longerr.py\n"
+                                 "</Location>\n"
+                                 "<Location /hello>\n"
                                  "  PyReloadWSGI @APP@/hello.py\n"
                                  "</Location>\n"
                                  "<Location /shop>\n"
@@ -161,6 +204,78 @@ START_TEST(test_paths)
     ck_assert_msg(strcmp(r->body, path_cases[_i].want) == 0, "%s: '%s', want '%s'",
                   path_cases[_i].path, r->body, path_cases[_i].want);
     http_free(r);
+}
+END_TEST
+
+/* A header twice in r->headers_in (httpd's HTTP/1 reader merges what the
+ * client repeats; mod_headers' "add" and HTTP/2 do not): joined, also when
+ * both values are the same one character. */
+START_TEST(test_header_twice)
+{
+    static const char *const one[] = { "X-Dup: a", NULL }, *const other[] = { "X-Dup: b", NULL };
+    http_resp_t *r = http_request(srv, "GET", "/dup", one, NULL, 0);
+
+    http_assert_status(r, 200);
+    ck_assert_str_eq(r->body, "a, a");
+    http_free(r);
+    r = http_request(srv, "GET", "/dup", other, NULL, 0);
+    ck_assert_str_eq(r->body, "b, a");
+    http_free(r);
+}
+END_TEST
+
+/* A 5,000-byte wsgi.errors line reaches the log whole, in pieces that
+ * httpd does not cut (its limit is 8 KB a line, after it has escaped each
+ * byte over 127 as four characters), each cut between characters. */
+START_TEST(test_errors_long_line)
+{
+    size_t mark = httpd_log_mark(srv);
+    char *log, *p, *line, *e;
+    size_t chars = 0;
+    int pieces = 0;
+
+    free(it_get(srv, "/longerr", 200));
+    ck_assert(httpd_log_wait(srv, mark, ":end", 1, 3000));
+    log = httpd_log_since(srv, mark);
+    for (line = strtok_r(log, "\n", &p); line; line = strtok_r(NULL, "\n", &p)) {
+        if (!strstr(line, "\\xc3")) {
+            continue;
+        }
+        pieces++;
+        ck_assert_msg(strlen(line) < 8192, "a log line of %zu bytes", strlen(line));
+        for (e = strstr(line, "\\xc3"); e; e = strstr(e + 4, "\\xc3")) {
+            ck_assert_msg(strncmp(e, "\\xc3\\xa9", 8) == 0, "a piece cut inside a character");
+            chars++;
+        }
+    }
+    ck_assert_int_ge(pieces, 3);
+    ck_assert_uint_eq(chars, 2500);
+    free(log);
+}
+END_TEST
+
+/* PEP 3333: write() past the Content-Length raises in the application,
+ * after what fits was sent; uncaught, the response (whole by its
+ * Content-Length) is not cut: the error is logged. */
+START_TEST(test_write_past_content_length)
+{
+    size_t mark = httpd_log_mark(srv);
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        http_resp_t *r = http_get(srv, i ? "/clpast/uncaught" : "/clpast/caught");
+
+        http_assert_status(r, 200);
+        ck_assert_uint_eq(r->len, 5);
+        ck_assert_str_eq(r->body, "12345");
+        http_free(r);
+    }
+    ck_assert(httpd_log_wait(srv, mark, "PYRT-clpast-raised write() past the Content-Length", 1,
+                             3000));
+    ck_assert(httpd_log_wait(srv, mark, "PYR0403", 1, 3000));
+    ck_assert(httpd_log_wait(srv, mark, "ValueError: write() past", 1, 3000));
+    ck_assert_int_eq(httpd_log_count(srv, mark, "PYR0200"), 0);
+    ck_assert(httpd_log_no_crash(srv, mark));
 }
 END_TEST
 
@@ -272,6 +387,9 @@ suite_wsgi_core(void)
 
     tcase_add_test(tc, test_hello);
     tcase_add_loop_test(tc, test_paths, 0, sizeof(path_cases) / sizeof(path_cases[0]));
+    tcase_add_test(tc, test_header_twice);
+    tcase_add_test(tc, test_errors_long_line);
+    tcase_add_test(tc, test_write_past_content_length);
     tcase_add_test(tc, test_post_echo);
     tcase_add_test(tc, test_post_chunked);
     tcase_add_test(tc, test_generator);

@@ -44,6 +44,21 @@ START_TEST(test_spec_cases)
 }
 END_TEST
 
+/* The default callable is the directive's (PyReloadWSGI: application). */
+START_TEST(test_spec_default_callable)
+{
+    apr_pool_t *p;
+    const char *file = NULL, *callable = NULL;
+
+    apr_pool_create(&p, NULL);
+    ck_assert_ptr_null(pyr_spec_parse(p, "/srv/shop/app.py", "application", &file, &callable));
+    ck_assert_str_eq(callable, "application");
+    ck_assert_ptr_null(pyr_spec_parse(p, "/srv/shop/app.py::app", "application", &file, &callable));
+    ck_assert_str_eq(callable, "app");
+    apr_pool_destroy(p);
+}
+END_TEST
+
 START_TEST(test_identifier)
 {
     ck_assert(pyr_is_identifier("handler"));
@@ -62,6 +77,7 @@ suite_spec(void)
     TCase *tc = tcase_create("parse");
 
     tcase_add_loop_test(tc, test_spec_cases, 0, sizeof(cases) / sizeof(cases[0]));
+    tcase_add_test(tc, test_spec_default_callable);
     tcase_add_test(tc, test_identifier);
     suite_add_tcase(s, tc);
     return s;
