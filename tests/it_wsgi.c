@@ -313,6 +313,7 @@ static const char config[] =
     "LoadModule auth_basic_module " MOD "mod_auth_basic.so\n"
     "LoadModule authz_user_module " MOD "mod_authz_user.so\n"
     "LoadModule rewrite_module " MOD "mod_rewrite.so\n"
+    "LoadModule headers_module " MOD "mod_headers.so\n"
     "<Location /shop>\n"
     "  PyReloadWSGI @APP@/env.py\n"
     "  PyReloadOption color blue\n"
@@ -346,6 +347,11 @@ static const char config[] =
     "<Location /rw>\n"
     "  PyReloadWSGI @APP@/env.py\n"
     "  RewriteEngine On\n  RewriteRule ^ - [E=PYRT_RW:rw-ok]\n"
+    "</Location>\n"
+    "<Location /hdr>\n"
+    "  PyReloadWSGI @APP@/env.py\n"
+    "  RequestHeader add X-Twice a\n  RequestHeader add X-Twice a\n"
+    "  RequestHeader add X-Pair a\n  RequestHeader add X-Pair b\n"
     "</Location>\n"
     "<Location /cls>\n  PyReloadWSGI @APP@/w.py::AppClass\n</Location>\n"
     "<Location /inst>\n  PyReloadWSGI @APP@/w.py::app_instance\n</Location>\n";
@@ -438,6 +444,12 @@ static const env_case_t ENV[] = {
       { "X-Custom-Thing: v1", "X-Rep: a", "X-Rep: b", "Accept: text/x-y", NULL }, NULL, 0, 0,
       { "HTTP_X_CUSTOM_THING='v1'", "HTTP_X_REP='a, b'", "HTTP_ACCEPT='text/x-y'",
         "!HTTP_X_ABSENT", NULL } },
+    { "http_headers_same_value", NULL, "/shop", { "X-Same: a", "X-Same: a", NULL }, NULL, 0, 0,
+      { "HTTP_X_SAME='a, a'", NULL } },
+    /* Two entries of one name in r->headers_in (mod_headers adds them
+     * apart; httpd's reader merges the client's own): joined too. */
+    { "http_headers_table_twice", NULL, "/hdr", {NULL}, NULL, 0, 0,
+      { "HTTP_X_TWICE='a, a'", "HTTP_X_PAIR='a, b'", NULL } },
     { "http_header_latin1", NULL, "/shop", { "X-Latin: caf\xe9", NULL }, NULL, 0, 0,
       { "HTTP_X_LATIN='caf\\xe9'", "_nonstr=[]", NULL } },
     { "wsgi_keys", NULL, "/shop", {NULL}, NULL, 0, 0,
@@ -1075,6 +1087,41 @@ START_TEST(test_kept_objects_raise)
                   r->body);
     http_assert_body_lacks(r, "PYRT-late");
     http_free(r);
+    assert_no_crash(srv, mark);
+}
+END_TEST
+
+/* Application threads use write(), wsgi.input, wsgi.errors and
+ * start_response while their request ends: RuntimeError in the thread once
+ * it has, never a crash; the responses are whole. */
+#define HAMMER_REQUESTS 100
+
+START_TEST(test_threads_use_request_objects_as_it_ends)
+{
+    size_t mark = httpd_log_mark(srv);
+    http_client_t *c = http_client_new(srv);
+    http_resp_t *r;
+    char want[96];
+    int i, bad = 0;
+
+    for (i = 0; i < HAMMER_REQUESTS; i++) {
+        r = http_client_get(c, "/w/hammer");
+        /* the thread's writes, whole, then the iterable's block */
+        bad += r->status != 200 || r->len < 7 || strcmp(r->body + r->len - 7, "started") != 0
+               || strspn(r->body, "h") != r->len - 7 || (r->len - 7) % 100 != 0;
+        http_free(r);
+    }
+    http_client_free(c);
+    r = http_get(srv, "/w/hammer?report=1");
+    http_assert_status(r, 200);
+    fprintf(stderr, "threads using a request's objects as it ends: %d of %d responses not "
+            "h*100n + 'started'; %s\n", bad, HAMMER_REQUESTS, r->body);
+    ck_assert_msg(httpd_log_no_crash(srv, mark), "a child crashed: %s", r->body);
+    snprintf(want, sizeof(want), "started=%d runtime=%d alive=0 other=[]", HAMMER_REQUESTS,
+             HAMMER_REQUESTS);
+    ck_assert_str_eq(r->body, want);
+    http_free(r);
+    ck_assert_int_eq(bad, 0);
     assert_no_crash(srv, mark);
 }
 END_TEST
@@ -2214,6 +2261,7 @@ suite_wsgi(void)
     tcase_add_loop_test(tc, test_app_status_kept, 0, N(STATUS));
     tcase_add_test(tc, test_kept_objects_raise);
     tcase_add_test(tc, test_app_class_and_instance);
+    tcase_add_test(tc, test_threads_use_request_objects_as_it_ends);
     tcase_add_loop_test(tc, test_file_wrapper_edges, 0, N(FW_EDGE));
     tcase_add_test(tc, test_file_wrapper_head);
     tcase_add_test(tc, test_concurrent_clients);

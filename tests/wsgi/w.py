@@ -541,6 +541,51 @@ def app_keep(environ, start_response):
     return [' '.join(res).encode()]
 
 
+HAMMER = {'started': 0, 'runtime': 0, 'other': [], 'threads': []}
+
+
+def _hammer(write, inp, errors, start_response):
+    # Uses the request's objects while its request ends: each use either
+    # works (before the end) or raises RuntimeError (after), never crashes.
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            write(b'h' * 100)
+            inp.read(1)
+            errors.write('PYRT-hammer\n')
+            try:
+                start_response('200 OK', CT)
+            except AssertionError:
+                pass    # the second call: not this test's business
+        with _lock:
+            HAMMER['other'].append('no error after 3 s')
+    except RuntimeError:
+        with _lock:
+            HAMMER['runtime'] += 1
+    except Exception as e:
+        with _lock:
+            HAMMER['other'].append(repr(e))
+
+
+def app_hammer(environ, start_response):
+    if _q(environ).get('report'):
+        for t in list(HAMMER['threads']):
+            t.join(10)
+        alive = sum(t.is_alive() for t in HAMMER['threads'])
+        start_response('200 OK', CT)
+        return [('started=%d runtime=%d alive=%d other=%r' % (
+            HAMMER['started'], HAMMER['runtime'], alive, HAMMER['other'][:3])).encode()]
+    write = start_response('200 OK', CT)
+    t = threading.Thread(target=_hammer, daemon=True,
+                         args=(write, environ['wsgi.input'], environ['wsgi.errors'],
+                               start_response))
+    with _lock:
+        HAMMER['started'] += 1
+        HAMMER['threads'].append(t)
+    t.start()
+    return [b'started']
+
+
 class AppClass:
     """A class as the application (PEP 3333): the instance is the iterable."""
 
