@@ -21,7 +21,7 @@ DEMO_PORT     ?= 8080
 
 # Packages a fresh Debian 12 needs; installed only when one is missing.
 DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-openssl-dev pkg-config
-DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python
+DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
 # (tests/it_flask.c) real Flask and Django applications.
 DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python \

@@ -1,14 +1,29 @@
 #!/usr/bin/python3
 """mod_pyreload benchmark: the same Apache 2.4 serving the same hello world
-through a C handler, mod_pyreload, mod_wsgi and mod_python, plus the reload
-figures of mod_pyreload.  Run by `make bench`; standard library only.
+through a C handler, mod_pyreload, mod_wsgi and mod_python, the same WSGI
+hello world and the same small Flask app on mod_pyreload (PyReloadWSGI) and
+mod_wsgi, plus the reload figures of mod_pyreload.  Run by `make bench`;
+standard library only (Flask from Debian's python3-flask).
 
-    /usr/bin/python3 bench/run.py          # everything, about 6-7 minutes
+    /usr/bin/python3 bench/run.py          # everything, about 8-9 minutes
+
+Contenders (KINDS; each its own apache2, same MPM and settings):
+  c                 C handler (bench/mod_bench_hello.c): the ceiling
+  pyreload          PyReloadHandler hello.py (checking every request)
+  pyreload-nocheck  the same with PyReloadCheck Off
+  wsgi-pyreload     PyReloadWSGI of the WSGI hello world (WSGI_HELLO)
+  wsgi-embedded     mod_wsgi embedded, the same WSGI hello world
+  wsgi-daemon       mod_wsgi daemon (1 process, 15 threads), the same
+  modpython         mod_python hello
+  flask-pyreload    PyReloadWSGI of a small Flask app (FLASK_APP), /app/hello
+  flask-embedded    mod_wsgi embedded, the same Flask app file
 
 Parts (PARTS, comma-separated; default: all):
-  throughput  every contender on /hello: body check, warm-up, then
-              wrk -t1 -c16 and wrk -t1 -c1 --latency; ROUNDS rounds, the
-              contenders alternating (one under load at a time)
+  throughput  every contender on its URL (/hello; /app/hello for Flask):
+              body check, warm-up, then wrk -t1 -c16 and wrk -t1 -c1
+              --latency; ROUNDS rounds, the contenders alternating (one under
+              load at a time); the Flask contenders also get one wrk -c16 on
+              their template route per round
   check       /deps (a handler importing 20 modules) on pyreload vs
               pyreload-nocheck: what checking on every request costs
   latency     SAVES atomic saves of a handler, a keep-alive client polling:
@@ -19,7 +34,8 @@ Parts (PARTS, comma-separated; default: all):
   memory      VmRSS of the (single) child before/after RELOADS reloads
 
 Knobs (environment):
-  KINDS=c,pyreload,pyreload-nocheck,wsgi-embedded,wsgi-daemon,modpython
+  KINDS=c,pyreload,pyreload-nocheck,wsgi-pyreload,wsgi-embedded,wsgi-daemon,
+        modpython,flask-pyreload,flask-embedded
   MPM=event|worker|prefork (event)   DURATION=5  WARMUP=2  ROUNDS=3  CONNS=16
   SAVES=200  COST_REPS=7  RELOADS=10000  RELOAD_WARMUP=200
   RELOAD_TARGET=pyreload|wsgi-embedded  (the server the reload parts measure;
@@ -53,10 +69,18 @@ PYRELOAD_SO = REPO / "mod_pyreload.so"
 PYRELOAD_H = REPO / "include" / "pyreload.h"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 SYSTEM_PYTHON = "/usr/bin/python3"
-ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-embedded",
-             "wsgi-daemon", "modpython"]
+ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-pyreload",
+             "wsgi-embedded", "wsgi-daemon", "modpython", "flask-pyreload",
+             "flask-embedded"]
 ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
-PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck")
+# Served by mod_pyreload; the second group through PyReloadWSGI.
+PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck", "wsgi-pyreload",
+                  "flask-pyreload")
+PYRELOAD_WSGI_KINDS = ("wsgi-pyreload", "flask-pyreload")
+FLASK_KINDS = ("flask-pyreload", "flask-embedded")
+# The server configuration (KIND_CONF) each contender is an instance of.
+FAMILY = {k: "pyreload" for k in PYRELOAD_KINDS}
+FAMILY["flask-embedded"] = "wsgi-embedded"
 PORT_RANGE = range(18100, 18200)
 COST_SIZES = (10, 1000, 10000)
 N_DEPS = 20
@@ -65,6 +89,11 @@ LOAD_LINE = re.compile(r"generation (\d+) loaded in ([0-9.]+) ms")
 # Targets of issue 5.
 T_VS_C = 0.80
 T_VS_PEER = 1.5
+# Targets of issue 10 (WSGI): hello vs mod_wsgi embedded and vs the C
+# ceiling, the Flask app vs mod_wsgi embedded.
+T_WSGI_VS_PEER = 1.5
+T_WSGI_VS_C = 0.80
+T_FLASK_VS_PEER = 1.0
 T_CHECK_COST = 0.03
 T_RELOAD_MS = 2.0
 T_COST_RATIO = 1.15
@@ -153,6 +182,12 @@ SERVER_CONF = REPO / "tools" / "server.conf.in"
 BENCH_CONF = """\
 # httpd 2.4 refuses requests ("couldn't check user") without these.
 LoadModule authn_core_module $moddir/mod_authn_core.so
+# As in any production configuration (Debian's apache2.conf): without it,
+# every request looks for a .htaccess in each directory from / down to the
+# document root (6 failed open()s, about 15 % of a hello request's CPU).
+<Directory />
+    AllowOverride None
+</Directory>
 <Location />
     Require all granted
 </Location>
@@ -222,7 +257,7 @@ LoadModule python_module $moddir/mod_python.so
 
 PYRELOAD_LOCATION = string.Template("""\
 <Location $url>
-    PyReloadHandler $file$check
+    $directive $file$check
 </Location>""")
 
 WSGI_LOCATION = string.Template("WSGIScriptAlias $url $file")
@@ -244,6 +279,34 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
+"""
+
+# The Flask contenders: one app file, the same on both servers (templates/
+# next to it, as Flask's tutorial has it).  /hello is the measured route;
+# /page/<name> renders a template (measured at c16 only).
+FLASK_APP = """\
+from flask import Flask, render_template
+
+app = Flask(__name__)
+
+
+@app.route("/hello")
+def hello():
+    return "hello flask\\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@app.route("/page/<name>")
+def page(name):
+    return render_template("page.html", name=name)
+
+
+application = app
+"""
+
+FLASK_TEMPLATE = """\
+<!doctype html>
+<title>{{ name }}</title>
+<p>hello {{ name }}</p>
 """
 
 MODPYTHON_HELLO = """\
@@ -514,6 +577,20 @@ def children_of(ppid):
     return kids
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid, in seconds (0.0 if it has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def vmrss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -592,11 +669,14 @@ class Server:
             p = self.app / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
-        family = "pyreload" if self.kind in PYRELOAD_KINDS else self.kind
+        family = FAMILY.get(self.kind, self.kind)
         if family == "pyreload":
             check = "" if self.pyreload_check else "\n    PyReloadCheck Off"
-            locs = "\n".join(PYRELOAD_LOCATION.substitute(url=u, file=f, check=check)
-                             for u, f in self.locations)
+            directive = ("PyReloadWSGI" if self.kind in PYRELOAD_WSGI_KINDS
+                         else "PyReloadHandler")
+            locs = "\n".join(PYRELOAD_LOCATION.substitute(
+                url=u, file=f, check=check, directive=directive)
+                for u, f in self.locations)
         else:
             locs = "\n".join(WSGI_LOCATION.substitute(url=u, file=f)
                              for u, f in self.locations)
@@ -665,6 +745,12 @@ class Server:
 
     def rss_kib(self):
         return sum(vmrss_kib(p) or 0 for p in self.children())
+
+    def cpu(self):
+        """{pid: CPU seconds} of the parent and its children."""
+        if not self.verified():
+            return {}
+        return {p: cpu_seconds(p) for p in [self.pid] + self.children()}
 
     def log_size(self):
         try:
@@ -838,8 +924,9 @@ class Client:
             self.conn = None
 
 
-def check_body(server, path, expect, retry_for=5.0):
-    """Return None if path answers 200 text/plain `expect`, else what it got."""
+def check_body(server, path, expect, retry_for=5.0, ctype_want="text/plain"):
+    """Return None if path answers 200 `ctype_want` `expect`, else what it got.
+    The framing seen is kept in server.framing (for the text/plain body)."""
     deadline = time.monotonic() + retry_for
     seen = "no answer"
     while True:
@@ -847,9 +934,10 @@ def check_body(server, path, expect, retry_for=5.0):
         try:
             status, ctype, body, clen, te = client.get(path)
             seen = (f"status {status}, Content-Type {ctype!r}, body {body[:300]!r}")
-            if status == 200 and body == expect and ctype.startswith("text/plain"):
-                server.framing = ("Content-Length" if clen else
-                                  "chunked" if te else "close")
+            if status == 200 and body == expect and ctype.startswith(ctype_want):
+                if ctype_want == "text/plain":
+                    server.framing = ("Content-Length" if clen else
+                                      "chunked" if te else "close")
                 return None
         except OSError as e:
             seen = f"{type(e).__name__}: {e}"
@@ -880,11 +968,13 @@ def run_wrk(url, conns, seconds, latency=True):
         raise BenchError(f"wrk failed ({r.returncode}): {out}\n{r.stderr}")
     lat = {p: wrk_ms(v) for p, v in
            re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M)}
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
                      r"timeout (\d+)", out)
     return {"rps": float(m.group(1)), "p50": lat.get("50", float("nan")),
             "p99": lat.get("99", float("nan")),
+            "requests": int(total.group(1)) if total else 0,
             "errors": (int(non2xx.group(1)) if non2xx else 0)
                       + (sum(map(int, sock.groups())) if sock else 0)}
 
@@ -904,10 +994,23 @@ def pct(values, p):
 # --------------------------------------------------------------------------
 # Contenders
 
+# What each contender is measured on: (URL, expected body).  Flask's
+# template route is measured too (c16 only; FLASK_PAGE).
+KIND_URL = {k: ("/hello", b"hello\n") for k in ALL_KINDS}
+KIND_URL.update({k: ("/app/hello", b"hello flask\n") for k in FLASK_KINDS})
+FLASK_PAGE = ("/app/page/bench",
+              b"<!doctype html>\n<title>bench</title>\n<p>hello bench</p>")
+
+
 def make_contender(kind, port, settings, cmod):
     s = Server(kind, kind, port, settings,
                pyreload_check=(kind != "pyreload-nocheck"))
-    if kind in PYRELOAD_KINDS:
+    if kind in FLASK_KINDS:
+        s.add_location("/app", "app.py", FLASK_APP)
+        s.extra_files["templates/page.html"] = FLASK_TEMPLATE
+    elif kind == "wsgi-pyreload":
+        s.add_location("/hello", "hello_wsgi.py", WSGI_HELLO)
+    elif kind in PYRELOAD_KINDS:
         s.add_location("/hello", "hello.py", PYRELOAD_HELLO)
         if "check" in settings.parts:
             for rel, text in deps_files("v0").items():
@@ -947,25 +1050,41 @@ def start_contenders(settings, cmod):
 # Measurements
 
 def measure_throughput(servers, settings, failures):
-    """Median over ROUNDS of wrk -c16 and -c1 per contender, alternating."""
+    """Median over ROUNDS of wrk -c16 and -c1 per contender, alternating;
+    the Flask contenders' template route at c16 too."""
     kinds = [k for k in settings.kinds if k in servers and k not in failures]
     for k in list(kinds):
-        bad = check_body(servers[k], "/hello", b"hello\n")
-        if bad:
-            failures[k] = (f"GET /hello answered {bad} (expected 200 text/plain "
-                           f"b'hello\\n')\n{servers[k].log_tail()}")
-            log(f"{k}: wrong answer: {bad}")
-            kinds.remove(k)
+        checks = [(*KIND_URL[k], "text/plain")]
+        if k in FLASK_KINDS:
+            checks.append((*FLASK_PAGE, "text/html"))
+        for path, want, ctype in checks:
+            bad = check_body(servers[k], path, want, ctype_want=ctype)
+            if bad:
+                failures[k] = (f"GET {path} answered {bad} (expected 200 {ctype} "
+                               f"{want!r})\n{servers[k].log_tail()}")
+                log(f"{k}: wrong answer: {bad}")
+                kinds.remove(k)
+                break
     runs = {k: [] for k in kinds}
     for rnd in range(settings.rounds):
         order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)] if kinds else []
         for k in order:
-            url = servers[k].url("/hello")
+            url = servers[k].url(KIND_URL[k][0])
             if settings.warmup:
                 run_wrk(url, settings.conns, settings.warmup, latency=False)
+            cpu0 = servers[k].cpu()
             many = run_wrk(url, settings.conns, settings.duration)
+            cpu1 = servers[k].cpu()
+            # The server's CPU per request: what the other jobs on the
+            # machine disturb least (processes present before and after).
+            used = sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0)
+            many["cpu_us"] = (used / many["requests"] * 1e6
+                              if many["requests"] else float("nan"))
             one = run_wrk(url, 1, settings.duration)
             runs[k].append({"many": many, "one": one})
+            if k in FLASK_KINDS:
+                runs[k][-1]["page"] = run_wrk(servers[k].url(FLASK_PAGE[0]),
+                                              settings.conns, settings.duration)
             log(f"round {rnd + 1}/{settings.rounds} {k:17s} "
                 f"c{settings.conns} {many['rps']:9.0f} req/s   "
                 f"c1 {one['rps']:8.0f} req/s p50 {one['p50']:.3f} ms")
@@ -976,6 +1095,11 @@ def measure_throughput(servers, settings, failures):
             f"{w}_{f}": med([x[w][f] for x in r])
             for w in ("many", "one") for f in ("rps", "p50", "p99")}
         results[k]["errors"] = sum(x[w]["errors"] for x in r for w in ("many", "one"))
+        results[k]["many_cpu_us"] = med([x["many"]["cpu_us"] for x in r])
+        if k in FLASK_KINDS:
+            results[k]["page_rps"] = med([x["page"]["rps"] for x in r])
+            results[k]["page_p99"] = med([x["page"]["p99"] for x in r])
+            results[k]["errors"] += sum(x["page"]["errors"] for x in r)
         results[k]["rounds"] = [(x["many"]["rps"], x["one"]["rps"]) for x in r]
         many = [x["many"]["rps"] for x in r]
         results[k]["spread"] = (max(many) - min(many)) / med(many)
@@ -1350,7 +1474,8 @@ def machine_and_versions():
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     apache = sh(["apache2", "-v"]).splitlines()
     pkgs = sh(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "apache2",
-               "libapache2-mod-wsgi-py3", "libapache2-mod-python", "wrk"])
+               "libapache2-mod-wsgi-py3", "libapache2-mod-python", "wrk",
+               "python3-flask"])
     so = "not built"
     if PYRELOAD_SO.exists():
         st = PYRELOAD_SO.stat()
@@ -1443,7 +1568,8 @@ def render(settings, info, res, started, elapsed):
     mpm_lines = ", ".join(MPM_CONF[settings.mpm].split("\n")
                           + ["MaxConnectionsPerChild 0"])
     add(f"Apache (every contender): MPM {settings.mpm} ({mpm_lines}), KeepAlive "
-        "On, MaxKeepAliveRequests 0, no access log, LogLevel warn.")
+        "On, MaxKeepAliveRequests 0, AllowOverride None, no access log, "
+        "LogLevel warn.")
     add("")
 
     failures = res.get("failures", {})
@@ -1460,19 +1586,28 @@ def render(settings, info, res, started, elapsed):
     tp = res.get("throughput")
     if tp:
         c = tp.get("c", {})
-        add("## Throughput: hello world")
+        add("## Throughput: hello world, WSGI hello world, Flask")
         add("")
-        add(f"| contender | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+        add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
+            "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
+            "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
+            "Flask app file (`FLASK_APP`, Debian's python3-flask; mod_wsgi with "
+            "its default application group). Every body is checked first.")
+        add("")
+        add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+            f"CPU µs/req c{settings.conns} | "
             "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
             "framing |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "---:|---|")
         for k in settings.kinds:
             if k not in tp:
                 continue
             r = tp[k]
-            add(f"| {k} | {f_rps(r['many_rps'])} | "
+            add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
                 f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
                 f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
+                f"{f_ms(r['many_cpu_us'], 1)} | "
                 f"{f_rps(r['one_rps'])} | "
                 f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
                 f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
@@ -1481,6 +1616,9 @@ def render(settings, info, res, started, elapsed):
         add("")
         add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
             "the rounds; a large spread means something else was using the CPU. "
+            f"CPU µs/req: user + system CPU of the server's processes during the "
+            f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
+            "other jobs on the machine disturb least. "
             "RSS: summed VmRSS of the server's children after the run. "
             "framing: how the body was delimited. wrk runs on the same 2 cores, "
             f"so at c{settings.conns} the client's share of the CPU caps every "
@@ -1495,6 +1633,21 @@ def render(settings, info, res, started, elapsed):
             for a in ks:
                 add(f"| {a} | " + " | ".join(
                     f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
+            add("")
+        pages = [k for k in FLASK_KINDS if k in tp]
+        if pages:
+            add(f"Flask template route `{FLASK_PAGE[0]}` (render_template), "
+                f"wrk -c{settings.conns}, median over the rounds:")
+            add("")
+            add(f"| contender | req/s c{settings.conns} | p99 ms |")
+            add("|---|---:|---:|")
+            for k in pages:
+                add(f"| {k} | {f_rps(tp[k]['page_rps'])} | "
+                    f"{f_ms(tp[k]['page_p99'])} |")
+            if len(pages) == 2:
+                add(f"| flask-pyreload ÷ flask-embedded | "
+                    f"{f_x(ratio(tp[pages[0]]['page_rps'], tp[pages[1]]['page_rps']))}"
+                    " | |")
             add("")
         add("Per round (req/s c{0} / c1):".format(settings.conns))
         add("")
@@ -1631,18 +1784,37 @@ def targets(settings, res):
     p = tp.get("pyreload")
     out = []
 
-    def vs(other, need, label):
-        if p is None or other not in tp:
+    def vs(other, need, label, kind="pyreload"):
+        if kind not in tp or other not in tp:
             return target_line(label, None, "–")
-        r = ratio(p["many_rps"], tp[other]["many_rps"])
+        me = tp[kind]
+        r = ratio(me["many_rps"], tp[other]["many_rps"])
         return target_line(label, r >= need,
-                           f"{r:.2f}× ({p['many_rps']:,.0f} vs "
+                           f"{r:.2f}× ({me['many_rps']:,.0f} vs "
                            f"{tp[other]['many_rps']:,.0f} req/s)")
-    out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at c{settings.conns}"))
+    c16 = f"c{settings.conns}"
+    out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at {c16}"))
     out.append(vs("wsgi-embedded", T_VS_PEER,
-                  f"pyreload ≥ {T_VS_PEER}× wsgi-embedded at c{settings.conns}"))
+                  f"pyreload ≥ {T_VS_PEER}× wsgi-embedded at {c16}"))
     out.append(vs("modpython", T_VS_PEER,
-                  f"pyreload ≥ {T_VS_PEER}× modpython at c{settings.conns}"))
+                  f"pyreload ≥ {T_VS_PEER}× modpython at {c16}"))
+    out.append(vs("wsgi-embedded", T_WSGI_VS_PEER,
+                  f"WSGI hello: wsgi-pyreload ≥ {T_WSGI_VS_PEER}× wsgi-embedded "
+                  f"at {c16}", "wsgi-pyreload"))
+    out.append(vs("c", T_WSGI_VS_C,
+                  f"WSGI hello: wsgi-pyreload ≥ {T_WSGI_VS_C:.2f}× c at {c16}",
+                  "wsgi-pyreload"))
+    out.append(vs("flask-embedded", T_FLASK_VS_PEER,
+                  f"Flask: flask-pyreload ≥ {T_FLASK_VS_PEER:.1f}× flask-embedded "
+                  f"at {c16}", "flask-pyreload"))
+    label = (f"Flask template route: flask-pyreload ≥ {T_FLASK_VS_PEER:.1f}× "
+             f"flask-embedded at {c16}")
+    if all(k in tp for k in FLASK_KINDS):
+        a, b = (tp[k]["page_rps"] for k in FLASK_KINDS)
+        out.append(target_line(label, ratio(a, b) >= T_FLASK_VS_PEER,
+                               f"{f_x(ratio(a, b))} ({a:,.0f} vs {b:,.0f} req/s)"))
+    else:
+        out.append(target_line(label, None, "–"))
     ck = res.get("check") or {}
     if "cost" in ck:
         out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (20 imported "
@@ -1719,7 +1891,7 @@ def main():
     settings = Settings()
     if settings.uses_pyreload() and not PYRELOAD_SO.exists():
         raise BenchError(f"{PYRELOAD_SO} is missing: run `make` first, or set "
-                         "KINDS=c,wsgi-embedded,wsgi-daemon,modpython "
+                         "KINDS=c,wsgi-embedded,wsgi-daemon,modpython,flask-embedded "
                          "RELOAD_TARGET=wsgi-embedded")
     started = time.time()
     res = {"load_start": loadavg(), "failures": {}, "part_errors": {}}
