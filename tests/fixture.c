@@ -717,6 +717,25 @@ static int lsan_could_not_run(const char *text)
            && !strstr(text, "SUMMARY:") && !strstr(text, ": runtime error: ");
 }
 
+/* httpd 2.4 event's own race at an ungraceful stop (settle_before_stop()):
+ * ASan's SEGV in apr_os_sock_get() called from mod_mpm_event.so (its main
+ * thread's close_worker_sockets()), alone in the report.  The wait before
+ * the stop makes it rare; a test that stops during a request can still meet
+ * it, and it says nothing about the module: said, not counted. */
+static int event_stop_race(const char *text)
+{
+    const char *e = strstr(text, "ERROR: AddressSanitizer: SEGV on unknown address");
+    const char *f0, *f1, *f2, *s = strstr(text, "SUMMARY:");
+    if (!e || e != strstr(text, "ERROR:") || strstr(e + 1, "ERROR:") || !s
+        || strstr(s + 1, "SUMMARY:") || strstr(text, ": runtime error: "))
+        return 0;
+    f0 = strstr(e, "#0 ");
+    f1 = f0 ? strstr(f0, "#1 ") : NULL;
+    f2 = f1 ? strstr(f1, "#2 ") : NULL;
+    return f2 && (s = strstr(f0, " in apr_os_sock_get ")) != NULL && s < f1
+           && (s = strstr(f1, "/mod_mpm_event.so+")) != NULL && s < f2;
+}
+
 /* After a stop: every report file in san/ (and any report that reached the
  * error log or the startup output instead) fails the running test, or, in
  * the runner process (a TCase's teardown), makes the runner fail at the end
@@ -741,6 +760,11 @@ static void sanitizer_check(httpd_t *h)
             fprintf(stderr, "pyr-it: LeakSanitizer could not run in one process of %s (not a "
                             "finding; that process was not leak-checked):\n%.2000s\n", h->dir,
                     text);
+        }
+        else if (len && event_stop_race(text)) {
+            fprintf(stderr, "pyr-it: httpd's event MPM crashed at the stop of %s in "
+                            "close_worker_sockets() (its known race, not the module's; not "
+                            "counted):\n%.2000s\n", h->dir, text);
         }
         else if (len) {
             found++;
