@@ -984,14 +984,14 @@ static int port_closing(int port)
  * thread's close_worker_sockets() takes worker_sockets[i] before the worker
  * clears it, the worker has given the connection's pool back, the leaving
  * listener frees the idle pools (ap_queue_info_free_idle_pools() -> munmap
- * in the cores), and apr_os_sock_get() reads the unmapped socket: SIGSEGV, "exit signal Segmentation fault" in the log, or
- * AddressSanitizer's SEGV under make check-asan.  tools/event-stop-race shows
- * it with no module loaded (5 crashes in 120 runs, 6 in 120 with ours; 0 in
- * 120 either way after this wait).  The tests' clients close their
- * connection just before most stops, so let the
- * server finish the connections they closed (1 s at most), then give the
- * worker a moment to leave it.  Requests still running are not waited for:
- * the tests that stop during a request still do. */
+ * in the cores), and apr_os_sock_get() reads the unmapped socket: SIGSEGV,
+ * "exit signal Segmentation fault" in the log, or AddressSanitizer's SEGV
+ * under make check-asan.  tools/event-stop-race shows it with no module
+ * loaded (5 crashes in 120 runs, 6 in 120 with ours; 0 in 120 either way
+ * after this wait).  The tests' clients close their connection just before
+ * most stops, so let the server finish the connections they closed (1 s at
+ * most), then give the worker a moment to leave it.  Requests still running
+ * are not waited for: the tests that stop during a request still do. */
 static void settle_before_stop(const httpd_t *h)
 {
     double deadline = now_ms() + 1000;
