@@ -717,6 +717,25 @@ static int lsan_could_not_run(const char *text)
            && !strstr(text, "SUMMARY:") && !strstr(text, ": runtime error: ");
 }
 
+/* httpd 2.4 event's own race at an ungraceful stop (settle_before_stop()):
+ * ASan's SEGV in apr_os_sock_get() called from mod_mpm_event.so (its main
+ * thread's close_worker_sockets()), alone in the report.  The wait before
+ * the stop makes it rare; a test that stops during a request can still meet
+ * it, and it says nothing about the module: said, not counted. */
+static int event_stop_race(const char *text)
+{
+    const char *e = strstr(text, "ERROR: AddressSanitizer: SEGV on unknown address");
+    const char *f0, *f1, *f2, *s = strstr(text, "SUMMARY:");
+    if (!e || e != strstr(text, "ERROR:") || strstr(e + 1, "ERROR:") || !s
+        || strstr(s + 1, "SUMMARY:") || strstr(text, ": runtime error: "))
+        return 0;
+    f0 = strstr(e, "#0 ");
+    f1 = f0 ? strstr(f0, "#1 ") : NULL;
+    f2 = f1 ? strstr(f1, "#2 ") : NULL;
+    return f2 && (s = strstr(f0, " in apr_os_sock_get ")) != NULL && s < f1
+           && (s = strstr(f1, "/mod_mpm_event.so+")) != NULL && s < f2;
+}
+
 /* After a stop: every report file in san/ (and any report that reached the
  * error log or the startup output instead) fails the running test, or, in
  * the runner process (a TCase's teardown), makes the runner fail at the end
@@ -741,6 +760,11 @@ static void sanitizer_check(httpd_t *h)
             fprintf(stderr, "pyr-it: LeakSanitizer could not run in one process of %s (not a "
                             "finding; that process was not leak-checked):\n%.2000s\n", h->dir,
                     text);
+        }
+        else if (len && event_stop_race(text)) {
+            fprintf(stderr, "pyr-it: httpd's event MPM crashed at the stop of %s in "
+                            "close_worker_sockets() (its known race, not the module's; not "
+                            "counted):\n%.2000s\n", h->dir, text);
         }
         else if (len) {
             found++;
@@ -931,6 +955,48 @@ static int port_listening(int port)
     found = strstr(buf, want) != NULL;
     free(buf);
     return found;
+}
+
+/* Connections to port that are closing (/proc/net/tcp and tcp6): the
+ * client has closed (CLOSE_WAIT, LAST_ACK) or the server has begun to
+ * (FIN_WAIT1/2, CLOSING), so a worker may still be inside it. */
+static int port_closing(int port)
+{
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int n = 0;
+    for (size_t t = 0; t < sizeof tables / sizeof *tables; t++) {
+        char *buf = read_file_from(tables[t], 0, NULL), *line = buf;
+        unsigned lport, st;
+        while (line && (line = strchr(line, '\n')) != NULL) {
+            line++;
+            if (sscanf(line, "%*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &lport, &st) == 2
+                && (int)lport == port
+                && (st == 0x04 || st == 0x05 || st == 0x08 || st == 0x09 || st == 0x0B))
+                n++;
+        }
+        free(buf);
+    }
+    return n;
+}
+
+/* httpd 2.4's event MPM (2.4.71 here) may crash a child when an ungraceful
+ * stop (SIGTERM) comes while a worker is finishing a connection: the main
+ * thread's close_worker_sockets() takes worker_sockets[i] before the worker
+ * clears it, the worker has given the connection's pool back, the leaving
+ * listener frees the idle pools (ap_queue_info_free_idle_pools() -> munmap
+ * in the cores), and apr_os_sock_get() reads the unmapped socket: SIGSEGV,
+ * "exit signal Segmentation fault" in the log, or AddressSanitizer's SEGV
+ * under make check-asan.  tools/event-stop-race shows it with no module
+ * loaded (5 crashes in 120 runs, 6 in 120 with ours; 0 in 120 either way
+ * after this wait).  The tests' clients close their connection just before
+ * most stops, so let the server finish the connections they closed (1 s at
+ * most), then give the worker a moment to leave it.  Requests still running
+ * are not waited for: the tests that stop during a request still do. */
+static void settle_before_stop(const httpd_t *h)
+{
+    double deadline = now_ms() + 1000;
+    while (port_closing(h->port) > 0 && now_ms() < deadline) sleep_ms(5);
+    sleep_ms(50);
 }
 
 const char *httpd_mpm(const httpd_t *h)
@@ -1275,6 +1341,7 @@ int httpd_stop(httpd_t *h)
     } else {
         n = scan_procs(h->pid, NULL, kids, REG_KIDS);
     }
+    settle_before_stop(h);
     clean = stop_pids(h->pid, kids, n, STOP_WAIT_MS, &h->stop_seconds);
     h->stop_clean = clean;
     h->pid = 0;
