@@ -281,14 +281,14 @@ find_callables(pyr_entry_t *e, PyObject *module, PyObject **out, int *nout)
         }
         if (!fn) {
             PyErr_Format(PyExc_AttributeError,
-                         "%s defines no '%s' (named by "
-                         "PyReloadHandler, and defined by the code serving now)",
+                         "%s defines no '%s' (named by its "
+                         "PyReloadHandler or PyReloadWSGI, and defined by the code serving now)",
                          e->path, e->names[i]);
         }
         else {
             PyErr_Format(PyExc_TypeError,
                          "'%s' in %s is a %.100s, not a callable "
-                         "(named by PyReloadHandler)",
+                         "(named by its PyReloadHandler or PyReloadWSGI)",
                          e->names[i], e->path, Py_TYPE(fn)->tp_name);
         }
         return -1;

@@ -74,6 +74,11 @@ static PyObject *version;       /* (1, 0) */
 static PyObject *str_http, *str_https, *str_on, *str_empty;
 static PyObject *multithread, *multiprocess; /* Py_True / Py_False */
 static PyObject *no_options;    /* a read-only empty pyreload.Table */
+/* What every environ starts as (a copy of it): the values that never change
+ * in this process, and None under the keys every request sets, so that a
+ * request replaces values in a table already the right size instead of
+ * inserting into one that grows (and is reallocated) three times. */
+static PyObject *template_env;
 static apr_pool_t *env_pool;    /* no_options' table */
 
 /* One remembered value: the text it was made from and the str. */
@@ -141,6 +146,41 @@ put_text(PyObject *d, int key, const char *s)
     return put(d, key, latin1(s, strlen(s)));
 }
 
+static int
+make_template(void)
+{
+    static const int every_request[] = {
+        K_REQUEST_METHOD, K_SCRIPT_NAME,    K_PATH_INFO,       K_QUERY_STRING,
+        K_SERVER_NAME,    K_SERVER_PORT,    K_SERVER_PROTOCOL, K_REMOTE_ADDR,
+        K_REMOTE_PORT,    K_REQUEST_URI,    K_WSGI_URL_SCHEME, K_WSGI_INPUT,
+        K_WSGI_ERRORS,    K_PYRELOAD_OPTIONS, K_PYRELOAD_GENERATION,
+    };
+    size_t i;
+
+    /* Room for the keys below and some 20 more (headers, CONTENT_*,
+     * HTTPS...): PyDict_Copy() keeps the table's size.  The one private
+     * CPython call we make (3.11 exports it; Cython relies on it too): the
+     * public API has no way to size a dict ahead. */
+    if (!(template_env = _PyDict_NewPresized(40))) {
+        return -1;
+    }
+    for (i = 0; i < sizeof(every_request) / sizeof(every_request[0]); i++) {
+        if (PyDict_SetItem(template_env, keys[every_request[i]], Py_None) < 0) {
+            return -1;
+        }
+    }
+    if (PyDict_SetItem(template_env, keys[K_WSGI_VERSION], version) < 0 ||
+        PyDict_SetItem(template_env, keys[K_WSGI_MULTITHREAD], multithread) < 0 ||
+        PyDict_SetItem(template_env, keys[K_WSGI_MULTIPROCESS], multiprocess) < 0 ||
+        PyDict_SetItem(template_env, keys[K_WSGI_RUN_ONCE], Py_False) < 0 ||
+        PyDict_SetItem(template_env, keys[K_WSGI_FILE_WRAPPER],
+                       (PyObject *)&pyr_FileWrapperType) < 0 ||
+        PyDict_SetItem(template_env, keys[K_WSGI_INPUT_TERMINATED], Py_True) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 int
 pyr_wsgi_environ_init(void)
 {
@@ -181,7 +221,7 @@ pyr_wsgi_environ_init(void)
     if (!(no_options = pyr_table_new(empty, NULL, 1))) {
         return -1;
     }
-    return 0;
+    return make_template();
 }
 
 void
@@ -208,6 +248,7 @@ pyr_wsgi_environ_fini(void)
     Py_CLEAR(multithread);
     Py_CLEAR(multiprocess);
     Py_CLEAR(no_options);
+    Py_CLEAR(template_env);
 }
 
 /* The environ key of request header `name` (a new reference): HTTP_ and
@@ -245,6 +286,12 @@ header_key(const char *name)
         if (slot->key && strcmp(slot->name, low) == 0) {
             return Py_NewRef(slot->key);
         }
+    }
+    /* "httpoxy": a client's Proxy header would reach the application as
+     * HTTP_PROXY, which libraries read as the proxy to use for outgoing
+     * requests.  httpd's CGI leaves it out since 2.4.24; so do we. */
+    if (!strcasecmp(name, "Proxy")) {
+        return NULL;
     }
     if (!strcasecmp(name, "Content-Type")) {
         key = Py_NewRef(keys[K_CONTENT_TYPE]);
@@ -385,13 +432,15 @@ pyr_wsgi_environ(pyr_call_t *c, pyr_guard_t *guard, PyObject *input, PyObject *e
     request_rec *r = c->r;
     conn_rec *conn = r->connection;
     const char *s;
-    char port[16];
-    PyObject *d = PyDict_New();
+    char port[16], rport[16];
+    PyObject *d = PyDict_Copy(template_env);
 
     if (!d) {
         return NULL;
     }
     apr_snprintf(port, sizeof(port), "%u", ap_get_server_port(r));
+    apr_snprintf(rport, sizeof(rport), "%u",
+                 r->useragent_addr ? r->useragent_addr->port : conn->client_addr->port);
     if (put(d, K_REQUEST_METHOD, method_str(r)) < 0 ||
         put_script_path(d, r, c->cfg->handler->location) < 0 ||
         (r->args ? put_text(d, K_QUERY_STRING, r->args)
@@ -400,9 +449,7 @@ pyr_wsgi_environ(pyr_call_t *c, pyr_guard_t *guard, PyObject *input, PyObject *e
         put(d, K_SERVER_PORT, memo_str(&memos[M_SERVER_PORT], port)) < 0 ||
         put(d, K_SERVER_PROTOCOL, memo_str(&memos[M_PROTOCOL], r->protocol)) < 0 ||
         put(d, K_REMOTE_ADDR, memo_str(&memos[M_REMOTE_ADDR], r->useragent_ip)) < 0 ||
-        put(d, K_REMOTE_PORT,
-            PyUnicode_FromFormat("%u", r->useragent_addr ? r->useragent_addr->port
-                                                         : conn->client_addr->port)) < 0 ||
+        put_text(d, K_REMOTE_PORT, rport) < 0 ||
         put_text(d, K_REQUEST_URI, r->unparsed_uri ? r->unparsed_uri : "") < 0 ||
         put_headers(d, r) < 0) {
         goto fail;
@@ -417,16 +464,10 @@ pyr_wsgi_environ(pyr_call_t *c, pyr_guard_t *guard, PyObject *input, PyObject *e
         goto fail;
     }
     s = ap_http_scheme(r);
-    if (PyDict_SetItem(d, keys[K_WSGI_VERSION], version) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_URL_SCHEME],
+    if (PyDict_SetItem(d, keys[K_WSGI_URL_SCHEME],
                        s && !strcmp(s, "https") ? str_https : str_http) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_MULTITHREAD], multithread) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_MULTIPROCESS], multiprocess) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_RUN_ONCE], Py_False) < 0 ||
         PyDict_SetItem(d, keys[K_WSGI_INPUT], input) < 0 ||
         PyDict_SetItem(d, keys[K_WSGI_ERRORS], errors) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_FILE_WRAPPER], (PyObject *)&pyr_FileWrapperType) < 0 ||
-        PyDict_SetItem(d, keys[K_WSGI_INPUT_TERMINATED], Py_True) < 0 ||
         put(d, K_PYRELOAD_OPTIONS,
             apr_is_empty_table(c->cfg->options)
                 ? Py_NewRef(no_options)

@@ -450,6 +450,10 @@ static const env_case_t ENV[] = {
      * apart; httpd's reader merges the client's own): joined too. */
     { "http_headers_table_twice", NULL, "/hdr", {NULL}, NULL, 0, 0,
       { "HTTP_X_TWICE='a, a'", "HTTP_X_PAIR='a, b'", NULL } },
+    /* "httpoxy": a Proxy header must not become HTTP_PROXY (the proxy
+     * libraries would use for the application's own requests). */
+    { "http_proxy_left_out", NULL, "/shop", { "Proxy: http://127.0.0.1:9/", NULL }, NULL, 0, 0,
+      { "!HTTP_PROXY", NULL } },
     { "http_header_latin1", NULL, "/shop", { "X-Latin: caf\xe9", NULL }, NULL, 0, 0,
       { "HTTP_X_LATIN='caf\\xe9'", "_nonstr=[]", NULL } },
     { "wsgi_keys", NULL, "/shop", {NULL}, NULL, 0, 0,
