@@ -24,6 +24,7 @@
 #include "it_util.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -2297,6 +2298,84 @@ START_TEST(test_multi_two_processes)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Over TLS                                                            */
+
+/* mod_ssl with a certificate made for the test (openssl): HTTPS=on and
+ * wsgi.url_scheme 'https' (the environ rows check that plain HTTP has
+ * neither). */
+static const char TLS_APP[] =
+    "def application(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [('%s %s %s' % (environ.get('HTTPS'), environ['wsgi.url_scheme'],\n"
+    "                          type(environ['SERVER_PORT']).__name__)).encode()]\n";
+
+static size_t
+tls_body(char *p, size_t size, size_t n, void *baton)
+{
+    char *buf = baton;
+    size_t have = strlen(buf), add = size * n;
+
+    if (have + add < 256) {
+        memcpy(buf + have, p, add);
+        buf[have + add] = '\0';
+    }
+    return add;
+}
+
+START_TEST(test_https)
+{
+    static const httpd_file_t files[] = { { "tls.py", TLS_APP }, { NULL, NULL } };
+    httpd_opts_t o = {
+        .files = files,
+        .config = "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n"
+                  "SSLEngine on\n"
+                  "SSLCertificateFile @APP@/cert.pem\n"
+                  "SSLCertificateKeyFile @APP@/key.pem\n"
+                  "<Location /tls>\n  PyReloadWSGI @APP@/tls.py\n</Location>\n",
+    };
+    httpd_t *h = httpd_new(&o);
+    char *key, *cert, *cmd, url[96], body[256] = "";
+    CURL *c;
+    CURLcode rc;
+    long status = 0;
+
+    ck_assert_ptr_nonnull(h);
+    key = httpd_path(h, "key.pem");
+    cert = httpd_path(h, "cert.pem");
+    ck_assert_int_gt(asprintf(&cmd,
+                              "timeout 60 openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
+                              "-subj /CN=127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1",
+                              key, cert), 0);
+    ck_assert_msg(system(cmd) == 0, "openssl could not make a certificate: %s", cmd);
+    free(cmd);
+    free(key);
+    free(cert);
+    if (httpd_start(h) != 0) {
+        httpd_dump_log_tail(h, 40);
+        ck_abort_msg("httpd with mod_ssl did not start:\n%s", h->startup_output);
+    }
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/tls/x", h->port);
+    c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L); /* the test's own certificate */
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tls_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    ck_assert_msg(rc == CURLE_OK && status == 200, "%s: curl %d (%s), status %ld", url, (int)rc,
+                  curl_easy_strerror(rc), status);
+    ck_assert_msg(!strcmp(body, "on https str"), "%s: body '%s', want 'on https str'", url, body);
+    httpd_free(h);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -2368,5 +2447,8 @@ suite_wsgi(void)
     tcase_add_test(rc, test_location_root);
     tcase_add_test(rc, test_reload_check_off);
     suite_add_tcase(s, rc);
+    tc = httpd_tcase("wsgi_tls", 60, NULL, NULL);
+    tcase_add_test(tc, test_https);
+    suite_add_tcase(s, tc);
     return s;
 }
