@@ -23,9 +23,10 @@ DEMO_PORT     ?= 8080
 DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-openssl-dev pkg-config
 DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
-# (tests/it_flask.c) real Flask and Django applications.
+# (tests/it_flask.c) real Flask and Django applications; the wsgi suite makes
+# a certificate with openssl for its TLS test.
 DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python \
-             python3-flask python3-django
+             python3-flask python3-django openssl
 
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)
