@@ -80,9 +80,14 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 # The fixture reads the server configuration it shares with the bench and the
 # demo at run time.
 # tests/wsgi/ holds the WSGI suite's applications, read at run time.
-tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h Makefile
+# tests/late_wake.so: loaded by a handler of the hostile suite at run time.
+tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/late_wake.so Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' \
-	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
+	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -DIT_LATE_WAKE_SO='"$(CURDIR)/tests/late_wake.so"' \
+	    -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
+
+tests/late_wake.so: tests/late_wake.c Makefile
+	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -shared -fPIC -o $@ tests/late_wake.c
 
 # Install only what is missing, so that a machine that has it all needs no network.
 deps:
@@ -214,4 +219,4 @@ install: mod_pyreload.so
 	$(APXS) -i -n pyreload mod_pyreload.so
 
 clean:
-	rm -rf build mod_pyreload.so tests/unit_runner tests/it_runner *.lo *.slo src/*.lo src/*.slo .libs src/.libs
+	rm -rf build mod_pyreload.so tests/unit_runner tests/it_runner tests/late_wake.so *.lo *.slo src/*.lo src/*.slo .libs src/.libs

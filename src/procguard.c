@@ -182,6 +182,11 @@ guard_signal(const char *name, PyObject *real, int (*hits)(long), PyObject *cons
     long target, sig;
     char call[96];
 
+    if (!real) {
+        /* A reference to the guard kept past pyr_guard_release(). */
+        PyErr_Format(PyExc_RuntimeError, "%s: mod_pyreload has ended in this process", name);
+        return NULL;
+    }
     if (nargs == 2 && !forked && PyLong_Check(args[0]) && PyLong_Check(args[1])) {
         target = PyLong_AsLong(args[0]);
         sig = PyLong_AsLong(args[1]);
@@ -220,24 +225,33 @@ static PyMethodDef guards[] = {
     { NULL }
 };
 
-/* Put fn in place of module.name in os and posix (code may call either). */
+/* Put fn in place of name in os and posix (code may call either). */
+static int
+put(const char *name, PyObject *fn)
+{
+    static const char *const modules[] = { "posix", "os" };
+    size_t i;
+    int rv = 0;
+
+    for (i = 0; i < sizeof(modules) / sizeof(modules[0]) && rv == 0; i++) {
+        PyObject *m = PyImport_ImportModule(modules[i]);
+
+        rv = m ? PyObject_SetAttrString(m, name, fn) : -1;
+        Py_XDECREF(m);
+    }
+    return rv;
+}
+
 static int
 replace(PyMethodDef *def)
 {
-    static const char *const modules[] = { "posix", "os" };
     PyObject *fn = PyCFunction_New(def, NULL);
-    size_t i;
-    int rv = 0;
+    int rv;
 
     if (!fn) {
         return -1;
     }
-    for (i = 0; i < sizeof(modules) / sizeof(modules[0]) && rv == 0; i++) {
-        PyObject *m = PyImport_ImportModule(modules[i]);
-
-        rv = m ? PyObject_SetAttrString(m, def->ml_name, fn) : -1;
-        Py_XDECREF(m);
-    }
+    rv = put(def->ml_name, fn);
     Py_DECREF(fn);
     return rv;
 }
@@ -277,6 +291,13 @@ pyr_guard_install(const pyr_logger_t *log, void (*drain_fn)(int max_ms))
 void
 pyr_guard_release(void)
 {
+    /* Threads can outlive this (abandoned at the process's end, or when
+     * another module finalises Python later): os.kill and os.killpg are the
+     * real ones again for them. */
+    if ((real_kill && put("kill", real_kill) < 0) ||
+        (real_killpg && put("killpg", real_killpg) < 0)) {
+        PyErr_Clear();
+    }
     Py_CLEAR(real_kill);
     Py_CLEAR(real_killpg);
 }

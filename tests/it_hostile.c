@@ -17,7 +17,9 @@
  *               server stays up, a new child serves, the log names the file
  *               and line; requests in flight in the same process finish
  *   threads     a non-daemon thread left running never holds up a stop or a
- *               graceful restart, and the log names it
+ *               graceful restart, and the log names it; a thread that
+ *               outlives finalisation (wakes at exit(), calls os.kill()
+ *               while atexit functions run) does not crash the child
  *
  * Every case runs under the MPM of PYR_MPM (event, worker, prefork).
  */
@@ -200,6 +202,32 @@ static const char HOSTILE_PY[] =
     "    req.write(name)\n"
     "    return pyreload.OK\n"
     "\n"
+    "def late_wake(req):\n"
+    "    # a daemon thread blocked in a read that returns only at the very end\n"
+    "    # of the process (tests/late_wake.c)\n"
+    "    import ctypes\n"
+    "    r, w = os.pipe()\n"
+    "    threading.Thread(target=os.read, args=(r, 1), name='pyrt-late', daemon=True).start()\n"
+    "    ctypes.CDLL(req.args).pyrt_wake_at_exit(w)\n"
+    "    req.write('armed')\n"
+    "    return pyreload.OK\n"
+    "\n"
+    "def kill_late(req):\n"
+    "    # a daemon thread that calls os.kill() (signal 0: is it there?) while\n"
+    "    # finalisation runs an atexit function that sleeps\n"
+    "    import atexit\n"
+    "    def probe(kill=os.kill):\n"
+    "        while True:\n"
+    "            try:\n"
+    "                kill(os.getpid(), 0)  # a reference taken before the end\n"
+    "            except RuntimeError:\n"
+    "                os.kill(os.getpid(), 0)\n"
+    "            time.sleep(0.01)\n"
+    "    threading.Thread(target=probe, name='pyrt-kill-late', daemon=True).start()\n"
+    "    atexit.register(time.sleep, 0.3)\n"
+    "    req.write('armed')\n"
+    "    return pyreload.OK\n"
+    "\n"
     "def atexit_hang(req):\n"
     "    import atexit\n"
     "    atexit.register(time.sleep, 3600)\n"
@@ -227,7 +255,7 @@ static const char HOSTILE_PY[] =
 static const char *const CALLABLES[] = {
     "hello", "pid", "ret", "exc", "sysexit", "kbint", "recurse", "deep_c", "stdout_close",
     "stdout_replace", "stdout_restore", "printuri", "thread_sysexit", "fork_exit",
-    "fork_return", "kill", "sleep", "spin", "exit", "abort", "forever", "atexit_hang", "echo", "partial", "nonl",
+    "fork_return", "kill", "sleep", "spin", "exit", "abort", "forever", "late_wake", "kill_late", "atexit_hang", "echo", "partial", "nonl",
 };
 
 /* abandons: the server's processes end without freeing what Python holds,
@@ -756,6 +784,40 @@ START_TEST(test_thread_stop)
 }
 END_TEST
 
+/* A thread that outlives finalisation and wakes at the very end of the
+ * process (after httpd's pools, and its modules with them, are gone) must
+ * find the code it runs still there. */
+START_TEST(test_thread_wakes_at_exit)
+{
+    httpd_t *h = launch(NULL, 0, NULL, 1);
+    http_resp_t *r = http_get(h, "/late_wake?" IT_LATE_WAKE_SO);
+    char *log, *at;
+
+    http_assert_status(r, 200);
+    http_free(r);
+    log = stop_within(h, "with a thread that wakes at exit", 3.0);
+    at = strstr(log, "pyrt-late-wake: at exit");
+    ck_assert_msg(at, "the helper did not run:\n%.3000s", log);
+    fprintf(stderr, "[%s] %.*s\n", mpm(), (int)strcspn(at, "\n"), at);
+    free(log);
+    httpd_free(h);
+}
+END_TEST
+
+/* A thread that calls os.kill() while finalisation runs (after the guard
+ * of os.kill() is released).  Unfixed: the child crashed (SIGSEGV). */
+START_TEST(test_thread_kills_at_exit)
+{
+    httpd_t *h = launch(NULL, 0, NULL, 1);
+    http_resp_t *r = http_get(h, "/kill_late");
+
+    http_assert_status(r, 200);
+    http_free(r);
+    free(stop_within(h, "with a thread that calls os.kill() at exit", 3.0));
+    httpd_free(h);
+}
+END_TEST
+
 /* Finalisation itself may wait for ever (an atexit function that sleeps):
  * the process still ends, a while before httpd's SIGKILL. */
 START_TEST(test_atexit_blocks)
@@ -873,6 +935,8 @@ suite_hostile(void)
 
     tc = httpd_tcase("threads", 60, NULL, NULL);
     tcase_add_loop_test(tc, test_thread_stop, 0, 2);
+    tcase_add_test(tc, test_thread_wakes_at_exit);
+    tcase_add_test(tc, test_thread_kills_at_exit);
     tcase_add_test(tc, test_thread_graceful_restarts);
     tcase_add_test(tc, test_atexit_blocks);
     tcase_add_loop_test(tc, test_stop_during_request, 0, 2);
