@@ -1735,11 +1735,40 @@ void http_client_free(http_client_t *c)
     free(c);
 }
 
+/* A request that timed out: the server's threads as gdb sees them, once per
+ * test process (check forks one per test), to stderr, while the request is
+ * still stuck.  A rare hang under load is otherwise gone by the time anyone
+ * looks (the fixture stops the server); with the stacks, the next one says
+ * whose lock it waits on.  Skipped without gdb; each process bounded to 60 s. */
+static void stacks_on_timeout(const httpd_t *h, const http_resp_t *r, const char *path)
+{
+    static int done;
+    pid_t kids[REG_KIDS];
+    int n;
+    if (done || r->status != 0 || !strstr(r->error, "Timeout") || h->pid <= 0
+        || access("/usr/bin/gdb", X_OK) != 0)
+        return;
+    done = 1;
+    n = scan_procs(h->pid, NULL, kids, REG_KIDS);
+    fprintf(stderr, "pyr-it: %s timed out after %.0f ms; stacks of %d server process(es):\n",
+            path ? path : "/", r->total_ms, n);
+    for (int i = 0; i < n; i++) {
+        char *cmd = xasprintf("timeout 60 /usr/bin/gdb -p %d -batch -nx "
+                              "-ex 'thread apply all bt' 2>&1 | grep -E '^(Thread|#)' >&2",
+                              (int)kids[i]);
+        fprintf(stderr, "pyr-it: ---- pid %d\n", (int)kids[i]);
+        fflush(stderr);
+        if (system(cmd) != 0) fprintf(stderr, "pyr-it: (gdb failed)\n");
+        free(cmd);
+    }
+}
+
 http_resp_t *http_do(const httpd_t *h, const http_req_t *rq)
 {
     http_client_t *c = http_client_new(h);
     http_resp_t *r = http_client_do(c, rq);
     http_client_free(c);
+    stacks_on_timeout(h, r, rq->path);
     return r;
 }
 
