@@ -266,6 +266,9 @@ static const command_rec pyreload_cmds[] = {
     AP_INIT_FLAG("PyReloadSafeFiles", set_safe_files, NULL, RSRC_CONF,
                  "Off: run Python files that any user may write (a development "
                  "machine; default On: refuse them); server-wide"),
+    AP_INIT_TAKE1("PyReloadCodeCache", pyr_codecache_cmd, NULL, RSRC_CONF,
+                  "DIR|Off: where compiled code is shared by the server's processes "
+                  "(default: DefaultRuntimeDir/pyreload-code); server-wide"),
     { NULL }
 };
 
@@ -378,6 +381,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
         }
     }
     pyr_serve_child_init(pchild, configured->nelts);
+    pyr_codecache_child_init(s);
     main_server = s;
     opts.paths = (const char *const *)paths->elts;
     opts.npaths = paths->nelts;
@@ -451,6 +455,8 @@ register_hooks(apr_pool_t *p)
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(pyr_codecache_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(pyr_codecache_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(name_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);

@@ -246,6 +246,18 @@ pyr_codecache_check(const unsigned char key[PYR_CC_KEY_LEN], const unsigned char
 /* ------------------------------------------------------------------ */
 /* Files                                                               */
 
+/* 1 when st is ours or root's; else 0, with the reason in buf. */
+static int
+trusted_owner(const struct stat *st, char *buf, size_t buflen)
+{
+    if (st->st_uid == geteuid() || st->st_uid == 0) {
+        return 1;
+    }
+    snprintf(buf, buflen, "owned by uid %ld, neither this server's user (uid %ld) nor root",
+             (long)st->st_uid, (long)geteuid());
+    return 0;
+}
+
 /* Read file if it may be trusted and is whole: 1 (*data, *size: malloc'd);
  * 0 when there is none; -1 when it is bad (*why).  No GIL. */
 static int
@@ -259,19 +271,22 @@ read_file(const char *file, const unsigned char *key, unsigned char **data, size
 
     fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) {
+        int err = errno;
+
+        if (err == ENOENT) {
             return 0;
         }
-        snprintf(buf, buflen, "cannot be opened (%s)", strerror(errno));
+        /* Someone else's file (0600) cannot even be opened: say whose. */
+        if (lstat(file, &st) != 0 || trusted_owner(&st, buf, buflen)) {
+            snprintf(buf, buflen, "cannot be opened (%s)", strerror(err));
+        }
         *why = buf;
         return -1;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         *why = "not a regular file";
     }
-    else if (st.st_uid != geteuid() && st.st_uid != 0) {
-        snprintf(buf, buflen, "owned by uid %ld, neither this server's user (uid %ld) nor root",
-                 (long)st.st_uid, (long)geteuid());
+    else if (!trusted_owner(&st, buf, buflen)) {
         *why = buf;
     }
     else if (st.st_mode & (S_IWGRP | S_IWOTH)) {

@@ -1015,12 +1015,15 @@ static int write_conf(httpd_t *h)
     const char *mpm = httpd_mpm(h);
     int threads = h->opts.threads > 0 ? h->opts.threads : 16;
     int procs = h->opts.procs > 0 ? h->opts.procs : 1;
-    char port[16], mpm_conf[256], *conf = NULL, *extra, *tmpl, *text;
+    int kids = h->opts.children > 0 ? h->opts.children : 1;
+    char port[16], mpm_conf[320], *conf = NULL, *extra, *tmpl, *text;
     size_t len;
     FILE *f;
     int rc = -1;
 
     snprintf(port, sizeof port, "%d", h->port);
+    if (h->opts.children > 0 && !strcmp(mpm, "prefork"))
+        procs = h->opts.children;
     if (!strcmp(mpm, "prefork"))
         snprintf(mpm_conf, sizeof mpm_conf,
                  "StartServers %d\n"
@@ -1031,14 +1034,14 @@ static int write_conf(httpd_t *h)
                  procs, procs, procs + 1, procs, procs);
     else
         snprintf(mpm_conf, sizeof mpm_conf,
-                 "StartServers 1\n"
-                 "ServerLimit 1\n"
+                 "StartServers %d\n"
+                 "ServerLimit %d\n"
                  "ThreadLimit %d\n"
                  "ThreadsPerChild %d\n"
                  "MaxRequestWorkers %d\n"
                  "MinSpareThreads 1\n"
                  "MaxSpareThreads %d",
-                 threads, threads, threads, threads + 1);
+                 kids, kids, threads, threads, kids * threads, kids * threads + 1);
     extra = httpd_subst(h, h->opts.config);
     if (asprintf(&conf,
                  "LoadModule mime_module " MODDIR "/mod_mime.so\n"

@@ -107,6 +107,10 @@ typedef struct httpd_opts {
                                     exit-time leaks are not ours); ASan/UBSan stay on */
     int procs;                   /* prefork: child processes (a concurrent test needs
                                     one per client); 0: 1.  event/worker: ignored */
+    int children;                /* every MPM: this many child processes (prefork: as
+                                    procs; event/worker: ServerLimit N, each with
+                                    `threads` threads), for tests of what processes
+                                    share; 0: procs under prefork, 1 otherwise */
     int no_module;               /* 1: do not LoadModule pyreload (fixture tests) */
     const char *const *env;      /* extra "NAME=VALUE" for apache2 (@APP@/@DIR@
                                     substituted); NULL-terminated */
