@@ -1579,6 +1579,22 @@ def measure_codecache_edit(settings, port, cache):
         stop_servers([s], settings.stop_wait)
 
 
+def cc_settle(server, timeout=15.0):
+    """Wait until the CC_CHILDREN children exist and have finished starting
+    (Python's start in each: their CPU time stops growing), so that a first
+    response measures the load, not the other children's start."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        kids = server.children()
+        now = sum(task_cpu_ns(p) for p in kids) if len(kids) == CC_CHILDREN else None
+        if now is not None and last is not None and now - last < 2e6:
+            return
+        last = now
+        time.sleep(0.25)
+    raise BenchError(f"{server.name}: children still starting after {timeout:.0f} s")
+
+
 def cc_app_files(marker):
     """An app of CC_START_MODULES reloadable modules: app.py imports
     mod01..mod50 (each 200 lines of gen_module's code)."""
@@ -1611,6 +1627,7 @@ def measure_codecache_start(settings, port):
             try:
                 offset = s.log_size()
                 s.start()
+                cc_settle(s)
                 firsts, _ = cc_serve_each(s, "/app", "app v1", CC_CHILDREN)
                 text = s.log_since(offset)
                 times = list(firsts.values())
@@ -1673,8 +1690,10 @@ def render_codecache(settings, res, add):
     if st:
         add(f"### Start of an app of {CC_START_MODULES} reloadable modules")
         add("")
-        add(f"Prefork, {CC_CHILDREN} children; each child's first response "
-            "(client side, fresh connections, one at a time).")
+        add(f"Prefork, {CC_CHILDREN} children, started and idle (Python started in "
+            "each); then each child's first response, which loads the app (client "
+            "side, fresh connections, one at a time). Cold: an empty cache (the first "
+            "child compiles, the others read what it wrote); warm: a restart.")
         add("")
         add("| code cache | first child ms | other children, median ms | max ms | "
             "compiled | from cache |")
