@@ -432,11 +432,13 @@ unmarshal(const unsigned char *data, size_t size, PyObject *fname, const char **
 
 PyObject *
 pyr_codecache_code(const char *path, PyObject *fname, const char *src, size_t len,
-                   const unsigned char *source_sha, const pyr_logger_t *log)
+                   const unsigned char *source_sha, const unsigned char *replaces_sha,
+                   const pyr_logger_t *log)
 {
     PyCompilerFlags flags = { 0, PY_MINOR_VERSION };
     unsigned char key[PYR_CC_KEY_LEN], header[PYR_CC_HEADER_LEN], *data = NULL;
     char name[PYR_CC_NAME_LEN + 1], file[4096], reason[256], stored[300];
+    char old[PYR_CC_NAME_LEN + 1] = "", oldfile[4096];
     const char *dir = cache_dir, *why = NULL;
     PyObject *code = NULL, *bytes;
     const char *payload;
@@ -478,6 +480,14 @@ pyr_codecache_code(const char *path, PyObject *fname, const char *src, size_t le
         PyErr_Clear(); /* a code object always marshals; the cache is only an aid */
         return code;
     }
+    /* The version this one replaces in this process: its file goes, so that
+     * the directory does not grow by a file per save. */
+    if (replaces_sha && memcmp(replaces_sha, source_sha, PYR_SHA256_LEN) != 0) {
+        unsigned char oldkey[PYR_CC_KEY_LEN];
+
+        pyr_codecache_key(path, replaces_sha, oldkey, old);
+        snprintf(oldfile, sizeof(oldfile), "%s/%s", dir, old);
+    }
     payload = PyBytes_AS_STRING(bytes); /* bytes is immutable and held: read without the GIL */
     plen = (size_t)PyBytes_GET_SIZE(bytes);
     Py_BEGIN_ALLOW_THREADS
@@ -493,6 +503,9 @@ pyr_codecache_code(const char *path, PyObject *fname, const char *src, size_t le
     }
     else {
         snprintf(stored, sizeof(stored), "stored as %s", name);
+        if (*old) {
+            (void)unlink(oldfile); /* gone already: another process replaced it */
+        }
     }
     pyr_logf(log, PYR_LOG_INFO, "PYR0600: %s: compiled in %.3f ms (code cache: %s)", path,
              now_ms() - t0, stored);

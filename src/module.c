@@ -107,7 +107,10 @@ pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *ex
     }
     /* From bytes, with the real path: a coding cookie is honoured and
      * tracebacks name the file and line.  Compiled once per host. */
-    code = pyr_codecache_code(e->path, fname, src, len, sig->sha256, log);
+    code = pyr_codecache_code(e->path, fname, src, len, sig->sha256,
+                              e->current && e->current->sig.has_sha256 ? e->current->sig.sha256
+                                                                       : NULL,
+                              log);
     Py_DECREF(fname);
     free(src);
     return code;

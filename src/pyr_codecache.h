@@ -26,16 +26,20 @@ const char *pyr_codecache_dir(void);
 /* The code of the file at path (fname: the same as a str) whose bytes are
  * src[0..len) and hash (SHA-256) source_sha: unmarshalled from the cache
  * when it holds a good file for that key, else compiled (honouring a coding
- * cookie) and stored for the other processes.  One PYR0600 ("compiled") or
- * PYR0601 ("from cache") line goes to log.  GIL (released around the file
- * system).  New reference, or NULL with an exception (a SyntaxError). */
+ * cookie) and stored for the other processes; then the file of the version
+ * it replaces (replaces_sha: the current generation's hash, or NULL) is
+ * removed.  One PYR0600 ("compiled") or PYR0601 ("from cache") line goes
+ * to log.  GIL (released around the file system).  New reference, or NULL
+ * with an exception (a SyntaxError). */
 PyObject *pyr_codecache_code(const char *path, PyObject *fname, const char *src, size_t len,
-                             const unsigned char *source_sha, const pyr_logger_t *log);
+                             const unsigned char *source_sha, const unsigned char *replaces_sha,
+                             const pyr_logger_t *log);
 
 /* The file format, for the unit tests.  key: what the file must be for
  * (path, source hash, Python's magic number, optimisation level); name: its
  * file name (NUL-terminated, PYR_CC_NAME_LEN + 1 bytes).  GIL (reads
- * Python's optimisation level). */
+ * Python's optimisation level and magic number, the first time; header and
+ * check use what it read). */
 void pyr_codecache_key(const char *path, const unsigned char *source_sha,
                        unsigned char key[PYR_CC_KEY_LEN], char *name);
 /* The header of a file holding payload (len bytes) for key. */

@@ -161,6 +161,22 @@ teardown_dir(void)
     ut_teardown();
 }
 
+static void
+setup_dir_cache(void)
+{
+    setup_dir();
+    apr_pool_create(&ut_pool, NULL);
+    ut_cache = pyr_cache_create(ut_pool);
+}
+
+static void
+teardown_dir_cache(void)
+{
+    pyr_cache_destroy(ut_cache);
+    apr_pool_destroy(ut_pool);
+    teardown_dir();
+}
+
 /* What one process serving name once does: a fresh cache, one request. */
 static void
 serve_once(const char *name, const char *want)
@@ -232,6 +248,31 @@ START_TEST(test_edit_is_a_new_key)
     ck_assert_int_eq(cache_files(NULL, 0), 2);
     serve_once("h.py", "v2");
     ck_assert_int_eq(ut_log_count("from cache"), 1);
+}
+END_TEST
+
+/* The process that compiles a new version removes the file of the version
+ * it replaces: the directory does not grow by a file per save. */
+START_TEST(test_replaced_version_removed)
+{
+    char first[1024], now[1024];
+    int slot;
+    pyr_entry_t *e = pyr_cache_entry(ut_cache, ut_path("h.py"));
+
+    slot = pyr_entry_require(e, "handler");
+    ut_edit("h.py", handler_v1);
+    ck_serves(e, slot, "v1");
+    ck_assert_int_eq(cache_files(first, sizeof(first)), 1);
+    ut_edit("h.py", "def handler(req):\n    return 'v2'\n");
+    ck_serves(e, slot, "v2");
+    ck_assert_int_eq(ut_log_count("PYR0600"), 2);
+    ck_assert_msg(cache_files(now, sizeof(now)) == 1, "%d files", cache_files(NULL, 0));
+    ck_assert_str_ne(first, now);
+    /* An edit that changes no byte (touch) keeps the file. */
+    ut_edit("h.py", "def handler(req):\n    return 'v2'\n");
+    ck_serves(e, slot, "v2");
+    ck_assert_int_eq(cache_files(first, sizeof(first)), 1);
+    ck_assert_str_eq(first, now);
 }
 END_TEST
 
@@ -395,6 +436,10 @@ suite_codecache(void)
                         sizeof(spoils) / sizeof(spoils[0]));
     tcase_add_test(tc, test_bad_file_said_once);
     tcase_add_test(tc, test_cached_code_names_file_and_line);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("one process");
+    tcase_add_checked_fixture(tc, setup_dir_cache, teardown_dir_cache);
+    tcase_add_test(tc, test_replaced_version_removed);
     suite_add_tcase(s, tc);
     return s;
 }
