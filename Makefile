@@ -60,7 +60,7 @@ HEADERS    = include/pyreload.h $(wildcard src/*.h)
 UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
-.PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
+.PHONY: all deps deps-bench bench-base check check-layers unit it check-asan unit-asan it-asan \
         check-valgrind demo stop bench install clean
 
 all: mod_pyreload.so
@@ -216,6 +216,17 @@ stop:
 bench: deps-bench
 	$(MAKE) all
 	/usr/bin/python3 bench/run.py
+
+# The hello-world throughput of this tree against another revision's build,
+# in one run: BASE=<git rev> (default: the previous commit).
+BASE ?= HEAD~1
+bench-base: deps-bench
+	$(MAKE) all
+	rm -rf build/base && mkdir -p build/base
+	git archive "$(BASE)" | tar -x -C build/base
+	$(MAKE) -C build/base mod_pyreload.so >/dev/null
+	KINDS=$${KINDS:-c,pyreload,pyreload-base} PARTS=$${PARTS:-throughput} \
+	    BASE_SO=build/base/mod_pyreload.so /usr/bin/python3 bench/run.py
 
 install: mod_pyreload.so
 	$(APXS) -i -n pyreload mod_pyreload.so
