@@ -15,7 +15,8 @@
  *
  * listening on 127.0.0.1:<a free port of $PYR_PORTS>, with ONE child process (event/worker:
  * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
- * httpd_opts_t.procs processes for tests with concurrent clients), started
+ * httpd_opts_t.procs processes for tests with concurrent clients; under every
+ * MPM, httpd_opts_t.children processes for tests of what processes share), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
  *
  * Typical use, one server per TCase, started in the parent (check's unchecked
