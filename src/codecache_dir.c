@@ -21,6 +21,7 @@
 #include "pyr_httpd.h"
 #include "pyr_codecache.h"
 
+#include "http_core.h"
 #include "http_log.h"
 #include "unixd.h"
 
@@ -116,6 +117,22 @@ unsafe(apr_pool_t *p, const char *dir)
     return NULL;
 }
 
+/* Whether the children (User and its primary group; a supplementary
+ * group is not looked at) may make files in dir. */
+static int
+children_may_write(const char *dir)
+{
+    uid_t user = children_uid();
+    struct stat st;
+
+    if (stat(dir, &st) != 0 || user == 0) {
+        return 1;
+    }
+    return (st.st_uid == user && (st.st_mode & S_IWUSR)) ||
+           (st.st_gid == (geteuid() == 0 ? ap_unixd_config.group_id : getegid()) &&
+            (st.st_mode & S_IWGRP));
+}
+
 static void
 refuse(const char *why)
 {
@@ -179,6 +196,13 @@ pyr_codecache_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if ((why = unsafe(ptemp, dir))) {
         refuse(why);
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* Safe but root's alone: the children can read it, not fill it. */
+    if (!children_may_write(dir) && ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "PYR0612: PyReloadCodeCache: %s is not writable by the server's User (%s): "
+                     "the code cache will only be read; chown %s %s",
+                     dir, user_name(ptemp, children_uid()), user_name(ptemp, children_uid()), dir);
     }
     return OK;
 }

@@ -396,6 +396,35 @@ START_TEST(test_directory_made_or_off)
 }
 END_TEST
 
+/* A directory the children cannot write (root's, 0755) is safe, so the
+ * server starts, and says the cache will only be read; loads compile and
+ * say they stored nothing. */
+START_TEST(test_read_only_directory_said)
+{
+    httpd_opts_t o = {.files = FILES};
+    char *conf, *dir;
+    httpd_t *h;
+
+    ck_assert_int_ne(asprintf(&conf, "%sPyReloadCodeCache @DIR@/ro\n", CONF), -1);
+    o.config = conf;
+    h = httpd_new(&o);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_ne(asprintf(&dir, "%s/ro", h->dir), -1);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    ck_assert_int_eq(chmod(dir, 0755), 0);
+    ck_assert_msg(httpd_start(h) == 0, "start failed: %s", h->startup_output);
+    ck_assert_msg(httpd_log_count(h, 0, "PYR0612") == 1, "%s", httpd_log(h));
+    ck_assert_int_ge(httpd_log_count(h, 0, "not writable by the server's User"), 1);
+    free(it_get(h, "/h", 200));
+    ck_assert(httpd_log_wait(h, 0, "h.py: compiled in ", 1, 5000));
+    ck_assert_int_eq(httpd_log_count(h, 0, "(code cache: not stored: Permission denied)"), 1);
+    ck_assert_int_eq(httpd_log_count(h, 0, "PYR0603"), 1);
+    free(dir);
+    free(conf);
+    httpd_free(h);
+}
+END_TEST
+
 Suite *
 suite_codecache(void)
 {
@@ -408,6 +437,7 @@ suite_codecache(void)
     tcase_add_test(tc, test_traceback_from_cached_code);
     tcase_add_loop_test(tc, test_unsafe_directory_refused, 0, sizeof(DIRS) / sizeof(DIRS[0]));
     tcase_add_test(tc, test_directory_made_or_off);
+    tcase_add_test(tc, test_read_only_directory_said);
     suite_add_tcase(s, tc);
     return s;
 }
