@@ -10,7 +10,11 @@
 #   make demo       install what is missing, build, serve examples/ on 127.0.0.1:8080
 #   make stop       stop the demo server
 #   make bench      install what is missing, build, compare against the peers
-#   make install    install the module with apxs
+#   make install    install the module with apxs (Debian: as "pyreload3", with
+#                   mods-available/pyreload3.load and .conf, then a2enmod)
+#   make uninstall  remove what make install put
+#   make deb        build the Debian package into build/deb/ (debian/), lintian it
+#   make check-deb  build it, install it, serve through Debian's apache2, purge it
 #
 # PYTHON_CONFIG=/path/to/python3-config picks another (embeddable) Python.
 
@@ -25,6 +29,9 @@ DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
 # (tests/it_flask.c) real Flask and Django applications; the wsgi suite makes
 # a certificate with openssl for its TLS test.
+# make deb and make check-deb: the package's build dependencies (debian/control)
+# and its checker.
+DEB_PKG    = debhelper apache2-dev python3-dev libpython3-dev dpkg-dev lintian curl
 DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python \
              python3-flask python3-django openssl
 
@@ -59,7 +66,7 @@ UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
 .PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
-        check-valgrind demo stop bench install clean
+        check-valgrind demo stop bench install uninstall deb check-deb clean
 
 all: mod_pyreload.so
 
@@ -215,8 +222,31 @@ bench: deps-bench
 	$(MAKE) all
 	/usr/bin/python3 bench/run.py
 
+# ---- Installing -------------------------------------------------------------
+# The module's Debian name is pyreload3, not pyreload: a2enmod would cut the
+# latter to "pyr" (debian/pyreload3.load says why).  make install uses it on
+# Debian too, where it installs what the package does (tools/install-module).
 install: mod_pyreload.so
-	$(APXS) -i -n pyreload mod_pyreload.so
+	@APXS=$(APXS) ./tools/install-module install
+
+uninstall:
+	@APXS=$(APXS) ./tools/install-module uninstall
+
+# The package's build (debian/rules) takes the module under that name.
+build/mod_pyreload3.so: mod_pyreload.so
+	cp mod_pyreload.so $@
+
+# Built from a copy of the tree in a temporary directory; the .deb, the build
+# log and lintian's report land in build/deb/.  lintian errors fail.
+deb:
+	@./tools/ensure-packages $(DEB_BUILD) $(DEB_PKG)
+	./tools/build-deb build/deb
+
+# Installs the package on this machine, serves a handler through Debian's
+# apache2 on a port of PYR_PORTS, purges it and checks that /etc/apache2 is as
+# it was (tools/check-deb; root only).
+check-deb: deb
+	timeout --kill-after=10s 600 ./tools/check-deb build/deb/libapache2-mod-pyreload3_*.deb
 
 clean:
 	rm -rf build mod_pyreload.so tests/unit_runner tests/it_runner tests/late_wake.so *.lo *.slo src/*.lo src/*.slo .libs src/.libs
