@@ -245,7 +245,7 @@ deb:
 # Installs the package on this machine, serves a handler through Debian's
 # apache2 on a port of PYR_PORTS, purges it and checks that /etc/apache2 is as
 # it was (tools/check-deb; root only).
-check-deb: deb
+check-deb: deb mod_pyreload.so
 	timeout --kill-after=10s 600 ./tools/check-deb build/deb/libapache2-mod-pyreload3_*.deb
 
 clean:
