@@ -7,8 +7,11 @@
 #   make check-asan the unit and integration suites again with the module and the
 #                   engine built with AddressSanitizer + UBSan (leaks included)
 #   make check-valgrind  the unit suite under valgrind memcheck
-#   make demo       install what is missing, build, serve examples/ on 127.0.0.1:8080
-#   make stop       stop the demo server
+#   make demo       install what is missing, build, serve a copy of examples/ on
+#                   127.0.0.1:$(DEMO_PORT) (DEMO_PORT=8081 make demo: another port)
+#   make stop       stop the demo server, remove its copy
+#   make check-demo the demo started, edited and stopped: a clean log, the
+#                   checkout unchanged (run by make check)
 #   make bench      install what is missing, build, compare against the peers
 #   make install    install the module with apxs (Debian: as "pyreload3", with
 #                   mods-available/pyreload3.load and .conf, then a2enmod)
@@ -66,7 +69,7 @@ UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
 .PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
-        check-valgrind demo stop bench install uninstall deb check-deb clean
+        check-valgrind demo stop check-demo bench install uninstall deb check-deb clean
 
 all: mod_pyreload.so
 
@@ -105,7 +108,7 @@ deps-bench:
 
 check: deps
 	$(MAKE) all tests/unit_runner tests/it_runner
-	$(MAKE) unit it
+	$(MAKE) unit it check-demo
 
 # The layering rule, said where it breaks: no engine source includes an
 # httpd header (the unit runner's build, without httpd's include path,
@@ -217,6 +220,9 @@ demo: deps
 
 stop:
 	./tools/demo stop
+
+check-demo: mod_pyreload.so
+	timeout --kill-after=10s 120 ./tools/check-demo
 
 bench: deps-bench
 	$(MAKE) all
