@@ -31,12 +31,13 @@ DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-opens
 DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
 # (tests/it_flask.c) real Flask and Django applications; the wsgi suite makes
-# a certificate with openssl for its TLS test.
-# make deb and make check-deb: the package's build dependencies (debian/control)
-# and its checker.
-DEB_PKG    = debhelper apache2-dev python3-dev libpython3-dev dpkg-dev lintian curl
-DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python \
+# a certificate with openssl for its TLS test; check-demo requests with curl
+# and finds a free port with ss (iproute2).
+DEB_TEST   = git rsync vim tar curl iproute2 libapache2-mod-wsgi-py3 libapache2-mod-python \
              python3-flask python3-django openssl
+# make deb and make check-deb: the package's build dependencies (debian/control)
+# and its checker; check-deb requests with curl and finds a port with ss.
+DEB_PKG    = debhelper apache2-dev python3-dev libpython3-dev dpkg-dev lintian curl iproute2
 
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)
@@ -251,8 +252,10 @@ deb:
 # Installs the package on this machine, serves a handler through Debian's
 # apache2 on a port of PYR_PORTS, purges it and checks that /etc/apache2 is as
 # it was (tools/check-deb; root only).
+# It takes about 10 s; at 300 s it is stopped, and its trap gets time to
+# purge the package and put /etc/apache2 back before a KILL.
 check-deb: deb mod_pyreload.so
-	timeout --kill-after=10s 600 ./tools/check-deb build/deb/libapache2-mod-pyreload3_*.deb
+	timeout --kill-after=360s 300 ./tools/check-deb build/deb/libapache2-mod-pyreload3_*.deb
 
 clean:
 	rm -rf build mod_pyreload.so tests/unit_runner tests/it_runner tests/late_wake.so *.lo *.slo src/*.lo src/*.slo .libs src/.libs
