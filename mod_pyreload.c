@@ -354,6 +354,22 @@ child_exit(void *unused)
     return APR_SUCCESS;
 }
 
+/* The most verbose LogLevel any server (virtual hosts included) sets for
+ * us: Python's logging records below it are dropped before they are
+ * formatted.  httpd itself then applies each request's own level. */
+static int
+most_verbose_level(server_rec *s)
+{
+    int level = APLOG_EMERG;
+
+    for (; s; s = s->next) {
+        int l = ap_get_server_module_loglevel(s, APLOG_MODULE_INDEX);
+
+        level = l > level ? l : level;
+    }
+    return level;
+}
+
 /* Python starts here, in each child: never in the parent, which outlives
  * graceful restarts and reads its configuration twice at start-up. */
 static void
@@ -392,6 +408,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
                      "Python settings apply, not mod_pyreload's isolation)",
                      owner, owner);
     }
+    pyr_pylog_set_level(most_verbose_level(s));
     if (pyr_interp_init(&opts, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "PYR0001: cannot start Python in "

@@ -56,6 +56,17 @@ void pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix, const
 void pyr_logf(const pyr_logger_t *log, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* pylog.c: Python's logging records go to the error log at their own
+ * level (DEBUG debug ... CRITICAL crit).  The most verbose level the server
+ * writes for us (PYR_LOG_*; default PYR_LOG_WARNING): records below it are
+ * not formatted, and the root logger's level is lowered to it if it is more
+ * verbose than Python's WARNING.  Call before pyr_interp_init(). */
+void pyr_pylog_set_level(int level);
+/* Records logged on this thread go to log (a request's, tagged with its
+ * client) until pyr_pylog_bind(NULL) (the process's logger).  log must
+ * outlive the binding.  Any thread; GIL or not. */
+void pyr_pylog_bind(const pyr_logger_t *log);
+
 /* ------------------------------------------------------------------ */
 /* interp.c: the interpreter of this process, and the GIL per thread   */
 
