@@ -38,6 +38,7 @@ Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
 Suite *suite_flask(void);
 Suite *suite_logging(void);
+Suite *suite_messages(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -55,6 +56,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_wsgi,
     suite_flask,
     suite_logging,
+    suite_messages,
 };
 
 /* Run once by `make it`, not once per MPM. */
