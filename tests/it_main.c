@@ -39,6 +39,7 @@ Suite *suite_wsgi(void);
 Suite *suite_flask(void);
 Suite *suite_logging(void);
 Suite *suite_messages(void);
+Suite *suite_recipes(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -57,6 +58,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_flask,
     suite_logging,
     suite_messages,
+    suite_recipes,
 };
 
 /* Run once by `make it`, not once per MPM. */
