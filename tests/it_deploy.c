@@ -662,33 +662,6 @@ START_TEST(test_rsync_quick_check)
 }
 END_TEST
 
-/* One file at a time, atomically: a copy next to it, renamed over it
- * (dependency first, then the handler). */
-START_TEST(test_cp_then_mv)
-{
-    size_t mark = httpd_log_mark(srv);
-    int n, round;
-
-    warm("/cpmv", 1, 1);
-    hammer_start("/cpmv");
-    for (round = 0; round < 6; round++) {
-        char h[256], d[256];
-
-        n = (round + 1) % 4 + 1;
-        snprintf(h, sizeof(h), "%s/stage/%d/h.py", srv->dir, n);
-        snprintf(d, sizeof(d), "%s/stage/%d/dep.py", srv->dir, n);
-        RUN("cpmv", "cp", d, "dep.py.new");
-        RUN("cpmv", "mv", "dep.py.new", "dep.py");
-        RUN("cpmv", "cp", h, "h.py.new");
-        RUN("cpmv", "mv", "h.py.new", "h.py");
-        expect_release("/cpmv", n, n, 3);
-    }
-    hammer_end("cp + mv, 6 times");
-    report_stale("cp + mv, 6 times");
-    ck_assert_int_eq(our_errors(mark), 0);
-}
-END_TEST
-
 START_TEST(test_tar_x)
 {
     size_t mark;
@@ -718,25 +691,59 @@ START_TEST(test_tar_x)
 }
 END_TEST
 
-START_TEST(test_install)
+/* Six deploys of stage/N (N = 2, 3, 4, 1, 2, 3) into the directory site
+ * (served at /site) by deploy(), under concurrent clients. */
+static void
+staged_rounds(const char *site, void (*deploy)(const char *site, const char *h, const char *d),
+              const char *what)
 {
+    char url[64];
     size_t mark = httpd_log_mark(srv);
     int n, round;
 
-    warm("/install", 1, 1);
-    hammer_start("/install");
+    snprintf(url, sizeof(url), "/%s", site);
+    warm(url, 1, 1);
+    hammer_start(url);
     for (round = 0; round < 6; round++) {
         char h[256], d[256];
 
         n = (round + 1) % 4 + 1;
         snprintf(h, sizeof(h), "%s/stage/%d/h.py", srv->dir, n);
         snprintf(d, sizeof(d), "%s/stage/%d/dep.py", srv->dir, n);
-        RUN("install", "install", "-m", "0644", d, h, ".");
-        expect_release("/install", n, n, 3);
+        deploy(site, h, d);
+        expect_release(url, n, n, 3);
     }
-    hammer_end("install -m 0644, 6 times");
-    report_stale("install -m 0644, 6 times");
+    hammer_end(what);
+    report_stale(what);
     ck_assert_int_eq(our_errors(mark), 0);
+}
+
+static void
+deploy_install(const char *site, const char *h, const char *d)
+{
+    RUN(site, "install", "-m", "0644", d, h, ".");
+}
+
+START_TEST(test_install)
+{
+    staged_rounds("install", deploy_install, "install -m 0644, 6 times");
+}
+END_TEST
+
+/* One file at a time, atomically: a copy next to it, renamed over it
+ * (the dependency first, then the handler). */
+static void
+deploy_cp_mv(const char *site, const char *h, const char *d)
+{
+    RUN(site, "cp", d, "dep.py.new");
+    RUN(site, "mv", "dep.py.new", "dep.py");
+    RUN(site, "cp", h, "h.py.new");
+    RUN(site, "mv", "h.py.new", "h.py");
+}
+
+START_TEST(test_cp_then_mv)
+{
+    staged_rounds("cpmv", deploy_cp_mv, "cp + mv, 6 times");
 }
 END_TEST
 

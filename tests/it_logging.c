@@ -147,10 +147,16 @@ assert_line(size_t mark, const char *text, const char *level, int client)
     free(line);
 }
 
-static void
-tag_for(char *tag, size_t size, const char *what)
+/* GET path?<what><pid>, its answer dropped: the log's mark from before it;
+ * the tag (<what><pid>) in tag. */
+static size_t
+request(const char *path, const char *what, char tag[32])
 {
-    snprintf(tag, size, "%s%d", what, (int)getpid());
+    size_t mark = httpd_log_mark(srv);
+
+    snprintf(tag, 32, "%s%d", what, (int)getpid());
+    free(get(path, tag));
+    return mark;
 }
 
 /* ---- LogLevel info pyreload:debug --------------------------------- */
@@ -164,12 +170,10 @@ START_TEST(test_each_level_at_its_apache_level)
         {"warning", "[pyreload:warn]"}, {"error", "[pyreload:error]"},
         {"critical", "[pyreload:crit]"},
     };
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
     size_t i;
+    size_t mark = request("/levels", "lv", tag);
 
-    tag_for(tag, sizeof(tag), "lv");
-    free(get("/levels", tag));
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(text, sizeof(text), "pyrt: PYRT-%s-%s", cases[i].name, tag);
         assert_line(mark, text, cases[i].level, 1);
@@ -184,11 +188,9 @@ END_TEST
 
 START_TEST(test_exc_info_logged)
 {
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
+    size_t mark = request("/exc", "ex", tag);
 
-    tag_for(tag, sizeof(tag), "ex");
-    free(get("/exc", tag));
     snprintf(text, sizeof(text), "pyrt: PYRT-exc-%s", tag);
     assert_line(mark, text, "[pyreload:error]", 1);
     assert_line(mark, "Traceback (most recent call last):", "[pyreload:error]", 1);
@@ -199,11 +201,9 @@ END_TEST
 
 START_TEST(test_wsgi_request_tagged)
 {
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
+    size_t mark = request("/wsgi", "ws", tag);
 
-    tag_for(tag, sizeof(tag), "ws");
-    free(get("/wsgi", tag));
     snprintf(text, sizeof(text), "pyrt: PYRT-wsgi-%s", tag);
     assert_line(mark, text, "[pyreload:warn]", 1);
 }
@@ -212,11 +212,9 @@ END_TEST
 /* A thread still running after its request logs for the server: no client. */
 START_TEST(test_thread_outside_request)
 {
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
+    size_t mark = request("/thread", "th", tag);
 
-    tag_for(tag, sizeof(tag), "th");
-    free(get("/thread", tag));
     snprintf(text, sizeof(text), "pyrt: PYRT-thread-%s", tag);
     ck_assert_msg(httpd_log_wait(srv, mark, text, 1, 5000), "the thread's record never came");
     assert_line(mark, text, "[pyreload:warn]", 0);
@@ -237,12 +235,10 @@ END_TEST
 
 START_TEST(test_below_loglevel_dropped)
 {
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
     char *body;
+    size_t mark = request("/levels", "q", tag);
 
-    tag_for(tag, sizeof(tag), "q");
-    free(get("/levels", tag));
     snprintf(text, sizeof(text), "pyrt: PYRT-warning-%s", tag);
     assert_line(mark, text, "[pyreload:warn]", 1);
     snprintf(text, sizeof(text), "pyrt: PYRT-critical-%s", tag);
@@ -289,11 +285,11 @@ own_setup(void)
 
 START_TEST(test_own_basicconfig_kept)
 {
-    size_t mark = httpd_log_mark(srv);
     char tag[32], text[96];
     char *body;
+    size_t mark = httpd_log_mark(srv);
 
-    tag_for(tag, sizeof(tag), "own");
+    snprintf(tag, sizeof(tag), "own%d", (int)getpid());
     body = get("/own", tag);
     /* basicConfig() did configure the root logger: its handler, its format
      * (written to sys.stderr, hence [stderr]), and no second copy of ours */
