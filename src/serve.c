@@ -144,10 +144,11 @@ load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
 }
 
 static int
-serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache, const pyr_logger_t *log)
+serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
 {
     const pyr_handler_t *h = cfg->handler;
     const pyr_protocol_t *proto = h->protocol;
+    pyr_logger_t log = { rlog, r };
     pyr_call_t call = { r, cfg, NULL, NULL, NULL };
     pyr_outcome_t o = { OK, 0, NULL, 0 };
     pyr_check_t check;
@@ -174,7 +175,7 @@ serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache, const pyr_l
     e = b->entry;
     check.enabled = cfg->check != 0;
     check.interval = cfg->interval == PYR_UNSET ? 0 : cfg->interval;
-    switch (pyr_entry_refresh(e, &check, log)) {
+    switch (pyr_entry_refresh(e, &check, &log)) {
     case PYR_READY:
         if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
             return rc;
@@ -197,7 +198,7 @@ serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache, const pyr_l
     call.gen = g;
     if (proto->start(&call) < 0) {
         pyr_outcome_exception(&o);
-        pyr_gen_release(g, log);
+        pyr_gen_release(g, &log);
         pyr_gil_drop();
         goto report;
     }
@@ -218,7 +219,7 @@ serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache, const pyr_l
     }
     passed = proto->finish(&call);
     pyr_interp_request_done();
-    pyr_gen_release(g, log);
+    pyr_gen_release(g, &log);
     pyr_gil_drop();
 
     if (o.status == OK || o.status == DONE || (o.status == DECLINED && passed)) {
@@ -245,7 +246,7 @@ report:
 
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
                       passed ? "the response had started: cutting it short" : "answering 500");
-        pyr_log_lines(log, APLOG_ERR, "PYR0200: ", o.why);
+        pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
         if (wsgi_like) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                           "PYR0702: %s takes two arguments, as a WSGI application "
@@ -287,7 +288,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     /* logging records of this thread carry the request's client, from the
      * load of its file to its response's close(). */
     pyr_pylog_bind(&log);
-    rc = serve(r, cfg, cache, &log);
+    rc = serve(r, cfg, cache);
     pyr_pylog_bind(NULL);
     return rc;
 }
