@@ -66,14 +66,33 @@ static const char LOG_PY[] =
     "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
     "    return [b'logged']\n";
 
-static const httpd_file_t FILES[] = {{"log.py", LOG_PY}, {NULL, NULL}};
+/* Flask gives app.logger a handler of its own (to wsgi.errors, so at error
+ * level) unless a handler above it would take the record; the README's
+ * line that removes it gives the records their own levels. */
+static const char FLASK_PY[] =
+    "from flask import Flask, request\n"
+    "from flask.logging import default_handler\n"
+    "\n"
+    "app = Flask(__name__)\n"
+    "application = app\n"
+    "\n"
+    "@app.route('/')\n"
+    "def index():\n"
+    "    if request.args.get('native'):\n"
+    "        app.logger.removeHandler(default_handler)\n"
+    "    app.logger.warning('PYRT-flask-%s', request.query_string.decode())\n"
+    "    return 'logged'\n";
+
+static const httpd_file_t FILES[] = {{"log.py", LOG_PY}, {"flaskapp.py", FLASK_PY},
+                                     {NULL, NULL}};
 
 static const char CONF[] =
     "<Location /levels>\n  PyReloadHandler @APP@/log.py::levels\n</Location>\n"
     "<Location /exc>\n  PyReloadHandler @APP@/log.py::exc\n</Location>\n"
     "<Location /thread>\n  PyReloadHandler @APP@/log.py::thread\n</Location>\n"
     "<Location /root>\n  PyReloadHandler @APP@/log.py::root\n</Location>\n"
-    "<Location /wsgi>\n  PyReloadWSGI @APP@/log.py\n</Location>\n";
+    "<Location /wsgi>\n  PyReloadWSGI @APP@/log.py\n</Location>\n"
+    "<Location /flask>\n  PyReloadWSGI @APP@/flaskapp.py\n</Location>\n";
 
 static httpd_t *srv;
 
@@ -209,6 +228,30 @@ START_TEST(test_wsgi_request_tagged)
 }
 END_TEST
 
+START_TEST(test_flask_app_logger)
+{
+    char tag[32], text[96];
+    size_t mark = request("/flask/", "fl", tag);
+    char *line;
+
+    /* Flask's own handler: its format, through wsgi.errors */
+    snprintf(text, sizeof(text), "PYRT-flask-%s", tag);
+    line = httpd_log_line(srv, mark, text);
+    ck_assert_msg(line && strstr(line, "[pyreload:error]") && strstr(line, "WARNING in flaskapp"),
+                  "%s", line ? line : httpd_log_since(srv, mark));
+    free(line);
+    /* without it: the record's own level */
+    snprintf(text, sizeof(text), "native=1&%s", tag);
+    mark = httpd_log_mark(srv);
+    free(get("/flask/", text));
+    snprintf(text, sizeof(text), "PYRT-flask-native=1&%s", tag);
+    line = httpd_log_line(srv, mark, text);
+    ck_assert_msg(line && strstr(line, "[pyreload:warn]") && strstr(line, ": PYRT-flask-native"),
+                  "%s", line ? line : httpd_log_since(srv, mark));
+    free(line);
+}
+END_TEST
+
 /* A thread still running after its request logs for the server: no client. */
 START_TEST(test_thread_outside_request)
 {
@@ -317,6 +360,7 @@ suite_logging(void)
     tcase_add_test(dbg, test_exc_info_logged);
     tcase_add_test(dbg, test_wsgi_request_tagged);
     tcase_add_test(dbg, test_thread_outside_request);
+    tcase_add_test(dbg, test_flask_app_logger);
     tcase_add_test(dbg, test_root_level_follows_loglevel);
     suite_add_tcase(s, dbg);
     tcase_add_test(warn, test_below_loglevel_dropped);
