@@ -47,8 +47,9 @@ CPPFLAGS_ALL = $(ENGINE_CPPFLAGS) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
-             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/pylog.c src/hint.c
+             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/sha256.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
+ENGINE_SRC += src/pylog.c src/hint.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
              src/wsgi_stream.c
@@ -58,7 +59,7 @@ HEADERS    = include/pyreload.h $(wildcard src/*.h)
 UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
-.PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
+.PHONY: all deps deps-bench bench-base check check-layers unit it check-asan unit-asan it-asan \
         check-valgrind demo stop bench install clean
 
 all: mod_pyreload.so
@@ -214,6 +215,17 @@ stop:
 bench: deps-bench
 	$(MAKE) all
 	/usr/bin/python3 bench/run.py
+
+# The hello-world throughput of this tree against another revision's build,
+# in one run: BASE=<git rev> (default: the previous commit).
+BASE ?= HEAD~1
+bench-base: deps-bench
+	$(MAKE) all
+	rm -rf build/base && mkdir -p build/base
+	git archive "$(BASE)" | tar -x -C build/base
+	$(MAKE) -C build/base mod_pyreload.so >/dev/null
+	KINDS=$${KINDS:-c,pyreload,pyreload-base} PARTS=$${PARTS:-throughput} \
+	    BASE_SO=build/base/mod_pyreload.so /usr/bin/python3 bench/run.py
 
 install: mod_pyreload.so
 	$(APXS) -i -n pyreload mod_pyreload.so
