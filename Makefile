@@ -53,6 +53,7 @@ ENGINE_SRC += src/pylog.c src/hint.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
              src/wsgi_stream.c
+GLUE_SRC  += src/readable.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 

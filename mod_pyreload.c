@@ -28,11 +28,9 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "ap_config.h"
-#include "unixd.h"
 
 #include <apr_strings.h>
 
-#include <grp.h>
 #include <sys/stat.h>
 
 module AP_MODULE_DECLARE_DATA pyreload_module;
@@ -345,59 +343,14 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
-/* A file the server's User cannot read fails every request for it: say so
- * before the server starts (and in `apache2 -t`, which runs as root too),
- * naming the user, rather than at the first request.  Every PyReloadHandler
- * and PyReloadWSGI file; every PyReloadPath directory (read and search). */
+/* A file the server's User cannot read is refused before the server starts
+ * (src/readable.c). */
 static int
 check_readable(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
-    const char *user = ap_unixd_config.user_name, *group;
-    uid_t uid = ap_unixd_config.user_id;
-    gid_t gid = ap_unixd_config.group_id, groups[256];
-    int ngroups = (int)(sizeof(groups) / sizeof(groups[0]));
-    int nh = configured ? configured->nelts : 0, n = nh + sc->paths->nelts, i, bad = 0;
-    const char **paths;
-    int *errs;
-    struct group *gr;
 
-    if (n == 0 || uid == (uid_t)-1) {
-        return OK;
-    }
-    if (!user || getgrouplist(user, gid, groups, &ngroups) < 0) {
-        groups[0] = gid; /* "#33", or too many groups: the primary one */
-        ngroups = 1;
-    }
-    gr = getgrgid(gid);
-    group = gr ? apr_pstrdup(ptemp, gr->gr_name) : apr_psprintf(ptemp, "#%ld", (long)gid);
-    paths = apr_palloc(ptemp, sizeof(*paths) * (apr_size_t)n);
-    errs = apr_pcalloc(ptemp, sizeof(*errs) * (apr_size_t)n);
-    for (i = 0; i < nh; i++) {
-        paths[i] = APR_ARRAY_IDX(configured, i, const pyr_handler_t *)->path;
-    }
-    for (i = nh; i < n; i++) {
-        paths[i] = APR_ARRAY_IDX(sc->paths, i - nh, const char *);
-    }
-    if (pyr_perm_readable_as(uid, gid, groups, ngroups, paths, n, errs) != 0) {
-        return OK; /* not root: httpd will not change user either */
-    }
-    for (i = 0; i < n; i++) {
-        const pyr_handler_t *h = i < nh ? APR_ARRAY_IDX(configured, i, const pyr_handler_t *) : NULL;
-
-        if (errs[i] != EACCES && errs[i] != EPERM) {
-            continue;
-        }
-        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                     "PYR0703: %s%s%s%s: the server's User %s (group %s) cannot %s %s (%s); "
-                     "give that user read access (chmod o+r%s, or chgrp %s and chmod g+r%s), "
-                     "and search access (x) to every directory above it",
-                     h ? h->directive : "PyReloadPath", h ? " (" : "", h ? h->where : "",
-                     h ? ")" : "", user, group, h ? "read" : "read and search the directory",
-                     paths[i], strerror(errs[i]), h ? "" : "x", group, h ? "" : "x");
-        bad = 1;
-    }
-    return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
+    return pyr_readable_check(ptemp, configured, sc->paths);
 }
 
 /* What the pyreload module gets from the httpd side. */
