@@ -7,9 +7,9 @@
  * request, with exc_info; and an application that configures logging itself
  * keeps what it configured.
  *
- * Three servers: `LogLevel info pyreload:debug`, `LogLevel info
- * pyreload:warn`, and one whose application calls basicConfig() (process-
- * wide: it would change what the others test).
+ * Four servers: `LogLevel info pyreload:debug`, `LogLevel info
+ * pyreload:warn`, one with a virtual host of each, and one whose application
+ * calls basicConfig() (process-wide: it would change what the others test).
  */
 #include "fixture.h"
 
@@ -297,6 +297,60 @@ START_TEST(test_below_loglevel_dropped)
 }
 END_TEST
 
+/* ---- two virtual hosts, two levels ---------------------------------- */
+
+static const char VHOSTS_CONF[] =
+    "<VirtualHost *>\n"
+    "  ServerName quiet.test\n"
+    "  LogLevel info pyreload:warn\n"
+    "  <Location /levels>\n    PyReloadHandler @APP@/log.py::levels\n  </Location>\n"
+    "</VirtualHost>\n"
+    "<VirtualHost *>\n"
+    "  ServerName loud.test\n"
+    "  LogLevel info pyreload:debug\n"
+    "  <Location /levels>\n    PyReloadHandler @APP@/log.py::levels\n  </Location>\n"
+    "</VirtualHost>\n";
+
+static void
+vhosts_setup(void)
+{
+    start("info pyreload:warn", VHOSTS_CONF, FILES);
+}
+
+/* Each virtual host's LogLevel decides for its requests, in one process. */
+START_TEST(test_vhost_levels)
+{
+    static const char *const hosts[] = {"quiet.test", "loud.test"};
+    char tag[2][32], url[96], text[96];
+    size_t mark = httpd_log_mark(srv);
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        const char *headers[2] = {NULL, NULL};
+        char host[64];
+        http_resp_t *r;
+
+        snprintf(host, sizeof(host), "Host: %s", hosts[i]);
+        headers[0] = host;
+        snprintf(tag[i], sizeof(tag[i]), "vh%d-%d", i, (int)getpid());
+        snprintf(url, sizeof(url), "/levels?%s", tag[i]);
+        r = http_request(srv, "GET", url, headers, NULL, 0);
+        http_assert_status(r, 200);
+        http_free(r);
+    }
+    snprintf(text, sizeof(text), "pyrt: PYRT-warning-%s", tag[0]);
+    assert_line(mark, text, "[pyreload:warn]", 1);
+    snprintf(text, sizeof(text), "PYRT-info-%s", tag[0]);
+    ck_assert_int_eq(httpd_log_count(srv, mark, text), 0);
+    snprintf(text, sizeof(text), "PYRT-debug-%s", tag[0]);
+    ck_assert_int_eq(httpd_log_count(srv, mark, text), 0);
+    snprintf(text, sizeof(text), "pyrt: PYRT-debug-%s", tag[1]);
+    assert_line(mark, text, "[pyreload:debug]", 1);
+    snprintf(text, sizeof(text), "pyrt: PYRT-info-%s", tag[1]);
+    assert_line(mark, text, "[pyreload:info]", 1);
+}
+END_TEST
+
 /* ---- an application that configures logging itself ----------------- */
 
 static const char OWN_PY[] =
@@ -355,6 +409,7 @@ suite_logging(void)
     TCase *dbg = httpd_tcase("debug", 60, debug_setup, teardown);
     TCase *warn = httpd_tcase("warn", 60, warn_setup, teardown);
     TCase *own = httpd_tcase("own", 60, own_setup, teardown);
+    TCase *vh = httpd_tcase("vhosts", 60, vhosts_setup, teardown);
 
     tcase_add_test(dbg, test_each_level_at_its_apache_level);
     tcase_add_test(dbg, test_exc_info_logged);
@@ -367,5 +422,7 @@ suite_logging(void)
     suite_add_tcase(s, warn);
     tcase_add_test(own, test_own_basicconfig_kept);
     suite_add_tcase(s, own);
+    tcase_add_test(vh, test_vhost_levels);
+    suite_add_tcase(s, vh);
     return s;
 }
