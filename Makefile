@@ -60,9 +60,11 @@ CPPFLAGS_ALL = $(ENGINE_CPPFLAGS) $(AP_INCLUDES)
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/sha256.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
+ENGINE_SRC += src/pylog.c src/hint.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
              src/wsgi_stream.c
+GLUE_SRC  += src/readable.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 
