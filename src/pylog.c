@@ -14,7 +14,10 @@
  * logging.warning() and its siblings call basicConfig() with no argument
  * when the root logger has no handler, which would put a handler writing to
  * sys.stderr ([stderr] at error level) before ours: basicConfig() with no
- * argument therefore does nothing (with any argument, it is Python's).  The
+ * argument therefore does nothing.  With arguments that name no destination
+ * (no handlers, stream or filename), Python's default destination, standard
+ * error, is the error log here anyway: the root logger gets our handler, with
+ * the format and level asked for, so the records keep their levels.  The
  * handler's level follows the LogLevel the server gives us, so records the
  * server would drop are not even formatted; under `LogLevel pyreload:info`
  * (or debug) the root logger's level is lowered from Python's default
@@ -138,8 +141,14 @@ static const char handler_src[] =
     "_basicConfig = logging.basicConfig\n"
     "\n"
     "def basicConfig(**kwargs):\n"
-    "    if kwargs:\n"
-    "        _basicConfig(**kwargs)\n"
+    "    if not kwargs:\n"
+    "        return\n"
+    "    if not {'handlers', 'stream', 'filename'} & kwargs.keys():\n"
+    "        h = LogHandler()\n"
+    "        if {'format', 'style', 'datefmt'} & kwargs.keys():\n"
+    "            h.formatter = None    # basicConfig() sets the one asked for\n"
+    "        kwargs['handlers'] = [h]\n"
+    "    _basicConfig(**kwargs)\n"
     "\n"
     "basicConfig.__doc__ = _basicConfig.__doc__\n"
     "\n"
