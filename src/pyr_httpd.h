@@ -142,6 +142,14 @@ int pyr_wsgi_errors_flush(PyObject *errors); /* log an unfinished line */
  * its end); 0 if it has none (iterate it instead); -1 + exception. */
 int pyr_file_wrapper_fd(PyObject *wrapper, int *fd, apr_off_t *offset, apr_off_t *size);
 
+/* readable.c: PYR0703 for each handler file (configured: pyr_handler_t *)
+ * and PyReloadPath directory (dirs: const char *) that the server's User
+ * cannot read (a directory: read and search).  OK, or
+ * HTTP_INTERNAL_SERVER_ERROR after logging; OK when not root.  A
+ * check_config hook's body. */
+int pyr_readable_check(apr_pool_t *ptemp, const apr_array_header_t *configured,
+                       const apr_array_header_t *dirs);
+
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s); /* refuses mod_python */
