@@ -1105,13 +1105,23 @@ static size_t build_env(const httpd_t *h, char **envp)
 
 int httpd_configtest(httpd_t *h, char **out)
 {
-    char *argv[] = {APACHE2, "-t", "-f", h->conf, NULL};
+    const char *args[] = {"-t", NULL};
+
+    return httpd_apache2(h, args, out);
+}
+
+int httpd_apache2(httpd_t *h, const char *const *args, char **out)
+{
+    char *argv[16] = {APACHE2, "-f", h->conf};
     char *envp[64];
+    int na = 3;
     size_t ne = build_env(h, envp), len = 0;
     double deadline = now_ms() + 10000;
     int fds[2], status = -1;
     pid_t pid;
 
+    while (*args && na < 15) argv[na++] = (char *)*args++;
+    argv[na] = NULL;
     *out = calloc(1, 65536);
     if (!*out || pipe(fds) != 0) {
         for (size_t i = 2; i < ne; i++) free(envp[i]);

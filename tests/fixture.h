@@ -176,6 +176,9 @@ const char *httpd_mpm(const httpd_t *h);
  * status (-1: could not run it); *out: what it printed, malloc'd.  Bounded
  * (10 s). */
 int httpd_configtest(httpd_t *h, char **out);
+/* The same for `apache2 -f CONF ARGS...` (args NULL-terminated, at most 12),
+ * e.g. {"-k", "stop", NULL}. */
+int httpd_apache2(httpd_t *h, const char *const *args, char **out);
 
 /* SIGTERM the parent, wait up to 10 s, then SIGKILL it and any child left.
  * Sets stop_seconds and stop_clean.  Returns 0 when the stop was clean,

@@ -396,6 +396,31 @@ START_TEST(test_directory_made_or_off)
 }
 END_TEST
 
+/* A directory that became unsafe while the server ran refuses a start, not
+ * a stop: `apache2 -k stop` still stops the server. */
+START_TEST(test_unsafe_directory_does_not_block_stop)
+{
+    const char *stop[] = {"-k", "stop", NULL};
+    httpd_t *h = launch(1);
+    char *dir = cache_dir(h), *out = NULL;
+    pid_t parent = h->pid;
+    int rc, i;
+
+    free(it_get(h, "/h", 200));
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    rc = httpd_apache2(h, stop, &out);
+    ck_assert_msg(rc == 0, "apache2 -k stop: %d\n%s", rc, out);
+    for (i = 0; i < 100 && httpd_pid_alive(parent); i++) {
+        usleep(100000);
+    }
+    ck_assert_msg(!httpd_pid_alive(parent), "still running after apache2 -k stop");
+    ck_assert_int_eq(chmod(dir, 0700), 0);
+    free(out);
+    free(dir);
+    httpd_free(h);
+}
+END_TEST
+
 /* A directory the children cannot write (root's, 0755) is safe, so the
  * server starts, and says the cache will only be read; loads compile and
  * say they stored nothing. */
@@ -438,6 +463,7 @@ suite_codecache(void)
     tcase_add_loop_test(tc, test_unsafe_directory_refused, 0, sizeof(DIRS) / sizeof(DIRS[0]));
     tcase_add_test(tc, test_directory_made_or_off);
     tcase_add_test(tc, test_read_only_directory_said);
+    tcase_add_test(tc, test_unsafe_directory_does_not_block_stop);
     suite_add_tcase(s, tc);
     return s;
 }
