@@ -88,6 +88,7 @@ static const char *config =
     "<Location /inode>\n  PyReloadHandler @APP@/inode.py\n</Location>\n"
     "<Location /touch>\n  PyReloadHandler @APP@/touch.py\n</Location>\n"
     "<Location /far>\n  PyReloadHandler @APP@/far.py\n</Location>\n"
+    "<Location /sealed>\n  PyReloadHandler @APP@/sealed/h.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
     "<Location /clonefail>\n  PyReloadHandler @APP@/clonefail.py\n</Location>\n"
@@ -102,12 +103,25 @@ static const char *config =
     "<Location /interval>\n  PyReloadHandler @APP@/interval.py\n"
     "  PyReloadCheckInterval 2000\n</Location>\n";
 
+/* sealed/: a directory the server's children may pass through but not
+ * read (0311: not even its owner may list it, and a child never runs as
+ * root), so inotify, which needs read permission, cannot watch it. */
+static int
+sealed_dir(mode_t mode)
+{
+    char *path = httpd_path(srv, "sealed");
+    int rv = chmod(path, mode);
+
+    free(path);
+    return rv;
+}
+
 static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
                                   "ctime.py", "iv1.py", "iv2.py", "touch.py",
-                                  "../releases/far.py",
+                                  "../releases/far.py", "sealed/h.py",
                                   "origin.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
@@ -123,6 +137,7 @@ setup(void)
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
     ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
     ck_assert_int_eq(httpd_symlink(srv, "../releases/far.py", "far.py"), 0);
+    ck_assert_int_eq(sealed_dir(0311), 0);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -132,6 +147,7 @@ setup(void)
 static void
 teardown(void)
 {
+    (void)sealed_dir(0755);   /* listable again: the fixture's clean-up, whoever runs it */
     httpd_free(srv);
     srv = NULL;
 }
@@ -310,6 +326,28 @@ START_TEST(test_symlink_target_elsewhere)
     put("../releases/far.py", "far-2", 0);
     httpd_set_mtime(srv, "../releases/far.py", T0, 2);
     expect("/far", 200, "far-2");
+}
+END_TEST
+
+/* A directory that cannot be watched is stat'ed on every request: however
+ * long the shortcut has been trusted for the others, an edit there is seen
+ * by the next request. */
+START_TEST(test_unwatchable_directory_is_stated)
+{
+    int i;
+
+    put("sealed/h.py", "sealed-1", 0);
+    httpd_set_mtime(srv, "sealed/h.py", T0, 1);
+    for (i = 0; i < 4; i++) {
+        expect("/sealed", 200, "sealed-1");
+        expect("/touch", 200, NULL);    /* a watched neighbour's quiet checks */
+    }
+    put("sealed/h.py", "sealed-2", 0);
+    httpd_set_mtime(srv, "sealed/h.py", T0, 2);
+    expect("/sealed", 200, "sealed-2");
+    put("sealed/h.py", "sealed-3", 0);
+    httpd_set_mtime(srv, "sealed/h.py", T0, 3);
+    expect("/sealed", 200, "sealed-3");
 }
 END_TEST
 
@@ -1131,6 +1169,7 @@ suite_reload(void)
     tcase_add_test(tc, test_inode_only_swap);
     tcase_add_test(tc, test_touch_reloads);
     tcase_add_test(tc, test_symlink_target_elsewhere);
+    tcase_add_test(tc, test_unwatchable_directory_is_stated);
     tcase_add_test(tc, test_origin_clone_example);
     tcase_add_test(tc, test_syntax_error_then_fix);
     tcase_add_test(tc, test_clone_raising_keeps_old);
