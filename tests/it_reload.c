@@ -100,6 +100,8 @@ static const char *config =
     "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
     "</Location>\n"
     "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n"
+    "<Location /frozen-late>\n  PyReloadHandler @APP@/frozenlate.py\n  PyReloadCheck Off\n"
+    "</Location>\n"
     "<Location /interval>\n  PyReloadHandler @APP@/interval.py\n"
     "  PyReloadCheckInterval 2000\n</Location>\n";
 
@@ -125,7 +127,7 @@ setup(void)
                                   "origin.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
-                                  "frozen.py", "interval.py", NULL};
+                                  "frozen.py", "frozenlate.py", "interval.py", NULL};
     httpd_opts_t o = { .config = config };
     int i;
 
@@ -697,6 +699,26 @@ START_TEST(test_check_off_freezes)
 }
 END_TEST
 
+/* PyReloadCheck Off freezes a file after its first successful load: one
+ * that failed is looked at again until it loads, then frozen. */
+START_TEST(test_check_off_after_failed_first_load)
+{
+    int i;
+
+    httpd_write(srv, "frozenlate.py", "import pyreload\nraise ValueError('not yet')\n");
+    httpd_set_mtime(srv, "frozenlate.py", T0, 1);
+    for (i = 0; i < 2; i++) {
+        expect("/frozen-late", 500, NULL);
+    }
+    put("frozenlate.py", "thawed", 0);
+    httpd_set_mtime(srv, "frozenlate.py", T0, 2);
+    expect("/frozen-late", 200, "thawed");
+    put("frozenlate.py", "melted", 0);
+    httpd_set_mtime(srv, "frozenlate.py", T0, 3);
+    expect("/frozen-late", 200, "thawed");
+}
+END_TEST
+
 static double
 ms_since(const struct timespec *t0)
 {
@@ -1179,6 +1201,7 @@ suite_reload(void)
     tcase_add_loop_test(tc, test_failed_first_load_no_debug, 0,
                         (int)(sizeof QUIET_FAILS / sizeof QUIET_FAILS[0]));
     tcase_add_test(tc, test_check_off_freezes);
+    tcase_add_test(tc, test_check_off_after_failed_first_load);
     tcase_add_test(tc, test_check_interval_throttles);
     suite_add_tcase(s, tc);
     tcase_add_test(ic, test_in_flight_finishes_on_old_code);
