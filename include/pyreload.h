@@ -110,12 +110,19 @@ char *pyr_exc_format(void);
 /* Any difference in one of these is a change: two edits in one second
  * (mtime_ns), an atomic rename or symlink swap (dev, ino), a restored mtime
  * with another size (size, ctime_ns). */
+#define PYR_SHA256_LEN 32
+#define PYR_SHA256_HEX (2 * PYR_SHA256_LEN + 1)
+
 typedef struct pyr_sig {
     dev_t dev;
     ino_t ino;
     off_t size;
     int64_t mtime_ns;
     int64_t ctime_ns;
+    /* Not part of the comparison: the SHA-256 of the bytes pyr_source_read()
+     * returned (has_sha256), what a status page or a code cache names. */
+    int has_sha256;
+    unsigned char sha256[PYR_SHA256_LEN];
 } pyr_sig_t;
 
 /* stat(2) the path (following symlinks).  0, or an errno value. No GIL. */
@@ -128,9 +135,14 @@ int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
 
 /* Read a whole file and the signature of what was read.  The read is retried
  * when the file changes under it, and for up to 100 ms while it is absent or
- * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated.
+ * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated;
+ * sig->sha256 is the hash of exactly those bytes.
  * 0 or an errno value (EAGAIN: never stable). */
 int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
+
+/* sha256.c: the SHA-256 of a buffer, and its lowercase hex (NUL-terminated). */
+void pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN]);
+void pyr_sha256_hex(const unsigned char sum[PYR_SHA256_LEN], char hex[PYR_SHA256_HEX]);
 
 /* ------------------------------------------------------------------ */
 /* perm.c: whether a file may be run                                   */
