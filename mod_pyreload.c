@@ -362,7 +362,7 @@ pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
  * `apache2 -t`): every PyReloadHandler file and PyReloadPath directory.
  * Files found later (imports, edits) are checked when they load. */
 static int
-check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+check_files(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
     char msg[1024];
@@ -406,6 +406,64 @@ check_readable(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_re
     pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
 
     return pyr_readable_check(ptemp, configured, sc->paths);
+}
+
+/* `apache2 -k stop` (or graceful-stop) reads the configuration and runs the
+ * check_config hooks before it signals the server: one failing would leave
+ * the server running.  A file or directory that became unsafe or unreadable
+ * since the start refuses a start, never a stop (no child will start).  httpd
+ * takes -k out of process->argv (ap_mpm_rewrite_args), so the command line
+ * is read from /proc. */
+static int
+stopping(void)
+{
+    char buf[4096], *p, *end;
+    ssize_t n = 0;
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+    }
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    for (p = buf, end = buf + n; p < end; p += strlen(p) + 1) {
+        const char *k = NULL;
+
+        if (!strcmp(p, "-k") && p + 3 < end) {
+            k = p + 3; /* the next word */
+        }
+        else if (!strncmp(p, "-k", 2)) {
+            k = p + 2;
+        }
+        if (k) {
+            return !strcmp(k, "stop") || !strcmp(k, "graceful-stop");
+        }
+    }
+    return 0;
+}
+
+/* Every check, so that a start that is refused says every reason at once. */
+static int
+check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    static int (*const checks[])(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *) = {
+        check_files, check_readable, pyr_child_check_config, pyr_codecache_check_config,
+    };
+    size_t i;
+    int rv = OK;
+
+    if (stopping()) {
+        return OK;
+    }
+    for (i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
+        if (checks[i](pconf, plog, ptemp, s) != OK) {
+            rv = HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return rv;
 }
 
 /* What the pyreload module gets from the httpd side. */
@@ -549,9 +607,6 @@ register_hooks(apr_pool_t *p)
 
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_check_config(check_readable, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_check_config(pyr_codecache_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(pyr_codecache_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(name_handler, NULL, NULL, APR_HOOK_MIDDLE);

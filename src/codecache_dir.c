@@ -141,42 +141,6 @@ refuse(const char *why)
                  "PYR0610: PyReloadCodeCache: %s; or PyReloadCodeCache Off", why);
 }
 
-/* `apache2 -k stop` (or graceful-stop) reads the configuration, and its
- * check_config failing would leave the server running: a stop is not
- * refused for a directory that the running server no longer trusts.  httpd
- * takes -k out of process->argv (ap_mpm_rewrite_args), so the command line
- * is read from /proc. */
-static int
-stopping(void)
-{
-    char buf[4096], *p, *end;
-    ssize_t n = 0;
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-    }
-    if (n <= 0) {
-        return 0;
-    }
-    buf[n] = '\0';
-    for (p = buf, end = buf + n; p < end; p += strlen(p) + 1) {
-        const char *k = NULL;
-
-        if (!strcmp(p, "-k") && p + 3 < end) {
-            k = p + 3; /* the next word */
-        }
-        else if (!strncmp(p, "-k", 2)) {
-            k = p + 2;
-        }
-        if (k) {
-            return !strcmp(k, "stop") || !strcmp(k, "graceful-stop");
-        }
-    }
-    return 0;
-}
-
 /* Where the cache is (default filled in: the runtime directory is known
  * once the configuration is read), and whether what is there now is safe. */
 int
@@ -193,8 +157,8 @@ pyr_codecache_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     if (!sc->codecache || !*sc->codecache) {
         return OK;
     }
-    if ((stat(sc->codecache, &st) != 0 && errno == ENOENT) || stopping()) {
-        return OK; /* made in post_config; or no child will start */
+    if (stat(sc->codecache, &st) != 0 && errno == ENOENT) {
+        return OK; /* made in post_config */
     }
     if ((why = unsafe(ptemp, sc->codecache))) {
         refuse(why);

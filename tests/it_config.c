@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <check.h>
 
@@ -230,6 +231,48 @@ START_TEST(test_unreadable_by_user_refused)
 }
 END_TEST
 
+/* A file that became unsafe (anyone may write it) or unreadable by the
+ * server's User while the server ran refuses a start, not a stop: `apache2
+ * -k stop` runs the configuration checks before it signals the server, and
+ * must still stop it. */
+static const struct {
+    const char *path;
+    mode_t mode;
+    const char *said;
+} TURNED_BAD[] = {{"ok.py", 0666, "PYR0020"}, {"ok.py", 0600, "PYR0703"}};
+
+START_TEST(test_file_turned_bad_does_not_block_stop)
+{
+    const char *stop[] = {"-k", "stop", NULL};
+    httpd_opts_t o = {.config = "<Location /u>\n  PyReloadHandler @APP@/ok.py\n</Location>\n",
+                      .files = FILES};
+    httpd_t *h = httpd_launch(&o);
+    char *path, *out = NULL;
+    pid_t parent;
+    int rc, i;
+
+    ck_assert_msg(h != NULL, "httpd did not start");
+    parent = h->pid;
+    path = httpd_path(h, TURNED_BAD[_i].path);
+    ck_assert_int_eq(chmod(path, TURNED_BAD[_i].mode), 0);
+    rc = httpd_apache2(h, stop, &out);
+    ck_assert_msg(rc == 0, "apache2 -k stop: %d\n%s", rc, out);
+    for (i = 0; i < 100 && httpd_pid_alive(parent); i++) {
+        usleep(100000);
+    }
+    ck_assert_msg(!httpd_pid_alive(parent), "still running after apache2 -k stop");
+    /* ... and the configuration is still refused */
+    free(out);
+    out = NULL;
+    rc = httpd_configtest(h, &out);
+    ck_assert_msg(rc != 0 && strstr(out, TURNED_BAD[_i].said), "apache2 -t: %d\n%s", rc, out);
+    ck_assert_int_eq(chmod(path, 0644), 0);
+    free(path);
+    free(out);
+    httpd_free(h);
+}
+END_TEST
+
 Suite *suite_config(void)
 {
     Suite *s = suite_create("config");
@@ -238,6 +281,8 @@ Suite *suite_config(void)
     tcase_add_test(tc, test_good_config_starts);
     tcase_add_loop_test(tc, test_unreadable_by_user_refused, 0,
                         (int)(sizeof UNREADABLE / sizeof UNREADABLE[0]));
+    tcase_add_loop_test(tc, test_file_turned_bad_does_not_block_stop, 0,
+                        (int)(sizeof TURNED_BAD / sizeof TURNED_BAD[0]));
     suite_add_tcase(s, tc);
     return s;
 }
