@@ -62,6 +62,7 @@ bind_handler(const pyr_handler_t *h, pyr_cache_t *cache)
         /* Racing binders compute the same entry and slot. */
         e = pyr_cache_entry(cache, h->path);
         b->slot = pyr_entry_require(e, h->callable);
+        pyr_entry_set_kind(e, (pyr_kind_t)h->kind);
         __atomic_store_n(&b->entry, e, __ATOMIC_RELEASE);
     }
     return b;
