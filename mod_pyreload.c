@@ -488,7 +488,6 @@ static int
 pyreload_handler(request_rec *r)
 {
     pyr_dir_conf_t *cfg;
-    int rc;
 
     if (!r->handler || strcmp(r->handler, PYR_HANDLER_NAME)) {
         return DECLINED;
@@ -498,10 +497,7 @@ pyreload_handler(request_rec *r)
         /* SetHandler pyreload-handler without a PyReloadHandler here. */
         return DECLINED;
     }
-    rc = pyr_serve(r, cfg, cache);
-    /* Only when the request changed what the status page shows. */
-    pyr_status_publish(cache, 0);
-    return rc;
+    return pyr_serve(r, cfg, cache);
 }
 
 static int

@@ -277,7 +277,13 @@ json_page(request_rec *r, const pyr_status_proc_t *procs, int n)
 
         ap_rprintf(r, "%s\n  {\"pid\": %ld, \"started_at\": ", i ? "," : "", (long)pr->pid);
         json_time(r, pr->started_at);
-        ap_rprintf(r, ", \"requests\": %ld, \"updated_at\": ", pr->requests);
+        if (pr->requests >= 0) {
+            ap_rprintf(r, ", \"requests\": %ld", pr->requests);
+        }
+        else {
+            ap_rputs(", \"requests\": null", r);
+        }
+        ap_rputs(", \"updated_at\": ", r);
         json_time(r, pr->updated_at);
         ap_rprintf(r, ", \"live\": %s, \"entries_omitted\": %d, \"entries\": [",
                    pr->live ? "true" : "false", pr->omitted);
@@ -343,6 +349,18 @@ metrics_page(request_rec *r, const pyr_status_proc_t *procs, int n)
 /* ------------------------------------------------------------------ */
 /* HTML                                                                */
 
+/* A process: its pid, since when, its requests, and whether it answered. */
+static const char *
+process_cell(request_rec *r, const pyr_status_proc_t *pr)
+{
+    return apr_psprintf(r->pool, "%ld<br><small>since %s%s%s</small>", (long)pr->pid,
+                        iso_time(r->pool, pr->started_at),
+                        pr->requests >= 0
+                            ? apr_psprintf(r->pool, "<br>%ld requests", pr->requests)
+                            : "",
+                        pr->live ? "<br>(answered this page)" : "");
+}
+
 static void
 html_entry(request_rec *r, const pyr_status_proc_t *pr, const pyr_status_entry_t *e, int first,
            apr_time_t now)
@@ -351,8 +369,7 @@ html_entry(request_rec *r, const pyr_status_proc_t *pr, const pyr_status_entry_t
 
     ap_rputs("<tr>", r);
     if (first) {
-        ap_rprintf(r, "<td rowspan=\"%d\" class=\"pid\">%ld%s</td>", pr->nentries, (long)pr->pid,
-                   pr->live ? "<br><small>(this one)</small>" : "");
+        ap_rprintf(r, "<td rowspan=\"%d\">%s</td>", pr->nentries, process_cell(r, pr));
     }
     ap_rprintf(r, "<td>%s</td><td class=\"path\">%s<br><small>%s</small></td>",
                pyr_kind_name(e->kind), html(r, e->path), html(r, e->name));
@@ -418,9 +435,8 @@ html_page(request_rec *r, const pyr_status_proc_t *procs, int n)
             html_entry(r, pr, &pr->entries[j], j == 0, now);
         }
         if (!pr->nentries) {
-            ap_rprintf(r, "<tr><td class=\"pid\">%ld%s</td><td colspan=\"11\">nothing loaded"
-                          "</td></tr>\n",
-                       (long)pr->pid, pr->live ? "<br><small>(this one)</small>" : "");
+            ap_rprintf(r, "<tr><td>%s</td><td colspan=\"11\">nothing loaded</td></tr>\n",
+                       process_cell(r, pr));
         }
         if (pr->omitted) {
             ap_rprintf(r, "<tr><td colspan=\"12\" class=\"bad\">process %ld: %d more entries did "

@@ -167,13 +167,18 @@ pid_serving(pid_t pid)
 
 /* Requests pid has served: the scoreboard's count for this child (what
  * mod_status shows as its "Acc" middle figure), summed over its threads;
- * -1 if it is not there. */
+ * -1 if it is not there, or if httpd does not count (ExtendedStatus Off,
+ * the default unless mod_status is loaded: turning it on would cost every
+ * request a times() call). */
 static long
 requests_of(pid_t pid)
 {
     int i, j, nd = 0, nt = 0;
     long sum = 0;
 
+    if (!ap_extended_status) {
+        return -1;
+    }
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &nd);
     ap_mpm_query(AP_MPMQ_HARD_LIMIT_THREADS, &nt);
     for (i = 0; i < nd; i++) {
@@ -351,16 +356,23 @@ pyr_status_publish(pyr_cache_t *cache, int force)
     /* The one check a request that changed nothing pays: a load and a
      * compare. */
     if (!head || my_slot < 0 || !cache ||
-        (!force && ever_written && __atomic_load_n(&written, __ATOMIC_ACQUIRE) == now)) {
+        (!force && __atomic_load_n(&ever_written, __ATOMIC_ACQUIRE) &&
+         __atomic_load_n(&written, __ATOMIC_ACQUIRE) == now)) {
         return;
     }
-    if (apr_pool_create(&p, NULL) != APR_SUCCESS) {
+    /* One writer at a time, each with a snapshot taken after the last one
+     * was written, so that an older snapshot never overwrites a newer.
+     * The snapshot takes the GIL with the mutex held: no thread waits for
+     * this mutex with the GIL (callers hold no GIL). */
+    pthread_mutex_lock(&writer);
+    now = pyr_status_changes();
+    if ((!force && ever_written && written == now) || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        pthread_mutex_unlock(&writer);
         return;
     }
     n = pyr_status_snapshot(cache, p, &st);
     sl = &slots[my_slot];
     area = areas + head->area * (apr_size_t)my_slot;
-    pthread_mutex_lock(&writer);
     __atomic_add_fetch(&sl->seq, 1, __ATOMIC_ACQ_REL);
     for (i = 0; i < n; i++) {
         if (kept < head->entries && put_entry(area, &off, head->area, &st[i], head->error_bytes)) {
@@ -375,11 +387,8 @@ pyr_status_publish(pyr_cache_t *cache, int force)
     sl->used = off;
     sl->updated_at = apr_time_now();
     __atomic_add_fetch(&sl->seq, 1, __ATOMIC_ACQ_REL);
-    /* A snapshot taken later may already be written: never go back. */
-    if (!ever_written || (long)(now - written) > 0) {
-        __atomic_store_n(&written, now, __ATOMIC_RELEASE);
-    }
-    ever_written = 1;
+    __atomic_store_n(&written, now, __ATOMIC_RELEASE);
+    __atomic_store_n(&ever_written, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&writer);
     apr_pool_destroy(p);
 }

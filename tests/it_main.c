@@ -37,7 +37,7 @@ Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
 Suite *suite_flask(void);
-Suite *suite_status(void);
+Suite *suite_status_page(void); /* tests/it_status.c */
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -54,7 +54,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_wsgi_core,
     suite_wsgi,
     suite_flask,
-    suite_status,
+    suite_status_page,
 };
 
 /* Run once by `make it`, not once per MPM. */

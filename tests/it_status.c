@@ -27,6 +27,20 @@
 #include <unistd.h>
 
 static httpd_t *srv;
+static char *flags; /* the slow handler's and the test's meeting place */
+
+/* A handler that says which process ran it. */
+static const httpd_file_t pid_files[] = {
+    { "pid.py", "import os, pyreload\n"
+                "def handler(req):\n"
+                "    req.write(str(os.getpid()))\n"
+                "    return pyreload.OK\n" },
+    { NULL, NULL }
+};
+
+#define STATUS_CONF "<Location /pyreload-status>\n  SetHandler pyreload-status\n</Location>\n"
+/* ExtendedStatus: httpd counts each process's requests (status "requests"). */
+#define PID_CONF "ExtendedStatus On\n" STATUS_CONF "<Location /pid>\n  PyReloadHandler @APP@/pid.py\n</Location>\n"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -124,6 +138,11 @@ static const char h_src[] = "import pyreload\nimport helper\nV = 'v1'\n"
                             "    req.write('%s %s' % (V, helper.X))\n"
                             "    return pyreload.OK\n";
 
+/* A file name with a double quote, a backslash and a letter that is not
+ * ASCII.  (Not a byte that is not UTF-8: such a handler file does not load
+ * at all today, UnicodeDecodeError in the engine.) */
+#define ODD "q\"u\\\xc3\xa9.py"
+
 static void
 setup(void)
 {
@@ -133,26 +152,32 @@ setup(void)
         { "w.py", "def application(environ, start_response):\n"
                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
                   "    return [b'wsgi']\n" },
+        { ODD, "import pyreload\ndef handler(req):\n    req.write('odd')\n"
+               "    return pyreload.OK\n" },
         { NULL, NULL }
     };
     httpd_opts_t o = { .files = files,
                        .config = "LoadModule status_module /usr/lib/apache2/modules/mod_status.so\n"
                                  "<Location /server-status>\n  SetHandler server-status\n"
                                  "</Location>\n"
-                                 "<Location /pyreload-status>\n  SetHandler pyreload-status\n"
-                                 "</Location>\n"
+                                 STATUS_CONF
                                  "<Location /h>\n  PyReloadHandler @APP@/h.py\n</Location>\n"
-                                 "<Location /w>\n  PyReloadWSGI @APP@/w.py\n</Location>\n" };
+                                 "<Location /w>\n  PyReloadWSGI @APP@/w.py\n</Location>\n"
+                                 "<Location /odd>\n  PyReloadHandler \"@APP@/q\\\"u\\\xc3\xa9.py\"\n"
+                                 "</Location>\n" };
 
     srv = httpd_launch(&o);
     ck_assert_msg(srv != NULL, "httpd did not start");
 }
 
+/* Every TCase's: one server at a time, in srv. */
 static void
 teardown(void)
 {
     httpd_free(srv);
     srv = NULL;
+    free(flags);
+    flags = NULL;
 }
 
 START_TEST(test_json_fields)
@@ -174,8 +199,9 @@ START_TEST(test_json_fields)
     procs = json_get(st, "processes");
     ck_assert_msg(procs && procs->type == JSON_ARR && procs->n >= 1, "processes");
     p = json_at(procs, 0);
+    /* mod_status is loaded: httpd counts requests (ExtendedStatus). */
     ck_assert_msg(json_num(p, "pid") > 0 && is_iso(json_str(p, "started_at")) &&
-                      json_num(p, "requests") >= 0 && json_get(p, "entries"),
+                      json_num(p, "requests") >= 1 && json_get(p, "entries"),
                   "process fields");
 
     h = need_entry(st, 0, "h.py");
@@ -490,6 +516,43 @@ START_TEST(test_metrics_parse_back)
 }
 END_TEST
 
+/* A path comes back whole: JSON and Prometheus with its quote and
+ * backslash escaped, HTML escaped. */
+START_TEST(test_odd_path_escaped)
+{
+    sample_t samples[200];
+    char err[300], *odd = httpd_path(srv, ODD);
+    const char *want;
+    http_resp_t *r;
+    json_t *st;
+    int n, i, seen = 0;
+
+    it_expect(srv, "/odd", "odd");
+    st = status_json(srv);
+    need_entry(st, 0, ODD);
+    json_free(st);
+
+    r = http_get(srv, "/pyreload-status?json");
+    http_assert_body_has(r, "q\\\"u\\\\\xc3\xa9.py");
+    http_free(r);
+
+    r = http_get(srv, "/pyreload-status");
+    http_assert_body_has(r, "q&quot;u");
+    http_free(r);
+
+    r = http_get(srv, "/pyreload-status?metrics");
+    n = prom_parse(r->body, samples, 200, err, sizeof(err));
+    ck_assert_msg(n > 0, "metrics: %s", err);
+    want = odd;
+    for (i = 0; i < n; i++) {
+        seen += !strcmp(samples[i].path, want);
+    }
+    ck_assert_int_eq(seen, 6);
+    http_free(r);
+    free(odd);
+}
+END_TEST
+
 START_TEST(test_html_and_server_status)
 {
     char *hp = httpd_path(srv, "h.py");
@@ -524,8 +587,6 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* A slow request on a generation that is replaced meanwhile           */
 
-static httpd_t *isrv;
-
 static const char slow_src[] =
     "import os, time, pyreload\n"
     "V = '%s'\n"
@@ -544,8 +605,8 @@ slow_put(const char *v)
     char src[1024], *sub;
 
     snprintf(src, sizeof(src), slow_src, v);
-    sub = httpd_subst(isrv, src);
-    it_put(isrv, "slow.py", sub);
+    sub = httpd_subst(srv, src);
+    it_put(srv, "slow.py", sub);
     free(sub);
 }
 
@@ -553,37 +614,24 @@ slow_put(const char *v)
  * loads the new code runs in another process (procs = 2), where nothing
  * runs on the old generation; the status page then shows the slow
  * request's process still on the old one. */
-static char *flags;
-
 static void
 isetup(void)
 {
-    httpd_opts_t o = { .config = "<Location /pyreload-status>\n  SetHandler pyreload-status\n"
-                                 "</Location>\n"
-                                 "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n"
-                                 "</Location>\n",
+    httpd_opts_t o = { .config = STATUS_CONF "<Location /slow>\n  PyReloadHandler @APP@/slow.py\n"
+                                             "</Location>\n",
                        .procs = 2 };
 
-    isrv = httpd_new(&o);
-    ck_assert_ptr_nonnull(isrv);
-    flags = httpd_subst(isrv, "@DIR@/flags");
+    srv = httpd_new(&o);
+    ck_assert_ptr_nonnull(srv);
+    flags = httpd_subst(srv, "@DIR@/flags");
     /* Where the handler (www-data) and the test meet. */
     ck_assert_int_eq(mkdir(flags, 0755), 0);
     ck_assert_int_eq(chmod(flags, 01777), 0);
     slow_put("old");
-    if (httpd_start(isrv) != 0) {
-        httpd_dump_log_tail(isrv, 40);
+    if (httpd_start(srv) != 0) {
+        httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
     }
-}
-
-static void
-iteardown(void)
-{
-    httpd_free(isrv);
-    isrv = NULL;
-    free(flags);
-    flags = NULL;
 }
 
 typedef struct {
@@ -603,25 +651,19 @@ bg_slow(void *arg)
 static const json_t *
 slow_entry(const json_t *st, pid_t pid)
 {
-    httpd_t *keep = srv;
-    const json_t *e;
-
-    srv = isrv; /* entry_of() names files of srv */
-    e = entry_of(st, pid, "slow.py");
-    srv = keep;
-    return e;
+    return entry_of(st, pid, "slow.py");
 }
 
 START_TEST(test_in_flight_on_retired_generation)
 {
-    bg_t b = { http_client_new(isrv), NULL };
+    bg_t b = { http_client_new(srv), NULL };
     char started[300], release[300];
     pid_t slow_pid;
     pthread_t t;
     http_resp_t *r;
     const json_t *e;
     json_t *st;
-    int i, prefork = !strcmp(httpd_mpm(isrv), "prefork");
+    int i, prefork = !strcmp(httpd_mpm(srv), "prefork");
     FILE *f;
 
     snprintf(started, sizeof(started), "%s/started", flags);
@@ -638,12 +680,12 @@ START_TEST(test_in_flight_on_retired_generation)
     }
     ck_assert_msg(access(started, F_OK) == 0, "the slow request did not start");
     slow_put("new");
-    r = http_get(isrv, "/slow");
+    r = http_get(srv, "/slow");
     http_assert_status(r, 200);
     ck_assert_msg(!strncmp(r->body, "new ", 4), "body %s", r->body);
     http_free(r);
 
-    st = status_json(isrv);
+    st = status_json(srv);
     e = slow_entry(st, slow_pid);
     ck_assert_msg(e != NULL, "no slow.py entry for process %ld", (long)slow_pid);
     if (!prefork) {
@@ -672,7 +714,7 @@ START_TEST(test_in_flight_on_retired_generation)
         ck_assert_msg(!strncmp(r->body, "new ", 4), "body %s", r->body);
         http_free(r);
     }
-    st = status_json(isrv);
+    st = status_json(srv);
     e = slow_entry(st, slow_pid);
     ck_assert_msg(e != NULL, "no slow.py entry for process %ld", (long)slow_pid);
     ck_assert_msg(json_num(e, "generation") == 2, "generation %g", json_num(e, "generation"));
@@ -687,36 +729,19 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* Three processes                                                     */
 
-static httpd_t *csrv;
 #define NPROCS 3
 
 static void
 csetup(void)
 {
-    static const httpd_file_t files[] = {
-        { "pid.py", "import os, pyreload\n"
-                    "def handler(req):\n"
-                    "    req.write(str(os.getpid()))\n"
-                    "    return pyreload.OK\n" },
-        { NULL, NULL }
-    };
-    httpd_opts_t o = { .files = files,
-                       .config = "<Location /pyreload-status>\n  SetHandler pyreload-status\n"
-                                 "</Location>\n"
-                                 "<Location /pid>\n  PyReloadHandler @APP@/pid.py\n</Location>\n",
+    httpd_opts_t o = { .files = pid_files,
+                       .config = PID_CONF,
                        .procs = NPROCS,
                        .servers = NPROCS,
                        .threads = 4 };
 
-    csrv = httpd_launch(&o);
-    ck_assert_msg(csrv != NULL, "httpd did not start");
-}
-
-static void
-cteardown(void)
-{
-    httpd_free(csrv);
-    csrv = NULL;
+    srv = httpd_launch(&o);
+    ck_assert_msg(srv != NULL, "httpd did not start");
 }
 
 static int
@@ -740,12 +765,12 @@ every_child_serves(pid_t *kids)
     pid_t seen[16];
     int n = 0, nk, i;
 
-    for (i = 0; i < 50 && (nk = httpd_children(csrv, kids, 16)) != NPROCS; i++) {
+    for (i = 0; i < 50 && (nk = httpd_children(srv, kids, 16)) != NPROCS; i++) {
         usleep(100 * 1000);
     }
     ck_assert_int_eq(nk, NPROCS);
     for (i = 0; i < 2000 && n < nk; i++) {
-        http_resp_t *r = http_get(csrv, "/pid");
+        http_resp_t *r = http_get(srv, "/pid");
         pid_t p = (pid_t)strtol(r->body, NULL, 10);
 
         http_assert_status(r, 200);
@@ -768,13 +793,8 @@ listed(json_t *st, pid_t *out, pid_t *served_by, int with_entry)
     *served_by = (pid_t)json_num(json_get(st, "server"), "served_by");
     for (i = 0; json_at(procs, i); i++) {
         pid_t p = (pid_t)json_num(json_at(procs, i), "pid");
-        httpd_t *keep = srv;
-        const json_t *e;
 
-        srv = csrv;
-        e = entry_of(st, p, "pid.py");
-        srv = keep;
-        if (!with_entry || e) {
+        if (!with_entry || entry_of(st, p, "pid.py")) {
             out[n++] = p;
         }
     }
@@ -788,18 +808,34 @@ START_TEST(test_every_child_listed_from_any_child)
     json_t *st;
 
     for (i = 0; i < 6; i++) {
-        st = status_json(csrv);
+        st = status_json(srv);
         n = listed(st, got, &by, 1);
         ck_assert_msg(n == nk, "%d processes with pid.py listed, %d children", n, nk);
         for (int k = 0; k < n; k++) {
             ck_assert_msg(pid_in(got[k], kids, nk), "pid %ld is not a child", (long)got[k]);
         }
         ck_assert_msg(pid_in(by, kids, nk), "served by %ld", (long)by);
+
         /* The entries of a process other than the one that answered. */
         others += n - 1;
         json_free(st);
     }
     ck_assert_msg(others >= 6 * (nk - 1), "entries of other children");
+    /* httpd counts a request once it is logged, after its response. */
+    for (i = 0; i < 100; i++) {
+        int counted = 0;
+
+        st = status_json(srv);
+        for (int k = 0; json_at(json_get(st, "processes"), k); k++) {
+            counted += json_num(json_at(json_get(st, "processes"), k), "requests") >= 1;
+        }
+        json_free(st);
+        if (counted == nk) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    ck_assert_msg(i < 100, "a process that served counts no request");
 }
 END_TEST
 
@@ -810,7 +846,7 @@ replaced(pid_t gone, pid_t *kids)
     int i, nk = 0;
 
     for (i = 0; i < 100; i++) {
-        nk = httpd_children(csrv, kids, 16);
+        nk = httpd_children(srv, kids, 16);
         if (!httpd_pid_alive(gone) && nk == NPROCS && !pid_in(gone, kids, nk)) {
             return;
         }
@@ -831,7 +867,7 @@ START_TEST(test_killed_child_not_listed)
     victim = kids[nk - 1];
     ck_assert_int_eq(kill(victim, SIGKILL), 0);
     replaced(victim, kids);
-    st = status_json(csrv);
+    st = status_json(srv);
     n = listed(st, got, &by, 0);
     for (k = 0; k < n; k++) {
         ck_assert_msg(got[k] != victim, "process %ld is listed after it died", (long)victim);
@@ -842,7 +878,7 @@ START_TEST(test_killed_child_not_listed)
     json_free(st);
     /* The new process has a slot too. */
     every_child_serves(kids);
-    st = status_json(csrv);
+    st = status_json(srv);
     ck_assert_int_eq(listed(st, got, &by, 1), NPROCS);
     json_free(st);
 }
@@ -854,11 +890,11 @@ START_TEST(test_graceful_restart_starts_clean)
     int nk = every_child_serves(kids), na = 0, i, k, n;
     json_t *st;
 
-    ck_assert_int_eq(httpd_signal(csrv, SIGUSR1), 0);
+    ck_assert_int_eq(httpd_signal(srv, SIGUSR1), 0);
     for (i = 0; i < 100; i++) {
         int old = 0;
 
-        na = httpd_children(csrv, after, 16);
+        na = httpd_children(srv, after, 16);
         for (k = 0; k < na; k++) {
             old |= pid_in(after[k], kids, nk);
         }
@@ -869,7 +905,7 @@ START_TEST(test_graceful_restart_starts_clean)
         usleep(100 * 1000);
     }
     ck_assert_msg(na >= 1 && i < 100, "the old processes did not go (%d children)", na);
-    st = status_json(csrv);
+    st = status_json(srv);
     n = listed(st, got, &by, 0);
     ck_assert_msg(n >= 1, "no process listed");
     for (k = 0; k < n; k++) {
@@ -884,39 +920,21 @@ END_TEST
 /* ------------------------------------------------------------------ */
 /* A child that exits frees its slot                                   */
 
-static httpd_t *xsrv;
-
 static void
 xsetup(void)
 {
-    static const httpd_file_t files[] = {
-        { "pid.py", "import os, pyreload\n"
-                    "def handler(req):\n"
-                    "    req.write(str(os.getpid()))\n"
-                    "    return pyreload.OK\n" },
-        { NULL, NULL }
-    };
     /* Later than the fixture's MaxConnectionsPerChild 0: this one wins. */
-    httpd_opts_t o = { .files = files,
-                       .config = "MaxConnectionsPerChild 3\n"
-                                 "<Location /pyreload-status>\n  SetHandler pyreload-status\n"
-                                 "</Location>\n"
+    httpd_opts_t o = { .files = pid_files,
+                       .config = "MaxConnectionsPerChild 3\n" STATUS_CONF
                                  "<Location /pid>\n  PyReloadHandler @APP@/pid.py\n</Location>\n" };
 
-    xsrv = httpd_launch(&o);
-    ck_assert_msg(xsrv != NULL, "httpd did not start");
-}
-
-static void
-xteardown(void)
-{
-    httpd_free(xsrv);
-    xsrv = NULL;
+    srv = httpd_launch(&o);
+    ck_assert_msg(srv != NULL, "httpd did not start");
 }
 
 START_TEST(test_exited_child_frees_its_slot)
 {
-    http_resp_t *r = http_get(xsrv, "/pid");
+    http_resp_t *r = http_get(srv, "/pid");
     pid_t first = (pid_t)strtol(r->body, NULL, 10), now = first;
     const json_t *procs, *server;
     json_t *st;
@@ -926,7 +944,7 @@ START_TEST(test_exited_child_frees_its_slot)
     http_free(r);
     /* Each request is a connection: the third ends the process. */
     for (i = 0; i < 200 && now == first; i++) {
-        r = http_get(xsrv, "/pid");
+        r = http_get(srv, "/pid");
         if (r->status == 200) {
             now = (pid_t)strtol(r->body, NULL, 10);
         }
@@ -939,13 +957,15 @@ START_TEST(test_exited_child_frees_its_slot)
     for (i = 0; i < 100 && httpd_pid_alive(first); i++) {
         usleep(20 * 1000);
     }
-    st = status_json(xsrv);
+    st = status_json(srv);
     server = json_get(st, "server");
     procs = json_get(st, "processes");
     for (i = 0; json_at(procs, i); i++) {
         ck_assert_msg((pid_t)json_num(json_at(procs, i), "pid") != first,
                       "process %ld listed after it exited", (long)first);
     }
+    /* ExtendedStatus Off (no mod_status): httpd counts no requests. */
+    ck_assert_msg(json_get(json_at(procs, 0), "requests")->type == JSON_NULL, "requests");
     /* Freed by its cleanup, not merely ignored. */
     ck_assert_msg(json_num(server, "slots_stale") == 0, "slots_stale %g",
                   json_num(server, "slots_stale"));
@@ -954,18 +974,19 @@ START_TEST(test_exited_child_frees_its_slot)
 END_TEST
 
 Suite *
-suite_status(void)
+suite_status_page(void)
 {
     Suite *s = suite_create("status");
     TCase *tc = httpd_tcase("page", 60, setup, teardown);
-    TCase *ic = httpd_tcase("in_flight", 60, isetup, iteardown);
-    TCase *cc = httpd_tcase("children", 120, csetup, cteardown);
-    TCase *xc = httpd_tcase("exit", 60, xsetup, xteardown);
+    TCase *ic = httpd_tcase("in_flight", 60, isetup, teardown);
+    TCase *cc = httpd_tcase("children", 120, csetup, teardown);
+    TCase *xc = httpd_tcase("exit", 60, xsetup, teardown);
 
     tcase_add_test(tc, test_json_fields);
     tcase_add_test(tc, test_edit_changes_generation_loads_sha);
     tcase_add_test(tc, test_last_error_set_then_cleared);
     tcase_add_test(tc, test_metrics_parse_back);
+    tcase_add_test(tc, test_odd_path_escaped);
     tcase_add_test(tc, test_html_and_server_status);
     suite_add_tcase(s, tc);
     tcase_add_test(ic, test_in_flight_on_retired_generation);
