@@ -411,7 +411,7 @@ html_page(request_rec *r, const pyr_status_proc_t *procs, int n)
     int i, j;
 
     ap_set_content_type(r, "text/html; charset=utf-8");
-    ap_rputs(DOCTYPE_HTML_4_01 "<html><head><meta charset=\"utf-8\">"
+    ap_rputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
                                "<title>mod_pyreload status</title><style>"
                                "body{font-family:sans-serif}table{border-collapse:collapse}"
                                "td,th{border:1px solid #999;padding:2px 6px;vertical-align:top}"

@@ -30,13 +30,10 @@ static httpd_t *srv;
 static char *flags; /* the slow handler's and the test's meeting place */
 
 /* A handler that says which process ran it. */
-static const httpd_file_t pid_files[] = {
-    { "pid.py", "import os, pyreload\n"
-                "def handler(req):\n"
-                "    req.write(str(os.getpid()))\n"
-                "    return pyreload.OK\n" },
-    { NULL, NULL }
-};
+#define PID_PY                                                                                     \
+    "import os, pyreload\ndef handler(req):\n    req.write(str(os.getpid()))\n"                    \
+    "    return pyreload.OK\n"
+static const httpd_file_t pid_files[] = { { "pid.py", PID_PY }, { NULL, NULL } };
 
 #define STATUS_CONF "<Location /pyreload-status>\n  SetHandler pyreload-status\n</Location>\n"
 /* ExtendedStatus: httpd counts each process's requests (status "requests"). */
@@ -130,6 +127,24 @@ has_key(const json_t *o, const char *k)
     return json_get(o, k) != NULL;
 }
 
+/* Every TCase's setup: one server at a time, in srv. */
+static void
+launch(const httpd_opts_t *o)
+{
+    srv = httpd_launch(o);
+    ck_assert_msg(srv != NULL, "httpd did not start");
+}
+
+/* Every TCase's teardown. */
+static void
+teardown(void)
+{
+    httpd_free(srv);
+    srv = NULL;
+    free(flags);
+    flags = NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* One process: fields, edits, errors, metrics, pages                  */
 
@@ -166,18 +181,7 @@ setup(void)
                                  "<Location /odd>\n  PyReloadHandler \"@APP@/q\\\"u\\\xc3\xa9.py\"\n"
                                  "</Location>\n" };
 
-    srv = httpd_launch(&o);
-    ck_assert_msg(srv != NULL, "httpd did not start");
-}
-
-/* Every TCase's: one server at a time, in srv. */
-static void
-teardown(void)
-{
-    httpd_free(srv);
-    srv = NULL;
-    free(flags);
-    flags = NULL;
+    launch(&o);
 }
 
 START_TEST(test_json_fields)
@@ -741,8 +745,7 @@ csetup(void)
                        .servers = NPROCS,
                        .threads = 4 };
 
-    srv = httpd_launch(&o);
-    ck_assert_msg(srv != NULL, "httpd did not start");
+    launch(&o);
 }
 
 static int
@@ -929,8 +932,7 @@ xsetup(void)
                        .config = "MaxConnectionsPerChild 3\n" STATUS_CONF
                                  "<Location /pid>\n  PyReloadHandler @APP@/pid.py\n</Location>\n" };
 
-    srv = httpd_launch(&o);
-    ck_assert_msg(srv != NULL, "httpd did not start");
+    launch(&o);
 }
 
 START_TEST(test_exited_child_frees_its_slot)
@@ -974,6 +976,83 @@ START_TEST(test_exited_child_frees_its_slot)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* What does not fit in shared memory is said                         */
+
+START_TEST(test_sizes_truncate_and_say_so)
+{
+    http_client_t *c = http_client_new(srv);
+    http_resp_t *r = http_client_get(c, "/pid");
+    pid_t a = (pid_t)strtol(r->body, NULL, 10);
+    const json_t *proc = NULL, *e, *err;
+    json_t *st = NULL;
+    int i, k;
+
+    http_assert_status(r, 200);
+    http_free(r);
+    /* The same connection, the same process: two entries there. */
+    r = http_client_get(c, "/bad");
+    http_assert_status(r, 500);
+    http_free(r);
+    /* Read by another process, from shared memory. */
+    for (i = 0; i < 2000 && !proc; i++) {
+        json_free(st);
+        st = status_json(srv);
+        if ((pid_t)json_num(json_get(st, "server"), "served_by") == a) {
+            continue;
+        }
+        for (k = 0; json_at(json_get(st, "processes"), k); k++) {
+            if ((pid_t)json_num(json_at(json_get(st, "processes"), k), "pid") == a) {
+                proc = json_at(json_get(st, "processes"), k);
+            }
+        }
+    }
+    ck_assert_msg(proc != NULL, "no other process served the page with process %ld on it",
+                  (long)a);
+    ck_assert_int_eq((int)json_num(proc, "entries_omitted"), 1);
+    ck_assert_int_eq(json_get(proc, "entries")->n, 1);
+    e = need_entry(st, a, "bad.py"); /* entries go by path: bad.py first */
+    err = json_get(e, "last_error");
+    ck_assert_msg(err && err->type == JSON_OBJ, "last_error");
+    ck_assert_msg(json_get(err, "truncated")->type == JSON_BOOL && json_get(err, "truncated")->b,
+                  "truncated");
+    ck_assert_uint_le(json_get(err, "traceback")->len, 16);
+    ck_assert_msg(strstr(json_str(err, "message"), "SyntaxError"), "message");
+    json_free(st);
+
+    /* Fresh connections go to whichever process takes them first. */
+    for (i = 0; i < 2000; i++) {
+        r = http_get(srv, "/pyreload-status");
+        if (strstr(r->body, "did not fit")) {
+            break;
+        }
+        http_free(r);
+    }
+    ck_assert_msg(i < 2000, "the page never said what did not fit");
+    http_assert_body_has(r, "truncated in shared memory");
+    http_free(r);
+    http_client_free(c);
+}
+END_TEST
+
+static void
+ssetup(void)
+{
+    static const httpd_file_t files[] = {
+        { "pid.py", PID_PY },
+        { "bad.py", "def handler(req:\n" },
+        { NULL, NULL }
+    };
+    httpd_opts_t o = { .files = files,
+                       .config = "PyReloadStatusEntries 1\nPyReloadStatusErrorBytes 16\n" PID_CONF
+                                 "<Location /bad>\n  PyReloadHandler @APP@/bad.py\n</Location>\n",
+                       .procs = 2,
+                       .servers = 2,
+                       .threads = 4 };
+
+    launch(&o);
+}
+
 Suite *
 suite_status_page(void)
 {
@@ -982,6 +1061,7 @@ suite_status_page(void)
     TCase *ic = httpd_tcase("in_flight", 60, isetup, teardown);
     TCase *cc = httpd_tcase("children", 120, csetup, teardown);
     TCase *xc = httpd_tcase("exit", 60, xsetup, teardown);
+    TCase *sc = httpd_tcase("sizes", 60, ssetup, teardown);
 
     tcase_add_test(tc, test_json_fields);
     tcase_add_test(tc, test_edit_changes_generation_loads_sha);
@@ -998,5 +1078,7 @@ suite_status_page(void)
     suite_add_tcase(s, cc);
     tcase_add_test(xc, test_exited_child_frees_its_slot);
     suite_add_tcase(s, xc);
+    tcase_add_test(sc, test_sizes_truncate_and_say_so);
+    suite_add_tcase(s, sc);
     return s;
 }
