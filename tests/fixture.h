@@ -14,8 +14,9 @@
  *         startup.log              stdout+stderr of `apache2 -k start`
  *
  * listening on 127.0.0.1:<a free port of $PYR_PORTS>, with ONE child process (event/worker:
- * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
- * httpd_opts_t.procs processes for tests with concurrent clients), started
+ * ServerLimit 1, ThreadsPerChild 16, or httpd_opts_t.servers processes for tests that
+ * need several; prefork: MaxRequestWorkers 1, or httpd_opts_t.procs processes for tests
+ * with concurrent clients), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
  *
  * Typical use, one server per TCase, started in the parent (check's unchecked
