@@ -62,11 +62,13 @@ ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.
 ENGINE_SRC += src/procguard.c src/shutdown.c
 ENGINE_SRC += src/pylog.c src/hint.c
 ENGINE_SRC += src/status.c
+ENGINE_SRC += src/codecache.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
              src/wsgi_stream.c
 GLUE_SRC  += src/readable.c
 GLUE_SRC  += src/status_shm.c src/status_page.c
+GLUE_SRC  += src/codecache_dir.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 

@@ -136,15 +136,48 @@ location_of(cmd_parms *cmd)
     return apr_pstrmemdup(cmd->pool, path, n);
 }
 
+/* httpd has no end-of-line comments: "PyReloadHandler app.py  # calls
+ * handler(req)" reaches the directive as four arguments.  The directives take
+ * theirs as a list (TAKE_ARGV) so that the error can say so, where httpd
+ * would only count them.  A '#' that starts a value the directive takes
+ * ("PyReloadOption colour #ff0000") is that value. */
 static const char *
-set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
+check_argc(cmd_parms *cmd, int argc, char *const argv[], int want)
+{
+    const char *comment;
+    int i;
+
+    if (argc == want) {
+        return NULL;
+    }
+    for (i = 1; i < argc && argv[i][0] != '#'; i++) {
+    }
+    if (i == argc) {
+        return apr_psprintf(cmd->pool, "%s takes %s, %s", cmd->cmd->name,
+                            want == 1 ? "one argument" : "two arguments", cmd->cmd->errmsg);
+    }
+    for (comment = argv[i++]; i < argc; i++) {
+        comment = apr_pstrcat(cmd->pool, comment, " ", argv[i], NULL);
+    }
+    return apr_psprintf(cmd->pool,
+                        "%s: httpd has no comments at the end of a line: '%s' is read as "
+                        "more arguments; put the comment on a line of its own",
+                        cmd->cmd->name, comment);
+}
+
+static const char *
+set_handler(cmd_parms *cmd, void *mconfig, int argc, char *const argv[])
 {
     const directive_kind_t *kind = cmd->info;
     pyr_dir_conf_t *c = mconfig;
-    const char *file, *callable, *err, *path;
+    const char *file, *callable, *err, *path, *arg;
     pyr_handler_t *h;
     struct stat st;
 
+    if ((err = check_argc(cmd, argc, argv, 1))) {
+        return err;
+    }
+    arg = argv[0];
     if ((err = pyr_spec_parse(cmd->pool, arg, kind->default_callable, &file, &callable))) {
         return apr_psprintf(cmd->pool, "%s %s", cmd->cmd->name, err);
     }
@@ -189,11 +222,11 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
 }
 
 static const char *
-add_path(cmd_parms *cmd, void *mconfig, const char *arg)
+add_path(cmd_parms *cmd, void *mconfig, int argc, char *const argv[])
 {
     pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config, &pyreload_module);
-    const char *dir = ap_server_root_relative(cmd->pool, arg);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_VIRTUALHOST);
+    const char *arg, *dir;
     struct stat st;
 
     if (err) {
@@ -203,6 +236,11 @@ add_path(cmd_parms *cmd, void *mconfig, const char *arg)
                            "belongs at server level",
                            NULL);
     }
+    if ((err = check_argc(cmd, argc, argv, 1))) {
+        return err;
+    }
+    arg = argv[0];
+    dir = ap_server_root_relative(cmd->pool, arg);
     if (!dir || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a directory", cmd->cmd->name,
                             dir ? dir : arg);
@@ -226,12 +264,17 @@ set_check(cmd_parms *cmd, void *mconfig, int on)
 }
 
 static const char *
-set_interval(cmd_parms *cmd, void *mconfig, const char *arg)
+set_interval(cmd_parms *cmd, void *mconfig, int argc, char *const argv[])
 {
     pyr_dir_conf_t *c = mconfig;
+    const char *err = check_argc(cmd, argc, argv, 1), *arg;
     apr_int64_t ms;
     char *end;
 
+    if (err) {
+        return err;
+    }
+    arg = argv[0];
     ms = apr_strtoi64(arg, &end, 10);
     if (!*arg || *end || ms < 0 || ms > 86400000) {
         return apr_psprintf(cmd->pool,
@@ -293,32 +336,41 @@ set_status_size(cmd_parms *cmd, void *mconfig, const char *arg)
 }
 
 static const char *
-add_option(cmd_parms *cmd, void *mconfig, const char *name, const char *value)
+add_option(cmd_parms *cmd, void *mconfig, int argc, char *const argv[])
 {
-    apr_table_set(((pyr_dir_conf_t *)mconfig)->options, name, value);
+    const char *err = check_argc(cmd, argc, argv, 2);
+
+    if (err) {
+        return err;
+    }
+    apr_table_set(((pyr_dir_conf_t *)mconfig)->options, argv[0], argv[1]);
     return NULL;
 }
 
 static const command_rec pyreload_cmds[] = {
-    AP_INIT_TAKE1("PyReloadHandler", set_handler, (void *)&handler_kind, RSRC_CONF | ACCESS_CONF,
-                  "FILE[::CALLABLE]: the Python file (and function, default "
-                  "'handler') that answers requests here"),
-    AP_INIT_TAKE1("PyReloadWSGI", set_handler, (void *)&wsgi_kind, RSRC_CONF | ACCESS_CONF,
-                  "FILE[::CALLABLE]: the Python file (and WSGI application, "
-                  "default 'application') that answers requests here"),
-    AP_INIT_TAKE1("PyReloadPath", add_path, NULL, RSRC_CONF,
-                  "DIR: a directory to put first on sys.path (repeatable); "
-                  "server-wide"),
+    AP_INIT_TAKE_ARGV("PyReloadHandler", set_handler, (void *)&handler_kind,
+                      RSRC_CONF | ACCESS_CONF,
+                      "FILE[::CALLABLE]: the Python file (and function, default "
+                      "'handler') that answers requests here"),
+    AP_INIT_TAKE_ARGV("PyReloadWSGI", set_handler, (void *)&wsgi_kind,
+                      RSRC_CONF | ACCESS_CONF,
+                      "FILE[::CALLABLE]: the Python file (and WSGI application, "
+                      "default 'application') that answers requests here"),
+    AP_INIT_TAKE_ARGV("PyReloadPath", add_path, NULL, RSRC_CONF,
+                      "DIR: a directory to put first on sys.path (repeatable); "
+                      "server-wide"),
     AP_INIT_FLAG("PyReloadDebug", set_debug, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: 500 responses carry the Python traceback (default Off)"),
     AP_INIT_FLAG("PyReloadCheck", set_check, NULL, RSRC_CONF | ACCESS_CONF,
                  "Off: never look at a handler file again after its first load "
                  "(default On)"),
-    AP_INIT_TAKE1("PyReloadCheckInterval", set_interval, NULL, RSRC_CONF | ACCESS_CONF,
-                  "MS: look at a handler file at most once per MS milliseconds "
-                  "(default 0: on every request)"),
-    AP_INIT_TAKE2("PyReloadOption", add_option, NULL, RSRC_CONF | ACCESS_CONF,
-                  "NAME VALUE: a setting handlers read as req.options[NAME]"),
+    AP_INIT_TAKE_ARGV("PyReloadCheckInterval", set_interval, NULL,
+                      RSRC_CONF | ACCESS_CONF,
+                      "MS: look at a handler file at most once per MS milliseconds "
+                      "(default 0: on every request)"),
+    AP_INIT_TAKE_ARGV("PyReloadOption", add_option, NULL,
+                      RSRC_CONF | ACCESS_CONF,
+                      "NAME VALUE: a setting handlers read as req.options[NAME]"),
     AP_INIT_FLAG("PyReloadSafeFiles", set_safe_files, NULL, RSRC_CONF,
                  "Off: run Python files that any user may write (a development "
                  "machine; default On: refuse them); server-wide"),
@@ -329,6 +381,9 @@ static const command_rec pyreload_cmds[] = {
                   RSRC_CONF,
                   "N: bytes of an entry's last traceback that other processes' status pages "
                   "show (default 4096); server-wide"),
+    AP_INIT_TAKE1("PyReloadCodeCache", pyr_codecache_cmd, NULL, RSRC_CONF,
+                  "DIR|Off: where compiled code is shared by the server's processes "
+                  "(default: DefaultRuntimeDir/pyreload-code); server-wide"),
     { NULL }
 };
 
@@ -480,6 +535,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
     }
     pyr_serve_child_init(pchild, configured->nelts);
     pyr_status_shm_child_init(pchild, s);
+    pyr_codecache_child_init(s);
     main_server = s;
     opts.paths = (const char *const *)paths->elts;
     opts.npaths = paths->nelts;
@@ -562,6 +618,8 @@ register_hooks(apr_pool_t *p)
     ap_hook_check_config(check_readable, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(pyr_codecache_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(pyr_codecache_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(name_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);

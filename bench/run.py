@@ -35,12 +35,18 @@ Parts (PARTS, comma-separated; default: all):
               "generation N loaded in X ms" log line) vs CPython's own
               compile()+exec() of the same source in /usr/bin/python3
   memory      VmRSS of the (single) child before/after RELOADS reloads
+  codecache   prefork, 8 children, one edit of a CC_LINES-line handler, each
+              child served once: CPU time all children spent loading, with
+              PyReloadCodeCache Off and with the cache, vs one CPython
+              compile+exec (target: <= 2x with the cache)
+  codecache-start  prefork, 8 children, an app of 50 reloadable modules:
+              each child's first response, cache off / cold / warm
 
 Knobs (environment):
   KINDS=c,pyreload,pyreload-nocheck,wsgi-pyreload,wsgi-embedded,wsgi-daemon,
         modpython,flask-pyreload,flask-embedded
   MPM=event|worker|prefork (event)   DURATION=5  WARMUP=2  ROUNDS=3  CONNS=16
-  SAVES=200  COST_REPS=7  RELOADS=10000  RELOAD_WARMUP=200
+  SAVES=200  COST_REPS=7  RELOADS=10000  RELOAD_WARMUP=200  CC_LINES=10000
   RELOAD_TARGET=pyreload|wsgi-embedded  (the server the reload parts measure;
                 wsgi-embedded is for comparison only)
   PORT=18100 (servers use PORT..PORT+19, all inside 18100-18199)
@@ -78,6 +84,7 @@ ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-pyreload",
              "wsgi-embedded", "wsgi-daemon", "modpython", "flask-pyreload",
              "flask-embedded", "pyreload-base"]
 ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
+ALL_PARTS += ["codecache", "codecache-start"]
 # Served by mod_pyreload; the second group through PyReloadWSGI.
 PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck", "wsgi-pyreload",
                   "flask-pyreload", "pyreload-base")
@@ -177,13 +184,15 @@ class Settings:
     def uses_pyreload(self):
         return (any(k in PYRELOAD_KINDS for k in self.kinds)
                 or (self.reload_target == "pyreload"
-                    and any(p in ("latency", "cost", "memory") for p in self.parts)))
+                    and any(p in ("latency", "cost", "memory") for p in self.parts))
+                or any(p.startswith("codecache") for p in self.parts))
 
     def knobs(self):
         """The environment knobs that are set, as NAME=value words."""
         names = ["KINDS", "PARTS", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
                  "SAVES", "COST_REPS", "RELOADS", "RELOAD_WARMUP", "RELOAD_TARGET",
                  "PORT", "STOP_WAIT", "WORK", "OUT", "BASE_SO"]
+        names += ["CC_LINES"]
         return " ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
 
 
@@ -1454,6 +1463,283 @@ def measure_reload_memory(server, settings):
 
 
 # --------------------------------------------------------------------------
+# Compiled once per host (issue 13): the code cache across processes.
+
+CC_CHILDREN = 8
+CC_START_MODULES = 50
+T_CC_RATIO = 2.0
+PREFORK_CONF = string.Template("""\
+StartServers $n
+MinSpareServers $n
+MaxSpareServers $n
+ServerLimit $n
+MaxRequestWorkers $n""")
+
+
+def cc_module(nlines, marker):
+    """gen_module's pyreload handler, whose body also names the child:
+    b"hello <marker> <pid>\\n"."""
+    return gen_module(nlines, marker, "pyreload").replace(
+        "    req.write(MARK)",
+        "    req.write(MARK[:-1] + b' %d\\n' % __import__('os').getpid())")
+
+
+def cc_server(settings, name, port, locations, cache, extra_files=None):
+    """A prefork server with CC_CHILDREN children, LogLevel info, the code
+    cache at its default place (cache=True) or PyReloadCodeCache Off."""
+    s = Server(name, "pyreload", port, settings, loglevel="info",
+               mpm_conf=PREFORK_CONF.substitute(n=CC_CHILDREN),
+               extra_files=extra_files)
+    s.mpm = "prefork"
+    for url, (rel, text) in locations.items():
+        s.add_location(url, rel, text)
+    s.write()
+    if not cache:
+        s.conf.write_text(s.conf.read_text() + "PyReloadCodeCache Off\n")
+    return s
+
+
+def task_cpu_ns(pid):
+    """CPU time of every thread of pid, in ns (schedstat: not rounded to
+    clock ticks, which are longer than a small load)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
+def cc_serve_each(server, url, prefix, want, deadline_s=60):
+    """GET url on fresh connections until `want` distinct children have
+    answered a body starting with prefix.  {pid: first response's ms} in
+    the order they first answered, and the number of requests made."""
+    firsts, requests = {}, 0
+    end = time.monotonic() + deadline_s
+    while len(firsts) < want:
+        if time.monotonic() > end:
+            raise BenchError(f"{url}: only {len(firsts)} of {want} children "
+                             f"answered '{prefix}' in {deadline_s} s")
+        c = Client(server.port, timeout=60)
+        t0 = time.perf_counter()
+        try:
+            status, _, body, _, _ = c.get(url)
+        finally:
+            c.close()
+        ms = (time.perf_counter() - t0) * 1000.0
+        requests += 1
+        m = re.fullmatch(rb"(.*) (\d+)\n", body)
+        if status == 200 and m and m.group(1).decode() == prefix:
+            firsts.setdefault(int(m.group(2)), ms)
+    return firsts, requests
+
+
+CC_BASELINE = """\
+import json, statistics, sys, time, types
+sys.modules["pyreload"] = types.ModuleType("pyreload")
+sys.modules["pyreload"].OK = 0
+reps, path, cpu = int(sys.argv[1]), sys.argv[2], []
+for _ in range(reps + 1):
+    t0 = time.process_time()
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, types.ModuleType("bench_baseline").__dict__)
+    cpu.append((time.process_time() - t0) * 1000.0)
+print(json.dumps(statistics.median(cpu[1:])))
+"""
+
+
+def cpython_compile_exec_cpu_ms(path, reps):
+    """CPU time (not wall: the children's figures are CPU time) of one
+    read+compile+exec of path in a plain CPython, median of reps."""
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", CC_BASELINE, str(reps), str(path)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"CPython baseline failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def measure_codecache_edit(settings, port, cache):
+    """One edit of a CC_LINES-line handler under prefork with CC_CHILDREN
+    children, each child then served once: the CPU time all of them spent
+    on the new version (each child's CPU over that phase, minus what its
+    requests cost without a load)."""
+    n = env_int("CC_LINES", 10000, 10)
+    name = f"codecache-{'on' if cache else 'off'}"
+    s = cc_server(settings, name, port, {"/cc": ("cc.py", cc_module(n, "start"))}, cache)
+    try:
+        s.start()
+        cc_serve_each(s, "/cc", "hello start", CC_CHILDREN)
+        kids = s.children()
+        if len(kids) != CC_CHILDREN:
+            raise BenchError(f"{name}: {len(kids)} children, want {CC_CHILDREN}")
+        # What a request costs a child that has nothing to load.
+        before = {p: task_cpu_ns(p) for p in kids}
+        _, plain_requests = cc_serve_each(s, "/cc", "hello start", CC_CHILDREN)
+        plain_ns = sum(task_cpu_ns(p) - before[p] for p in kids) / max(plain_requests, 1)
+        offset = s.log_size()
+        before = {p: task_cpu_ns(p) for p in kids}
+        write_atomic(s.file_for("/cc"), cc_module(n, "edited"))
+        firsts, requests = cc_serve_each(s, "/cc", "hello edited", CC_CHILDREN)
+        cpu_ms = (sum(task_cpu_ns(p) - before[p] for p in kids)
+                  - requests * plain_ns) / 1e6
+        text = s.log_since(offset)
+        logged = [float(x) for _, x in LOAD_LINE.findall(text)]
+        return {"lines": n, "cpu_ms": cpu_ms, "logged_ms": sum(logged),
+                "loads": len(logged), "requests": requests,
+                "compiled": text.count(": compiled in "),
+                "from_cache": text.count(": from cache in "),
+                "cpython_ms": cpython_compile_exec_cpu_ms(s.file_for("/cc"),
+                                                          settings.cost_reps)}
+    finally:
+        stop_servers([s], settings.stop_wait)
+
+
+def cc_settle(server, timeout=15.0):
+    """Wait until the CC_CHILDREN children exist and have finished starting
+    (Python's start in each: their CPU time stops growing), so that a first
+    response measures the load, not the other children's start."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        kids = server.children()
+        now = sum(task_cpu_ns(p) for p in kids) if len(kids) == CC_CHILDREN else None
+        if now is not None and last is not None and now - last < 2e6:
+            return
+        last = now
+        time.sleep(0.25)
+    raise BenchError(f"{server.name}: children still starting after {timeout:.0f} s")
+
+
+def cc_app_files(marker):
+    """An app of CC_START_MODULES reloadable modules: app.py imports
+    mod01..mod50 (each 200 lines of gen_module's code)."""
+    imports = "\n".join(f"import mod{i:02d}" for i in range(1, CC_START_MODULES + 1))
+    files = {"app.py": f"import os\nimport pyreload\n{imports}\n"
+                       "def handler(req):\n"
+                       "    req.content_type = 'text/plain'\n"
+                       f"    req.write(b'app {marker} %d\\n' % os.getpid())\n"
+                       "    return pyreload.OK\n"}
+    for i in range(1, CC_START_MODULES + 1):
+        body = gen_module(200, "-", "wsgi", seed=100 + i).split("\n", 2)[2]
+        files[f"mod{i:02d}.py"] = f'"""Module {i} of the /app handler."""\n' + body
+    return files
+
+
+def measure_codecache_start(settings, port):
+    """Start of an app of 50 reloadable modules under prefork: each child's
+    first response (ms, client side), with the cache off, cold (empty:
+    the first child compiles, the others read what it wrote) and warm
+    (a restart: every child reads)."""
+    out = {}
+    files = cc_app_files("v1")
+    app = files.pop("app.py")
+    for cache in (False, True):
+        s = cc_server(settings, f"ccstart-{'on' if cache else 'off'}", port,
+                      {"/app": ("app.py", app)}, cache, extra_files=files)
+        # With the cache: its first start finds it empty (cold); a restart
+        # of the same server (the key names each file's path) finds it full.
+        for mode in (("cold", "warm") if cache else ("off",)):
+            try:
+                offset = s.log_size()
+                s.start()
+                cc_settle(s)
+                firsts, _ = cc_serve_each(s, "/app", "app v1", CC_CHILDREN)
+                text = s.log_since(offset)
+                times = list(firsts.values())
+                out[mode] = {"first_ms": times[0], "others_ms": med(times[1:]),
+                             "median_ms": med(times), "max_ms": max(times),
+                             "compiled": text.count(": compiled in "),
+                             "from_cache": text.count(": from cache in ")}
+            finally:
+                stop_servers([s], settings.stop_wait)
+    return out
+
+
+def run_codecache_parts(settings, res):
+    port = settings.port + 12
+    if "codecache" in settings.parts:
+        log("codecache part: one edit, 8 prefork children, cache off then on")
+        try:
+            off = measure_codecache_edit(settings, port, cache=False)
+            on = measure_codecache_edit(settings, port, cache=True)
+            res["codecache"] = {"off": off, "on": on}
+        except (BenchError, OSError, http.client.HTTPException) as e:
+            res["part_errors"]["codecache"] = f"{type(e).__name__}: {e}"
+            log(f"codecache failed: {e}")
+    if "codecache-start" in settings.parts:
+        log("codecache-start part: 50 modules, 8 prefork children, off / cold / warm")
+        try:
+            res["codecache_start"] = measure_codecache_start(settings, port)
+        except (BenchError, OSError, http.client.HTTPException) as e:
+            res["part_errors"]["codecache-start"] = f"{type(e).__name__}: {e}"
+            log(f"codecache-start failed: {e}")
+
+
+def render_codecache(settings, res, add):
+    cc = res.get("codecache")
+    if cc:
+        on, off = cc["on"], cc["off"]
+        add("### Compiled once per host")
+        add("")
+        add(f"Prefork, {CC_CHILDREN} children, a {on['lines']:,}-line handler; one "
+            "atomic save, then each child served until it has answered with the new "
+            "version. CPU: every child's CPU time (schedstat) over that phase, minus "
+            "what its requests cost without a load; logged: the sum of the "
+            "children's load lines. Reference: one CPython compile+exec of the file "
+            f"in `{SYSTEM_PYTHON} -I`.")
+        add("")
+        one = off["cpu_ms"] / CC_CHILDREN
+        add("| code cache | CPU ms, all children | × one child's load | × CPython "
+            "compile+exec | logged ms | loads | compiled | from cache | requests |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label, r in (("off", off), ("on", on)):
+            add(f"| {label} | {f_ms(r['cpu_ms'], 1)} | {f_x(ratio(r['cpu_ms'], one))} | "
+                f"{f_x(ratio(r['cpu_ms'], r['cpython_ms']))} | {f_ms(r['logged_ms'], 1)} | "
+                f"{r['loads']} | {r['compiled']} | {r['from_cache']} | {r['requests']} |")
+        add("")
+        add(f"One child's load (compile+exec, no cache: the off row / {CC_CHILDREN}): "
+            f"{f_ms(one, 1)} ms CPU. CPython's own read+compile+exec of the file: "
+            f"{f_ms(on['cpython_ms'], 1)} ms CPU.")
+        add("")
+    st = res.get("codecache_start")
+    if st:
+        add(f"### Start of an app of {CC_START_MODULES} reloadable modules")
+        add("")
+        add(f"Prefork, {CC_CHILDREN} children, started and idle (Python started in "
+            "each); then each child's first response, which loads the app (client "
+            "side, fresh connections, one at a time). Cold: an empty cache (the first "
+            "child compiles, the others read what it wrote); warm: a restart.")
+        add("")
+        add("| code cache | first child ms | other children, median ms | max ms | "
+            "compiled | from cache |")
+        add("|---|---:|---:|---:|---:|---:|")
+        for mode in ("off", "cold", "warm"):
+            r = st.get(mode)
+            if r:
+                add(f"| {mode} | {f_ms(r['first_ms'], 1)} | {f_ms(r['others_ms'], 1)} | "
+                    f"{f_ms(r['max_ms'], 1)} | {r['compiled']} | {r['from_cache']} |")
+        add("")
+
+
+def targets_codecache(res):
+    cc = res.get("codecache")
+    label = (f"compiled once per host: {CC_CHILDREN} children's loading ≤ "
+             f"{T_CC_RATIO:.0f}× one child's compile+exec")
+    if not cc:
+        return [target_line(label, None, "–")]
+    on, off = cc["on"], cc["off"]
+    one = off["cpu_ms"] / CC_CHILDREN
+    r = ratio(on["cpu_ms"], one)
+    return [target_line(label, r <= T_CC_RATIO,
+                        f"{r:.2f}× ({on['cpu_ms']:.1f} ms vs {one:.1f} ms for one child; "
+                        f"without the cache {ratio(off['cpu_ms'], one):.2f}×; "
+                        f"{ratio(on['cpu_ms'], on['cpython_ms']):.2f}× CPython's own)")]
+
+
+# --------------------------------------------------------------------------
 # Report
 
 def sh(cmd):
@@ -1784,6 +2070,7 @@ def render(settings, info, res, started, elapsed):
             add(f"Requests that still got the previous body (then retried): "
                 f"{mm['extra_requests']}.")
             add("")
+    render_codecache(settings, res, add)
     for part, msg in res.get("part_errors", {}).items():
         add(f"**{part} failed:** {msg}")
         add("")
@@ -1892,6 +2179,7 @@ def targets(settings, res):
     else:
         out.append(target_line(f"≤ {T_MEM_MIB_PER_10K:.0f} MiB RSS growth per "
                                "10,000 reloads", None, "–"))
+    out += targets_codecache(res)
     return out
 
 
@@ -1944,6 +2232,7 @@ def main():
             res["check"] = measure_check_cost(servers, settings, res["failures"])
         if any(p in settings.parts for p in ("latency", "cost", "memory")):
             run_reload_parts(settings, servers, res)
+        run_codecache_parts(settings, res)
     except BaseException as e:
         res["incomplete"] = f"{type(e).__name__}: {e}"
         raise

@@ -12,6 +12,7 @@
  */
 #include "pyr_engine.h"
 #include "pyr_mem.h"
+#include "pyr_codecache.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -56,7 +57,6 @@ PyObject *
 pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *exists,
                 char **refused)
 {
-    PyCompilerFlags flags = { 0, PY_MINOR_VERSION };
     PyObject *fname, *code;
     char *src = NULL;
     size_t len = 0;
@@ -106,8 +106,11 @@ pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *ex
         return NULL;
     }
     /* From bytes, with the real path: a coding cookie is honoured and
-     * tracebacks name the file and line. */
-    code = Py_CompileStringObject(src, fname, Py_file_input, &flags, -1);
+     * tracebacks name the file and line.  Compiled once per host. */
+    code = pyr_codecache_code(e->path, fname, src, len, sig->sha256,
+                              e->current && e->current->sig.has_sha256 ? e->current->sig.sha256
+                                                                       : NULL,
+                              log);
     Py_DECREF(fname);
     free(src);
     return code;

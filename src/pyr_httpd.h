@@ -57,6 +57,7 @@ typedef struct pyr_srv_conf {
     int safe_files;            /* PYR_UNSET, 0, 1; main server only */
     int status_entries;        /* PYR_UNSET or PyReloadStatusEntries; main server only */
     int status_error_bytes;    /* PYR_UNSET or PyReloadStatusErrorBytes; main server only */
+    const char *codecache;     /* PyReloadCodeCache: NULL unset, "" Off; main server only */
 } pyr_srv_conf_t;
 
 /* The status page's sizes when not set. */
@@ -199,5 +200,14 @@ int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                            server_rec *s); /* refuses mod_python */
 const char *pyr_child_python_owner(void);  /* who started Python, or NULL */
 void pyr_child_drain(int max_ms);          /* pyr_interp_opts_t.drain */
+
+/* codecache_dir.c: PyReloadCodeCache, and its directory made and vetted
+ * before the children start (the cache itself is the engine's codecache.c). */
+const char *pyr_codecache_cmd(cmd_parms *cmd, void *mconfig, const char *arg);
+int pyr_codecache_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                               server_rec *s);
+int pyr_codecache_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                              server_rec *s);
+void pyr_codecache_child_init(server_rec *s); /* before the first load */
 
 #endif /* PYR_HTTPD_H */

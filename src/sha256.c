@@ -14,6 +14,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI 1
+#endif
+
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -53,8 +59,79 @@ block(uint32_t h[8], const unsigned char *p)
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
 }
 
-void
-pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN])
+#ifdef HAVE_SHA_NI
+/* The x86 SHA extensions: a 10,000-line source (340 KB) hashes in about
+ * 0.2 ms instead of 1-2 ms, which a child loading from the code cache would
+ * otherwise pay on every reload. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+blocks_ni(uint32_t h[8], const unsigned char *p, size_t n)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i abef, cdgh, t, w[16];
+    int i;
+
+    /* h[0..7] = a..h into the instructions' ABEF and CDGH lanes. */
+    t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);
+    cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B);
+    abef = _mm_alignr_epi8(t, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, t, 0xF0);
+    for (; n > 0; n--, p += 64) {
+        __m128i abef0 = abef, cdgh0 = cdgh;
+
+        for (i = 0; i < 16; i++) {
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+            }
+            else {
+                t = _mm_add_epi32(_mm_sha256msg1_epu32(w[i - 4], w[i - 3]),
+                                  _mm_alignr_epi8(w[i - 1], w[i - 2], 4));
+                w[i] = _mm_sha256msg2_epu32(t, w[i - 1]);
+            }
+            t = _mm_add_epi32(w[i], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, t);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(t, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    t = _mm_shuffle_epi32(abef, 0x1B);
+    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, cdgh, 0xF0));
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(cdgh, t, 8));
+}
+
+static int
+have_sha_ni(void)
+{
+    static int known = -1; /* a benign race: every thread finds the same */
+    unsigned a, b, c, d;
+
+    if (known < 0) {
+        int ssse3_sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSSE3) && (c & bit_SSE4_1);
+
+        known = ssse3_sse41 && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+    }
+    return known;
+}
+#endif
+
+/* Every whole block of p. */
+static void
+blocks(uint32_t h[8], const unsigned char *p, size_t n, int portable)
+{
+#ifdef HAVE_SHA_NI
+    if (!portable && have_sha_ni()) {
+        blocks_ni(h, p, n);
+        return;
+    }
+#endif
+    for (; n > 0; n--, p += 64) {
+        block(h, p);
+    }
+}
+
+static void
+sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN], int portable)
 {
     uint32_t h[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
@@ -64,9 +141,9 @@ pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN])
     size_t rest, pad;
     int i;
 
-    for (; len >= 64; p += 64, len -= 64) {
-        block(h, p);
-    }
+    blocks(h, p, len / 64, portable);
+    p += len / 64 * 64;
+    len %= 64;
     /* The last bytes, a 1 bit, zeros, and the length in bits: one or two
      * blocks. */
     rest = len;
@@ -77,16 +154,25 @@ pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN])
     for (i = 0; i < 8; i++) {
         tail[pad - 1 - i] = (unsigned char)(bits >> (8 * i));
     }
-    block(h, tail);
-    if (pad == 128) {
-        block(h, tail + 64);
-    }
+    blocks(h, tail, pad / 64, portable);
     for (i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)(h[i] >> 24);
         out[4 * i + 1] = (unsigned char)(h[i] >> 16);
         out[4 * i + 2] = (unsigned char)(h[i] >> 8);
         out[4 * i + 3] = (unsigned char)h[i];
     }
+}
+
+void
+pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN])
+{
+    sha256(data, len, out, 0);
+}
+
+void
+pyr_sha256_portable(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN])
+{
+    sha256(data, len, out, 1);
 }
 
 void

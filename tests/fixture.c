@@ -1015,13 +1015,15 @@ static int write_conf(httpd_t *h)
     const char *mpm = httpd_mpm(h);
     int threads = h->opts.threads > 0 ? h->opts.threads : 16;
     int procs = h->opts.procs > 0 ? h->opts.procs : 1;
-    int servers = h->opts.servers > 0 ? h->opts.servers : 1;
-    char port[16], mpm_conf[256], *conf = NULL, *extra, *tmpl, *text;
+    int kids = h->opts.children > 0 ? h->opts.children : 1;
+    char port[16], mpm_conf[320], *conf = NULL, *extra, *tmpl, *text;
     size_t len;
     FILE *f;
     int rc = -1;
 
     snprintf(port, sizeof port, "%d", h->port);
+    if (h->opts.children > 0 && !strcmp(mpm, "prefork"))
+        procs = h->opts.children;
     if (!strcmp(mpm, "prefork"))
         snprintf(mpm_conf, sizeof mpm_conf,
                  "StartServers %d\n"
@@ -1031,7 +1033,6 @@ static int write_conf(httpd_t *h)
                  "MaxRequestWorkers %d",
                  procs, procs, procs + 1, procs, procs);
     else
-        /* MaxSpareThreads above every thread: no idle process is stopped. */
         snprintf(mpm_conf, sizeof mpm_conf,
                  "StartServers %d\n"
                  "ServerLimit %d\n"
@@ -1040,8 +1041,7 @@ static int write_conf(httpd_t *h)
                  "MaxRequestWorkers %d\n"
                  "MinSpareThreads 1\n"
                  "MaxSpareThreads %d",
-                 servers, servers, threads, threads, threads * servers,
-                 threads * servers + 1);
+                 kids, kids, threads, threads, kids * threads, kids * threads + 1);
     extra = httpd_subst(h, h->opts.config);
     if (asprintf(&conf,
                  "LoadModule mime_module " MODDIR "/mod_mime.so\n"
@@ -1105,13 +1105,23 @@ static size_t build_env(const httpd_t *h, char **envp)
 
 int httpd_configtest(httpd_t *h, char **out)
 {
-    char *argv[] = {APACHE2, "-t", "-f", h->conf, NULL};
+    const char *args[] = {"-t", NULL};
+
+    return httpd_apache2(h, args, out);
+}
+
+int httpd_apache2(httpd_t *h, const char *const *args, char **out)
+{
+    char *argv[16] = {APACHE2, "-f", h->conf};
     char *envp[64];
+    int na = 3;
     size_t ne = build_env(h, envp), len = 0;
     double deadline = now_ms() + 10000;
     int fds[2], status = -1;
     pid_t pid;
 
+    while (*args && na < 15) argv[na++] = (char *)*args++;
+    argv[na] = NULL;
     *out = calloc(1, 65536);
     if (!*out || pipe(fds) != 0) {
         for (size_t i = 2; i < ne; i++) free(envp[i]);

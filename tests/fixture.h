@@ -14,9 +14,9 @@
  *         startup.log              stdout+stderr of `apache2 -k start`
  *
  * listening on 127.0.0.1:<a free port of $PYR_PORTS>, with ONE child process (event/worker:
- * ServerLimit 1, ThreadsPerChild 16, or httpd_opts_t.servers processes for tests that
- * need several; prefork: MaxRequestWorkers 1, or httpd_opts_t.procs processes for tests
- * with concurrent clients), started
+ * ServerLimit 1, ThreadsPerChild 16; prefork: MaxRequestWorkers 1, or
+ * httpd_opts_t.procs processes for tests with concurrent clients; under every
+ * MPM, httpd_opts_t.children processes for tests of what processes share), started
  * under a clean environment (PATH and LANG only, plus httpd_opts_t.env).
  *
  * Typical use, one server per TCase, started in the parent (check's unchecked
@@ -108,9 +108,10 @@ typedef struct httpd_opts {
                                     exit-time leaks are not ours); ASan/UBSan stay on */
     int procs;                   /* prefork: child processes (a concurrent test needs
                                     one per client); 0: 1.  event/worker: ignored */
-    int servers;                 /* event/worker: child processes of `threads` threads
-                                    each (tests that need several); 0: 1.  prefork:
-                                    ignored (see procs) */
+    int children;                /* every MPM: this many child processes (prefork: as
+                                    procs; event/worker: ServerLimit N, each with
+                                    `threads` threads), for tests of what processes
+                                    share; 0: procs under prefork, 1 otherwise */
     int no_module;               /* 1: do not LoadModule pyreload (fixture tests) */
     const char *const *env;      /* extra "NAME=VALUE" for apache2 (@APP@/@DIR@
                                     substituted); NULL-terminated */
@@ -175,6 +176,9 @@ const char *httpd_mpm(const httpd_t *h);
  * status (-1: could not run it); *out: what it printed, malloc'd.  Bounded
  * (10 s). */
 int httpd_configtest(httpd_t *h, char **out);
+/* The same for `apache2 -f CONF ARGS...` (args NULL-terminated, at most 12),
+ * e.g. {"-k", "stop", NULL}. */
+int httpd_apache2(httpd_t *h, const char *const *args, char **out);
 
 /* SIGTERM the parent, wait up to 10 s, then SIGKILL it and any child left.
  * Sets stop_seconds and stop_clean.  Returns 0 when the stop was clean,

@@ -71,6 +71,23 @@ static const bad_case_t BAD[] = {
     {"PyReloadCheckInterval \"\"\n", {"PyReloadCheckInterval"}},
     {"PyReloadOption onlyname\n", {"PyReloadOption"}},
     {"PyReloadSafeFiles maybe\n", {"PyReloadSafeFiles"}},
+    /* httpd has no end-of-line comments: the README once had them, and
+     * httpd's own message only counted the arguments. */
+    {"<Location /x>\n  PyReloadHandler @APP@/ok.py            # calls handler(req)\n</Location>\n",
+     {"PyReloadHandler: httpd has no comments at the end of a line: '# calls handler(req)' is "
+      "read as more arguments; put the comment on a line of its own"}},
+    {"<Location /x>\n  PyReloadWSGI @APP@/ok.py #a WSGI application\n</Location>\n",
+     {"PyReloadWSGI: httpd has no comments", "'#a WSGI application'"}},
+    {"PyReloadOption db /var/lib/shop/db.sqlite    # environ[\"pyreload.options\"]\n",
+     {"PyReloadOption: httpd has no comments", "'# environ[\"pyreload.options\"]'"}},
+    {"PyReloadOption color # the colour\n", {"PyReloadOption: httpd has no comments",
+                                             "'# the colour'"}},
+    {"PyReloadPath @DIR@/lib # the modules\n", {"PyReloadPath: httpd has no comments"}},
+    {"PyReloadCheckInterval 250 # ms\n", {"PyReloadCheckInterval: httpd has no comments"}},
+    /* Without a comment, the count and the usage. */
+    {"PyReloadHandler @APP@/ok.py other\n",
+     {"PyReloadHandler takes one argument, FILE[::CALLABLE]"}},
+    {"PyReloadOption a b c\n", {"PyReloadOption takes two arguments, NAME VALUE"}},
     {"<Location /x>\n  PyReloadSafeFiles Off\n</Location>\n", {"PyReloadSafeFiles"}},
     {"<VirtualHost 127.0.0.1:*>\n  PyReloadSafeFiles Off\n</VirtualHost>\n",
      {"PyReloadSafeFiles", "VirtualHost"}},
@@ -108,6 +125,7 @@ static const char GOOD_CONF[] =
     "PyReloadCheck On\n"
     "PyReloadCheckInterval 0\n"
     "PyReloadOption a b\n"
+    "PyReloadOption colour #ff0000\n"
     "PyReloadSafeFiles On\n"
     "<Location /a>\n"
     "  PyReloadHandler @APP@/ok.py\n"

@@ -129,6 +129,13 @@ static const httpd_file_t files[] = {
                   "def handler(req):\n    req.write(farlib.V + farmod.V)\n"
                   "    return pyreload.OK\n"},
     {"../lib/farlib.py", "V = 'l1'\n"},
+    /* one name under two roots: each importer's own root first */
+    {"twins.py", "import pyreload, twin, libside\n"
+                 "def handler(req):\n    req.write(twin.WHERE + '/' + libside.TWIN)\n"
+                 "    return pyreload.OK\n"},
+    {"twin.py", "WHERE = 'app'\n"},
+    {"../lib/twin.py", "WHERE = 'lib'\n"},
+    {"../lib/libside.py", "from twin import WHERE as TWIN\n"},
     {"farpkg/__init__.py", "P = 1\n"},
     {"farpkg/farmod.py", "V = 'p1'\n"},
     {NULL, NULL}
@@ -149,7 +156,8 @@ static const char *config =
     "<Location /late-root>\n  PyReloadHandler @APP@/lateroot.py\n</Location>\n"
     "<Location /late-pkg>\n  PyReloadHandler @APP@/latepkg.py\n</Location>\n"
     "<Location /late-dep>\n  PyReloadHandler @APP@/latedep.py\n</Location>\n"
-    "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n";
+    "<Location /far-imports>\n  PyReloadHandler @APP@/farimp.py\n</Location>\n"
+    "<Location /twins>\n  PyReloadHandler @APP@/twins.py\n</Location>\n";
 
 static void
 setup(void)
@@ -331,6 +339,19 @@ START_TEST(test_imports_from_other_directories)
 }
 END_TEST
 
+/* A name found under two roots is the importer's own: the handler's twin
+ * is app/twin.py, lib/libside.py's is lib/twin.py; the PyReloadPath roots
+ * are searched only after the importer's own. */
+START_TEST(test_own_root_first)
+{
+    expect("/twins", "app/lib");
+    put("twin.py", "WHERE = 'app2'\n");
+    expect("/twins", "app2/lib");
+    put("../lib/twin.py", "WHERE = 'lib2'\n");
+    expect("/twins", "app2/lib2");
+}
+END_TEST
+
 /* A module first imported at request time from another directory than the
  * handler's: once the checks trust the kernel's "nothing happened" (after a
  * clean sweep), an edit there must still reach the next request.  Nothing
@@ -475,6 +496,7 @@ suite_imports(void)
     tcase_add_test(tc, test_import_cycle);
     tcase_add_test(tc, test_broken_helper_keeps_old_set);
     tcase_add_test(tc, test_imports_from_other_directories);
+    tcase_add_test(tc, test_own_root_first);
     tcase_add_loop_test(tc, test_request_time_import_other_directory, 0,
                         (int)(sizeof LATE / sizeof LATE[0]));
     suite_add_tcase(s, tc);

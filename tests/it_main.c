@@ -41,6 +41,7 @@ Suite *suite_logging(void);
 Suite *suite_messages(void);
 Suite *suite_recipes(void);
 Suite *suite_status_page(void); /* tests/it_status.c */
+Suite *suite_codecache(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -61,6 +62,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_messages,
     suite_recipes,
     suite_status_page,
+    suite_codecache,
 };
 
 /* Run once by `make it`, not once per MPM. */

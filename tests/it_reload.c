@@ -88,6 +88,7 @@ static const char *config =
     "<Location /inode>\n  PyReloadHandler @APP@/inode.py\n</Location>\n"
     "<Location /touch>\n  PyReloadHandler @APP@/touch.py\n</Location>\n"
     "<Location /far>\n  PyReloadHandler @APP@/far.py\n</Location>\n"
+    "<Location /sealed>\n  PyReloadHandler @APP@/sealed/h.py\n</Location>\n"
     "<Location /origin>\n  PyReloadHandler @APP@/origin.py\n</Location>\n"
     "<Location /syntax>\n  PyReloadHandler @APP@/syntax.py\n</Location>\n"
     "<Location /clonefail>\n  PyReloadHandler @APP@/clonefail.py\n</Location>\n"
@@ -99,19 +100,34 @@ static const char *config =
     "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
     "</Location>\n"
     "<Location /frozen>\n  PyReloadHandler @APP@/frozen.py\n  PyReloadCheck Off\n</Location>\n"
+    "<Location /frozen-late>\n  PyReloadHandler @APP@/frozenlate.py\n  PyReloadCheck Off\n"
+    "</Location>\n"
     "<Location /interval>\n  PyReloadHandler @APP@/interval.py\n"
     "  PyReloadCheckInterval 2000\n</Location>\n";
+
+/* sealed/: a directory the server's children may pass through but not
+ * read (0311: not even its owner may list it, and a child never runs as
+ * root), so inotify, which needs read permission, cannot watch it. */
+static int
+sealed_dir(mode_t mode)
+{
+    char *path = httpd_path(srv, "sealed");
+    int rv = chmod(path, mode);
+
+    free(path);
+    return rv;
+}
 
 static void
 setup(void)
 {
     static const char *names[] = {"same.py", "atomic.py", "size.py", "v1.py", "v2.py",
                                   "ctime.py", "iv1.py", "iv2.py", "touch.py",
-                                  "../releases/far.py",
+                                  "../releases/far.py", "sealed/h.py",
                                   "origin.py", "syntax.py", "clonefail.py",
                                   "upgrade.py", "purge.py", "gone.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
-                                  "frozen.py", "interval.py", NULL};
+                                  "frozen.py", "frozenlate.py", "interval.py", NULL};
     httpd_opts_t o = { .config = config };
     int i;
 
@@ -123,6 +139,7 @@ setup(void)
     ck_assert_int_eq(httpd_symlink(srv, "v1.py", "link.py"), 0);
     ck_assert_int_eq(httpd_symlink(srv, "iv1.py", "inode.py"), 0);
     ck_assert_int_eq(httpd_symlink(srv, "../releases/far.py", "far.py"), 0);
+    ck_assert_int_eq(sealed_dir(0311), 0);
     if (httpd_start(srv) != 0) {
         httpd_dump_log_tail(srv, 40);
         ck_abort_msg("httpd did not start");
@@ -132,6 +149,7 @@ setup(void)
 static void
 teardown(void)
 {
+    (void)sealed_dir(0755);   /* listable again: the fixture's clean-up, whoever runs it */
     httpd_free(srv);
     srv = NULL;
 }
@@ -231,7 +249,9 @@ END_TEST
  * (which changes the link's own ctime, never its targets': the server's
  * stat follows the link).  ctime cannot be set: both mtimes are set back to
  * back until the two calls land in one ctime tick (bounded), and the
- * precondition is checked again after each swap, not trusted. */
+ * precondition is checked again after each swap, not trusted.  Twice per
+ * try, for multigrain timestamps (see unit_source.c's test_inode_only_swap):
+ * the first round spends the fine clock a read ctime earns. */
 static void
 only_inodes_differ(void)
 {
@@ -247,13 +267,15 @@ only_inodes_differ(void)
 START_TEST(test_inode_only_swap)
 {
     struct stat a, b;
-    int tries;
+    int tries, k;
 
     put("iv1.py", "inode-1", 0);
     put("iv2.py", "inode-2", 0);
     for (tries = 0; tries < 200; tries++) {
-        httpd_set_mtime(srv, "iv1.py", T0, 0);
-        httpd_set_mtime(srv, "iv2.py", T0, 0);
+        for (k = 0; k < 2; k++) {
+            httpd_set_mtime(srv, "iv1.py", T0, 0);
+            httpd_set_mtime(srv, "iv2.py", T0, 0);
+        }
         a = stat_of("iv1.py");
         b = stat_of("iv2.py");
         if (same_ts(a.st_ctim, b.st_ctim)) {
@@ -292,20 +314,39 @@ START_TEST(test_touch_reloads)
 }
 END_TEST
 
+/* url serves file's text `before` through a few quiet requests (enough for
+ * the checks to trust "nothing happened"), then an in-place edit to `after`
+ * reaches the next request.  Each save gets an mtime of its own. */
+static void
+quiet_then_edit(const char *url, const char *file, const char *before, const char *after)
+{
+    static long tick;
+    int i;
+
+    put(file, before, 0);
+    httpd_set_mtime(srv, file, T0, ++tick);
+    for (i = 0; i < 4; i++) {
+        expect(url, 200, before);
+    }
+    put(file, after, 0);
+    httpd_set_mtime(srv, file, T0, ++tick);
+    expect(url, 200, after);
+}
+
 /* and so does an in-place edit of a symlinked handler's target in another
  * directory (app/far.py -> ../releases/far.py), under no name of app/. */
 START_TEST(test_symlink_target_elsewhere)
 {
-    int i;
+    quiet_then_edit("/far", "../releases/far.py", "far-1", "far-2");
+}
+END_TEST
 
-    put("../releases/far.py", "far-1", 0);
-    httpd_set_mtime(srv, "../releases/far.py", T0, 1);
-    for (i = 0; i < 4; i++) {
-        expect("/far", 200, "far-1");
-    }
-    put("../releases/far.py", "far-2", 0);
-    httpd_set_mtime(srv, "../releases/far.py", T0, 2);
-    expect("/far", 200, "far-2");
+/* A directory that cannot be watched is stat'ed on every request: an edit
+ * there is seen by the next request, however quiet the requests before. */
+START_TEST(test_unwatchable_directory_is_stated)
+{
+    quiet_then_edit("/sealed", "sealed/h.py", "sealed-1", "sealed-2");
+    quiet_then_edit("/sealed", "sealed/h.py", "sealed-3", "sealed-4");
 }
 END_TEST
 
@@ -652,6 +693,26 @@ START_TEST(test_check_off_freezes)
     put("frozen.py", "melted", 0);
     httpd_set_mtime(srv, "frozen.py", T0, 2);
     expect("/frozen", 200, "ice");
+}
+END_TEST
+
+/* PyReloadCheck Off freezes a file after its first successful load: one
+ * that failed is looked at again until it loads, then frozen. */
+START_TEST(test_check_off_after_failed_first_load)
+{
+    int i;
+
+    httpd_write(srv, "frozenlate.py", "import pyreload\nraise ValueError('not yet')\n");
+    httpd_set_mtime(srv, "frozenlate.py", T0, 1);
+    for (i = 0; i < 2; i++) {
+        expect("/frozen-late", 500, NULL);
+    }
+    put("frozenlate.py", "thawed", 0);
+    httpd_set_mtime(srv, "frozenlate.py", T0, 2);
+    expect("/frozen-late", 200, "thawed");
+    put("frozenlate.py", "melted", 0);
+    httpd_set_mtime(srv, "frozenlate.py", T0, 3);
+    expect("/frozen-late", 200, "thawed");
 }
 END_TEST
 
@@ -1127,6 +1188,7 @@ suite_reload(void)
     tcase_add_test(tc, test_inode_only_swap);
     tcase_add_test(tc, test_touch_reloads);
     tcase_add_test(tc, test_symlink_target_elsewhere);
+    tcase_add_test(tc, test_unwatchable_directory_is_stated);
     tcase_add_test(tc, test_origin_clone_example);
     tcase_add_test(tc, test_syntax_error_then_fix);
     tcase_add_test(tc, test_clone_raising_keeps_old);
@@ -1136,6 +1198,7 @@ suite_reload(void)
     tcase_add_loop_test(tc, test_failed_first_load_no_debug, 0,
                         (int)(sizeof QUIET_FAILS / sizeof QUIET_FAILS[0]));
     tcase_add_test(tc, test_check_off_freezes);
+    tcase_add_test(tc, test_check_off_after_failed_first_load);
     tcase_add_test(tc, test_check_interval_throttles);
     suite_add_tcase(s, tc);
     tcase_add_test(ic, test_in_flight_finishes_on_old_code);

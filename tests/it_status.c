@@ -741,8 +741,7 @@ csetup(void)
 {
     httpd_opts_t o = { .files = pid_files,
                        .config = PID_CONF,
-                       .procs = NPROCS,
-                       .servers = NPROCS,
+                       .children = NPROCS,
                        .threads = 4 };
 
     launch(&o);
@@ -1046,8 +1045,7 @@ ssetup(void)
     httpd_opts_t o = { .files = files,
                        .config = "PyReloadStatusEntries 1\nPyReloadStatusErrorBytes 16\n" PID_CONF
                                  "<Location /bad>\n  PyReloadHandler @APP@/bad.py\n</Location>\n",
-                       .procs = 2,
-                       .servers = 2,
+                       .children = 2,
                        .threads = 4 };
 
     launch(&o);
