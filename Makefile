@@ -61,11 +61,13 @@ ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/sha256.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
 ENGINE_SRC += src/pylog.c src/hint.c
+ENGINE_SRC += src/status.c
 ENGINE_SRC += src/codecache.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
              src/wsgi_stream.c
 GLUE_SRC  += src/readable.c
+GLUE_SRC  += src/status_shm.c src/status_page.c
 GLUE_SRC  += src/codecache_dir.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
@@ -96,7 +98,7 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 # demo at run time.
 # tests/wsgi/ holds the WSGI suite's applications, read at run time.
 # tests/late_wake.so: loaded by a handler of the hostile suite at run time.
-tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/late_wake.so Makefile
+tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/it_json.h tests/late_wake.so Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' \
 	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -DIT_LATE_WAKE_SO='"$(CURDIR)/tests/late_wake.so"' \
 	    -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread

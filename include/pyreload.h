@@ -280,4 +280,60 @@ PyObject *pyr_gen_callable(pyr_gen_t *g, int slot);
 int pyr_gen_tell_missing(pyr_gen_t *g, int slot);
 long pyr_gen_number(const pyr_gen_t *g);
 
+/* ------------------------------------------------------------------ */
+/* status.c: what this process has loaded, for a status page           */
+
+/* Which directive bound an entry; a file only imported is a module. */
+typedef enum pyr_kind {
+    PYR_KIND_MODULE = 0,
+    PYR_KIND_HANDLER, /* PyReloadHandler */
+    PYR_KIND_WSGI     /* PyReloadWSGI */
+} pyr_kind_t;
+
+/* "module", "handler", "wsgi". */
+const char *pyr_kind_name(pyr_kind_t kind);
+/* Record which directive bound the handler entry e (its first binding in
+ * this process; the last one wins when both directives name one file).
+ * No GIL; any thread. */
+void pyr_entry_set_kind(pyr_entry_t *e, pyr_kind_t kind);
+
+/* One entry of the cache as it is now.  Strings and arrays from the pool
+ * given to pyr_status_snapshot(). */
+typedef struct pyr_status_entry {
+    const char *path;
+    const char *name; /* as imported ("pkg.mod"); a handler: its file's name */
+    pyr_kind_t kind;
+    long generation;     /* the current one; 0: none yet */
+    long loads;          /* generations published */
+    long failures;       /* load attempts that failed */
+    double last_load_ms; /* the last successful load, its own imports included */
+    apr_time_t loaded_at; /* 0: never */
+    char sha256[PYR_SHA256_HEX]; /* of the current generation's source; "" unknown */
+    const char **imports; /* paths the current generation imported */
+    int nimports;
+    long in_flight;         /* requests on the current generation */
+    long in_flight_retired; /* requests on retired generations */
+    int retired_alive;      /* replaced generations still alive */
+    apr_time_t retired_oldest; /* when the oldest of them was replaced; 0: none */
+    apr_time_t error_at;    /* the latest load failed then; 0: it did not */
+    const char *message;    /* its exception line (file, line); NULL: none */
+    const char *error;      /* its whole traceback; NULL: none */
+    int error_truncated;    /* error was cut (a copy kept in shared memory) */
+} pyr_status_entry_t;
+
+/* Every entry of c (sorted by path) into *out, from p; returns how many.
+ * No GIL (takes each entry's mutex, then the GIL). */
+int pyr_status_snapshot(pyr_cache_t *c, apr_pool_t *p, pyr_status_entry_t **out);
+
+/* A counter bumped by every change a snapshot shows, except the requests
+ * in flight on current generations (they change with every request): a
+ * caller that publishes snapshots publishes again when it moved.  Any
+ * thread, lock-free. */
+unsigned long pyr_status_changes(void);
+
+/* The first line a reader needs from a traceback: its exception line, and
+ * where the innermost frame was ("SyntaxError: invalid syntax (app.py,
+ * line 3)").  From p. */
+const char *pyr_status_message(apr_pool_t *p, const char *traceback);
+
 #endif /* PYRELOAD_H */

@@ -40,6 +40,7 @@ Suite *suite_flask(void);
 Suite *suite_logging(void);
 Suite *suite_messages(void);
 Suite *suite_recipes(void);
+Suite *suite_status_page(void); /* tests/it_status.c */
 Suite *suite_codecache(void);
 
 static Suite *(*const SUITES[])(void) = {
@@ -60,6 +61,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_logging,
     suite_messages,
     suite_recipes,
+    suite_status_page,
     suite_codecache,
 };
 
