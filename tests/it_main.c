@@ -37,6 +37,8 @@ Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
 Suite *suite_flask(void);
+Suite *suite_fleet(void);
+Suite *suite_browser(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -53,6 +55,8 @@ static Suite *(*const SUITES[])(void) = {
     suite_wsgi_core,
     suite_wsgi,
     suite_flask,
+    suite_fleet,
+    suite_browser,
 };
 
 /* Run once by `make it`, not once per MPM. */
