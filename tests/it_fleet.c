@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #endif
 #define MODDIR "/usr/lib/apache2/modules/"
 #define HOSTS 2
+#define PARALLEL (2 * HOSTS)    /* under prefork, each host has 2 processes */
 #define TOOL_TIMEOUT_MS 30000
 
 static httpd_t *web[HOSTS], *front;
@@ -58,9 +60,12 @@ write_release(int i, const char *tag, int broken)
     snprintf(name, sizeof(name), "releases/%s/hello.py", tag);
     snprintf(src, sizeof(src),
              "# release %s\n"
+             "import time\n"
              "import pyreload\n"
              "import helper\n"
              "def handler(req):\n"
+             "    if req.args == 'hold':\n"
+             "        time.sleep(0.3)\n"
              "    req.content_type = 'text/plain'\n"
              "    req.write('%%s %%s' %% (helper.RELEASE, req.options['host']))\n"
              "    return pyreload.OK\n", tag);
@@ -86,30 +91,49 @@ deploy(const char *tag, int broken)
     }
 }
 
-/* Requests through the balancer until every host has answered (at most 20):
- * each must be 200 "r<tag> web<N>". */
+/* One request through the balancer that the handler holds for a moment,
+ * so that those sent together overlap: a host given two at once serves
+ * them in two processes under prefork (serial requests would all go to
+ * the process that accepts first). */
+static void *
+request_held(void *arg)
+{
+    return http_get(front, "/app?hold");
+}
+
+/* Rounds of PARALLEL requests through the balancer until every host has
+ * answered (at most 5 rounds): each must be 200 "r<tag> web<N>". */
 static void
 traffic(const char *tag)
 {
-    int seen[HOSTS] = {0}, left = HOSTS, n;
+    int seen[HOSTS] = {0}, left = HOSTS, round, i;
     char want[64];
 
     snprintf(want, sizeof(want), "r%s web", tag);
-    for (n = 0; n < 20 && left > 0; n++) {
-        http_resp_t *r = http_get(front, "/app");
-        int host;
+    for (round = 0; round < 5 && left > 0; round++) {
+        pthread_t t[PARALLEL];
 
-        http_assert_status(r, 200);
-        ck_assert_msg(strncmp(r->body, want, strlen(want)) == 0,
-                      "through the balancer: '%s', want '%sN'", r->body, want);
-        host = atoi(r->body + strlen(want)) - 1;
-        ck_assert_msg(host >= 0 && host < HOSTS, "no host in '%s'", r->body);
-        if (!seen[host]++) {
-            left--;
+        for (i = 0; i < PARALLEL; i++) {
+            ck_assert_int_eq(pthread_create(&t[i], NULL, request_held, NULL), 0);
         }
-        http_free(r);
+        for (i = 0; i < PARALLEL; i++) {
+            http_resp_t *r;
+            int host;
+
+            pthread_join(t[i], (void **)&r);
+            http_assert_status(r, 200);
+            ck_assert_msg(strncmp(r->body, want, strlen(want)) == 0,
+                          "through the balancer: '%s', want '%sN'", r->body, want);
+            host = atoi(r->body + strlen(want)) - 1;
+            ck_assert_msg(host >= 0 && host < HOSTS, "no host in '%s'", r->body);
+            if (!seen[host]++) {
+                left--;
+            }
+            http_free(r);
+        }
     }
-    ck_assert_msg(left == 0, "the balancer brought %d requests to one host only", n);
+    ck_assert_msg(left == 0, "the balancer brought %d rounds of requests to one host only",
+                  round);
 }
 
 /* ------------------------------------------------------------------ */
@@ -156,6 +180,26 @@ check_fleet(char **out, double *secs, const char *opt, const char *val)
     return check(out, secs, url0, url1, NULL);
 }
 
+/* Traffic through the balancer, then the deploy check, until the check is
+ * green (at most 20 rounds): under prefork each host has two processes, and
+ * which of them accepts a connection is the kernel's choice.  The last
+ * check's exit status; its output in *out. */
+static int
+serve_until_green(const char *tag, char **out)
+{
+    int round, rc = -1;
+
+    *out = NULL;
+    for (round = 0; round < 20 && rc != 0; round++) {
+        free(*out);
+        traffic(tag);
+        rc = check_fleet(out, NULL, NULL, NULL);
+    }
+    fprintf(stderr, "fleet: release %s: %s after %d round(s) of traffic\n", tag,
+            rc == 0 ? "green" : "still red", round);
+    return rc;
+}
+
 #define assert_out_has(out, needle)                                           \
     ck_assert_msg(strstr((out), (needle)) != NULL,                            \
                   "the check's output lacks \"%s\":\n%s", (needle), (out))
@@ -170,7 +214,9 @@ setup(void)
     int i;
 
     for (i = 0; i < HOSTS; i++) {
-        httpd_opts_t o = {.config = conf};
+        /* prefork: two processes per host, so that "every process" is more
+         * than one. */
+        httpd_opts_t o = {.config = conf, .procs = 2};
 
         snprintf(conf, sizeof(conf),
                  "LoadModule authz_host_module " MODDIR "mod_authz_host.so\n"
@@ -192,8 +238,12 @@ setup(void)
         }
     }
     for (i = 0; i < HOSTS; i++) {
-        snprintf(route[i], sizeof(route[i]), "  BalancerMember \"%s\" route=web%d\n",
-                 web[i]->url, i + 1);
+        /* disablereuse: a connection the balancer kept open would hold one
+         * prefork process of the host for itself (KeepAlive), away from
+         * the other traffic and from the status page. */
+        snprintf(route[i], sizeof(route[i]),
+                 "  BalancerMember \"%s\" route=web%d disablereuse=On\n", web[i]->url,
+                 i + 1);
     }
     snprintf(conf, sizeof(conf),
              "LoadModule slotmem_shm_module " MODDIR "mod_slotmem_shm.so\n"
@@ -206,7 +256,8 @@ setup(void)
              "</Proxy>\n"
              "ProxyPass \"/app\" \"balancer://fleet/app\"\n", route[0], route[1]);
     {
-        httpd_opts_t o = {.config = conf, .no_module = 1};
+        /* The balancer is no server under test: event, whatever the MPM. */
+        httpd_opts_t o = {.config = conf, .no_module = 1, .mpm = "event"};
 
         front = httpd_launch(&o);
     }
@@ -239,23 +290,55 @@ tag_of(char *tag, size_t size, const char *what)
 
 START_TEST(test_green_after_traffic)
 {
-    char tag[32], *out;
+    char before[32], tag[32], *out;
     int rc;
 
-    tag_of(tag, sizeof(tag), "a");
+    tag_of(before, sizeof(before), "a");
+    tag_of(tag, sizeof(tag), "b");
+    deploy(before, 0);
+    rc = serve_until_green(before, &out);
+    ck_assert_msg(rc == 0, "a release every process has served: exit %d, want 0", rc);
+    assert_out_has(out, "green: 2 host(s)");
+    free(out);
+
     deploy(tag, 0);
     /* Swapped on disk, not yet requested anywhere: red, and says so. */
     rc = check_fleet(&out, NULL, NULL, NULL);
     ck_assert_msg(rc == 1, "right after the swap: exit %d, want 1", rc);
-    assert_out_has(out, "not yet requested");
+    assert_out_has(out, "/current/hello.py: not yet requested");
+    assert_out_has(out, "/current/helper.py: not yet requested");
     assert_out_has(out, web[0]->url + strlen("http://"));
     assert_out_has(out, web[1]->url + strlen("http://"));
     free(out);
 
-    traffic(tag);
-    rc = check_fleet(&out, NULL, NULL, NULL);
+    rc = serve_until_green(tag, &out);
     ck_assert_msg(rc == 0, "after traffic to both hosts: exit %d, want 0", rc);
     assert_out_has(out, "green");
+    free(out);
+}
+END_TEST
+
+/* A host that has served nothing yet proves nothing: without named files,
+ * red. */
+START_TEST(test_idle_host_is_not_green)
+{
+    char url[96], *out;
+    httpd_t *idle;
+    int rc;
+
+    {
+        httpd_opts_t o = {.config = "<Location /pyreload-status>\n"
+                                    "  SetHandler pyreload-status\n"
+                                    "</Location>\n"};
+
+        idle = httpd_launch(&o);
+    }
+    ck_assert_msg(idle != NULL, "httpd did not start");
+    snprintf(url, sizeof(url), "%s/pyreload-status", idle->url);
+    rc = check(&out, NULL, url, NULL);
+    httpd_free(idle);
+    ck_assert_msg(rc == 1, "a host that loaded nothing: exit %d, want 1", rc);
+    assert_out_has(out, "no process has loaded a file yet");
     free(out);
 }
 END_TEST
@@ -268,7 +351,8 @@ START_TEST(test_named_files)
 
     tag_of(tag, sizeof(tag), "n");
     deploy(tag, 0);
-    traffic(tag);
+    ck_assert_int_eq(serve_until_green(tag, &out), 0);
+    free(out);
     snprintf(url, sizeof(url), "%s/pyreload-status", web[0]->url);
     hello = httpd_path(web[0], "current/hello.py");
     helper = httpd_path(web[0], "current/helper.py");
@@ -282,7 +366,13 @@ START_TEST(test_named_files)
     free(out);
     rc = check(&out, NULL, url, hello, missing, NULL);
     ck_assert_msg(rc == 1, "a file no process knows: exit %d, want 1", rc);
-    assert_out_has(out, missing);
+    assert_out_has(out, "nothere.py: unknown to the host");
+    free(out);
+    /* Gone from the disk of the release that is current. */
+    ck_assert_int_eq(httpd_remove(web[0], "current/helper.py"), 0);
+    rc = check(&out, NULL, url, hello, helper, NULL);
+    ck_assert_msg(rc == 1, "a file removed from disk: exit %d, want 1", rc);
+    assert_out_has(out, "helper.py: missing on disk");
     free(out);
     free(hello);
     free(helper);
@@ -300,7 +390,8 @@ START_TEST(test_red_on_syntax_error)
     tag_of(bad, sizeof(bad), "b");
     tag_of(fixed, sizeof(fixed), "f");
     deploy(good, 0);
-    traffic(good);
+    ck_assert_int_eq(serve_until_green(good, &out), 0);
+    free(out);
 
     deploy(bad, 1);
     /* The last good release keeps answering on both hosts... */
@@ -322,8 +413,7 @@ START_TEST(test_red_on_syntax_error)
     free(out);
 
     deploy(fixed, 0);
-    traffic(fixed);
-    rc = check_fleet(&out, NULL, "--wait", "10");
+    rc = serve_until_green(fixed, &out);
     ck_assert_msg(rc == 0, "after the fix: exit %d, want 0", rc);
     free(out);
 }
@@ -382,6 +472,7 @@ suite_fleet(void)
 
     tcase_add_test(tc, test_usage_and_unreachable);
     tcase_add_test(tc, test_green_after_traffic);
+    tcase_add_test(tc, test_idle_host_is_not_green);
     tcase_add_test(tc, test_named_files);
     tcase_add_test(tc, test_red_on_syntax_error);
     suite_add_tcase(s, tc);
