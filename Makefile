@@ -48,11 +48,12 @@ CPPFLAGS_ALL = $(ENGINE_CPPFLAGS) $(AP_INCLUDES)
 
 # The engine: no httpd header, unit-tested without Apache.
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
-             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c
+             src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/sha256.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
+ENGINE_SRC += src/status.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
-             src/wsgi_stream.c
+             src/wsgi_stream.c src/status_shm.c src/status_page.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 
@@ -83,7 +84,7 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 # tests/wsgi/ holds the WSGI suite's applications, read at run time.
 # tests/late_wake.so: loaded by a handler of the hostile suite at run time.
 # The fleet suite runs tools/pyreload-deploy-check as it is.
-tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/late_wake.so Makefile
+tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/it_json.h tests/late_wake.so Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' \
 	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -DIT_LATE_WAKE_SO='"$(CURDIR)/tests/late_wake.so"' \
 	    -DIT_DEPLOY_CHECK='"$(CURDIR)/tools/pyreload-deploy-check"' \

@@ -82,6 +82,8 @@ create_srv_conf(apr_pool_t *p, server_rec *s)
 
     c->paths = apr_array_make(p, 4, sizeof(const char *));
     c->safe_files = PYR_UNSET;
+    c->status_entries = PYR_UNSET;
+    c->status_error_bytes = PYR_UNSET;
     return c;
 }
 
@@ -106,10 +108,12 @@ directive_where(cmd_parms *cmd)
 typedef struct directive_kind {
     const pyr_protocol_t *protocol;
     const char *default_callable;
+    pyr_kind_t kind;
 } directive_kind_t;
 
-static const directive_kind_t handler_kind = { &pyr_protocol_pyreload, "handler" };
-static const directive_kind_t wsgi_kind = { &pyr_protocol_wsgi, "application" };
+static const directive_kind_t handler_kind = { &pyr_protocol_pyreload, "handler",
+                                               PYR_KIND_HANDLER };
+static const directive_kind_t wsgi_kind = { &pyr_protocol_wsgi, "application", PYR_KIND_WSGI };
 
 /* The path of the non-regex <Location> the directive is in, without its
  * trailing '/'; NULL elsewhere (<Directory>, <Files>, <LocationMatch>,
@@ -162,6 +166,7 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
     h->protocol = kind->protocol;
     h->location = location_of(cmd);
     h->id = configured->nelts;
+    h->kind = kind->kind;
     APR_ARRAY_PUSH(configured, const pyr_handler_t *) = h;
     c->handler = h;
     return NULL;
@@ -236,6 +241,41 @@ set_safe_files(cmd_parms *cmd, void *mconfig, int on)
     return NULL;
 }
 
+/* PyReloadStatusEntries, PyReloadStatusErrorBytes: the status page's room
+ * in shared memory (cmd->info: the field's offset, and its bounds). */
+typedef struct status_size {
+    apr_size_t offset;
+    int min, max;
+    const char *unit;
+} status_size_t;
+
+static const status_size_t status_entries = { APR_OFFSETOF(pyr_srv_conf_t, status_entries), 1,
+                                               100000, "entries per process" };
+static const status_size_t status_error_bytes = {
+    APR_OFFSETOF(pyr_srv_conf_t, status_error_bytes), 0, 1048576, "bytes of traceback per entry"
+};
+
+static const char *
+set_status_size(cmd_parms *cmd, void *mconfig, const char *arg)
+{
+    const status_size_t *sz = cmd->info;
+    pyr_srv_conf_t *sc = ap_get_module_config(cmd->server->module_config, &pyreload_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t n;
+    char *end;
+
+    if (err) {
+        return err;
+    }
+    n = apr_strtoi64(arg, &end, 10);
+    if (!*arg || *end || n < sz->min || n > sz->max) {
+        return apr_psprintf(cmd->pool, "%s takes a whole number of %s from %d to %d, not '%s'",
+                            cmd->cmd->name, sz->unit, sz->min, sz->max, arg);
+    }
+    *(int *)((char *)sc + sz->offset) = (int)n;
+    return NULL;
+}
+
 static const char *
 add_option(cmd_parms *cmd, void *mconfig, const char *name, const char *value)
 {
@@ -266,6 +306,13 @@ static const command_rec pyreload_cmds[] = {
     AP_INIT_FLAG("PyReloadSafeFiles", set_safe_files, NULL, RSRC_CONF,
                  "Off: run Python files that any user may write (a development "
                  "machine; default On: refuse them); server-wide"),
+    AP_INIT_TAKE1("PyReloadStatusEntries", set_status_size, (void *)&status_entries, RSRC_CONF,
+                  "N: entries each process shows on the status page of the whole host "
+                  "(default 64); server-wide"),
+    AP_INIT_TAKE1("PyReloadStatusErrorBytes", set_status_size, (void *)&status_error_bytes,
+                  RSRC_CONF,
+                  "N: bytes of an entry's last traceback that other processes' status pages "
+                  "show (default 4096); server-wide"),
     { NULL }
 };
 
@@ -327,6 +374,18 @@ check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec 
     return bad ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
+/* The shared memory of the status page, for the children to come. */
+static int
+post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
+
+    return pyr_status_shm_create(
+        pconf, s, sc->status_entries != PYR_UNSET ? sc->status_entries : PYR_STATUS_ENTRIES_DEFAULT,
+        sc->status_error_bytes != PYR_UNSET ? sc->status_error_bytes
+                                            : PYR_STATUS_ERROR_BYTES_DEFAULT);
+}
+
 /* What the pyreload module gets from the httpd side. */
 static int
 extend_module(PyObject *m)
@@ -378,6 +437,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
         }
     }
     pyr_serve_child_init(pchild, configured->nelts);
+    pyr_status_shm_child_init(pchild, s);
     main_server = s;
     opts.paths = (const char *const *)paths->elts;
     opts.npaths = paths->nelts;
@@ -440,6 +500,12 @@ pyreload_handler(request_rec *r)
     return pyr_serve(r, cfg, cache);
 }
 
+static int
+status_handler(request_rec *r)
+{
+    return pyr_status_page(r, cache);
+}
+
 static void
 register_hooks(apr_pool_t *p)
 {
@@ -451,9 +517,12 @@ register_hooks(apr_pool_t *p)
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(name_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(pyreload_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    pyr_status_register_hooks(p, &cache);
 }
 
 AP_DECLARE_MODULE(pyreload) = {

@@ -110,12 +110,19 @@ char *pyr_exc_format(void);
 /* Any difference in one of these is a change: two edits in one second
  * (mtime_ns), an atomic rename or symlink swap (dev, ino), a restored mtime
  * with another size (size, ctime_ns). */
+#define PYR_SHA256_LEN 32
+#define PYR_SHA256_HEX (2 * PYR_SHA256_LEN + 1)
+
 typedef struct pyr_sig {
     dev_t dev;
     ino_t ino;
     off_t size;
     int64_t mtime_ns;
     int64_t ctime_ns;
+    /* Not part of the comparison: the SHA-256 of the bytes pyr_source_read()
+     * returned (has_sha256), what a status page or a code cache names. */
+    int has_sha256;
+    unsigned char sha256[PYR_SHA256_LEN];
 } pyr_sig_t;
 
 /* stat(2) the path (following symlinks).  0, or an errno value. No GIL. */
@@ -128,9 +135,14 @@ int pyr_sig_equal(const pyr_sig_t *a, const pyr_sig_t *b);
 
 /* Read a whole file and the signature of what was read.  The read is retried
  * when the file changes under it, and for up to 100 ms while it is absent or
- * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated.
+ * unreadable (a tool re-creating it).  *data is malloc'd and NUL-terminated;
+ * sig->sha256 is the hash of exactly those bytes.
  * 0 or an errno value (EAGAIN: never stable). */
 int pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig);
+
+/* sha256.c: the SHA-256 of a buffer, and its lowercase hex (NUL-terminated). */
+void pyr_sha256(const void *data, size_t len, unsigned char out[PYR_SHA256_LEN]);
+void pyr_sha256_hex(const unsigned char sum[PYR_SHA256_LEN], char hex[PYR_SHA256_HEX]);
 
 /* ------------------------------------------------------------------ */
 /* perm.c: whether a file may be run                                   */
@@ -237,5 +249,61 @@ PyObject *pyr_gen_callable(pyr_gen_t *g, int slot);
  * that slot (log it then), 0 after.  GIL. */
 int pyr_gen_tell_missing(pyr_gen_t *g, int slot);
 long pyr_gen_number(const pyr_gen_t *g);
+
+/* ------------------------------------------------------------------ */
+/* status.c: what this process has loaded, for a status page           */
+
+/* Which directive bound an entry; a file only imported is a module. */
+typedef enum pyr_kind {
+    PYR_KIND_MODULE = 0,
+    PYR_KIND_HANDLER, /* PyReloadHandler */
+    PYR_KIND_WSGI     /* PyReloadWSGI */
+} pyr_kind_t;
+
+/* "module", "handler", "wsgi". */
+const char *pyr_kind_name(pyr_kind_t kind);
+/* Record which directive bound the handler entry e (its first binding in
+ * this process; the last one wins when both directives name one file).
+ * No GIL; any thread. */
+void pyr_entry_set_kind(pyr_entry_t *e, pyr_kind_t kind);
+
+/* One entry of the cache as it is now.  Strings and arrays from the pool
+ * given to pyr_status_snapshot(). */
+typedef struct pyr_status_entry {
+    const char *path;
+    const char *name; /* as imported ("pkg.mod"); a handler: its file's name */
+    pyr_kind_t kind;
+    long generation;     /* the current one; 0: none yet */
+    long loads;          /* generations published */
+    long failures;       /* load attempts that failed */
+    double last_load_ms; /* the last successful load, its own imports included */
+    apr_time_t loaded_at; /* 0: never */
+    char sha256[PYR_SHA256_HEX]; /* of the current generation's source; "" unknown */
+    const char **imports; /* paths the current generation imported */
+    int nimports;
+    long in_flight;         /* requests on the current generation */
+    long in_flight_retired; /* requests on retired generations */
+    int retired_alive;      /* replaced generations still alive */
+    apr_time_t retired_oldest; /* when the oldest of them was replaced; 0: none */
+    apr_time_t error_at;    /* the latest load failed then; 0: it did not */
+    const char *message;    /* its exception line (file, line); NULL: none */
+    const char *error;      /* its whole traceback; NULL: none */
+    int error_truncated;    /* error was cut (a copy kept in shared memory) */
+} pyr_status_entry_t;
+
+/* Every entry of c (sorted by path) into *out, from p; returns how many.
+ * No GIL (takes each entry's mutex, then the GIL). */
+int pyr_status_snapshot(pyr_cache_t *c, apr_pool_t *p, pyr_status_entry_t **out);
+
+/* A counter bumped by every change a snapshot shows, except the requests
+ * in flight on current generations (they change with every request): a
+ * caller that publishes snapshots publishes again when it moved.  Any
+ * thread, lock-free. */
+unsigned long pyr_status_changes(void);
+
+/* The first line a reader needs from a traceback: its exception line, and
+ * where the innermost frame was ("SyntaxError: invalid syntax (app.py,
+ * line 3)").  From p. */
+const char *pyr_status_message(apr_pool_t *p, const char *traceback);
 
 #endif /* PYRELOAD_H */

@@ -39,6 +39,7 @@ typedef struct {
     PyObject *code;   /* owned */
     pyr_sig_t sig;
     int exists;
+    double ms; /* its build, the modules it built on the way included */
     dep_t *deps;
     int ndeps, capdeps;
 } item_t;
@@ -144,6 +145,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     PyObject *code, *mod;
     item_t *it;
     int idx = find_item(b, e), i;
+    apr_time_t t0 = apr_time_now();
 
     if (idx >= 0) {
         return b->items[idx].module;
@@ -185,6 +187,7 @@ build_module(pyr_build_t *b, pyr_entry_t *e)
     if (pyr_module_exec(e, mod, code) < 0) {
         return NULL;
     }
+    b->items[idx].ms = (double)(apr_time_now() - t0) / 1000.0;
     return b->items[idx].module;
 }
 
@@ -411,6 +414,9 @@ publish(pyr_build_t *b)
 
         e->current = gens[i];
         e->published = gens[i]->number;
+        e->loads++;
+        e->last_load_ms = b->items[i].ms;
+        e->loaded_at = apr_time_now();
         __atomic_store_n(&e->has_gen, 1, __ATOMIC_RELEASE);
         gens[i] = old; /* retired below, once every entry points to its new one */
     }
@@ -421,6 +427,7 @@ publish(pyr_build_t *b)
     }
     pyr_gen_collect(b->cache, b->log);
     PyMem_Free(gens);
+    pyr_status_changed();
     return 0;
 }
 

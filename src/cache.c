@@ -393,6 +393,9 @@ load(pyr_entry_t *e, const pyr_logger_t *log)
     else {
         free(e->error);
         e->error = error;
+        e->failures++;
+        e->error_at = apr_time_now();
+        pyr_status_changed();
     }
     copy = error ? pyr_xstrdup(error) : NULL;
     pthread_mutex_unlock(&e->lock);

@@ -81,6 +81,7 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
         g->rnext->rprev = g->rprev;
     }
     g->rnext = g->rprev = NULL;
+    pyr_status_changed();
     if (pyr_call_hook(g->module, pyr_str.purge, NULL) < 0) {
         char *tb = pyr_exc_format();
 
@@ -153,6 +154,8 @@ pyr_gen_retire(pyr_gen_t *g)
     pyr_cache_t *c = g->entry->cache;
 
     g->retired = 1;
+    g->retired_at = apr_time_now();
+    pyr_status_changed();
     g->rprev = NULL;
     g->rnext = c->retired;
     if (c->retired) {
@@ -233,6 +236,7 @@ pyr_entry_acquire(pyr_entry_t *e)
 
     if (g) {
         g->refs++;
+        g->pins++;
         pinned = g;
     }
     return g;
@@ -243,6 +247,12 @@ pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log)
 {
     if (pinned == g) {
         pinned = NULL;
+    }
+    g->pins--;
+    if (g->retired) {
+        /* Its in_flight is shown exactly; the current one's is not (it
+         * changes with every request). */
+        pyr_status_changed();
     }
     pyr_gen_unref(g, log);
 }

@@ -74,6 +74,10 @@ pyr_module_code(pyr_entry_t *e, const pyr_logger_t *log, pyr_sig_t *sig, int *ex
         Py_BEGIN_ALLOW_THREADS rv = pyr_sig_stat(e->path, &now);
         Py_END_ALLOW_THREADS if (rv == 0 && pyr_sig_equal(&now, &e->current->sig))
         {
+            /* The same bytes as the current generation's (unchanged
+             * signature): its hash still names them. */
+            now.has_sha256 = e->current->sig.has_sha256;
+            memcpy(now.sha256, e->current->sig.sha256, sizeof(now.sha256));
             *sig = now;
             *exists = 1;
             return Py_NewRef(e->current->code);

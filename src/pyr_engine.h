@@ -48,7 +48,9 @@ struct pyr_gen {
     long number;
     /* GIL.  Requests pinning it, and generations that imported it. */
     long refs;
+    long pins;              /* GIL: of refs, the requests (status.c's in_flight) */
     int retired;
+    apr_time_t retired_at; /* GIL: when it was replaced */
     pyr_gen_t *rnext, *rprev; /* GIL: the cache's retired generations */
     /* GIL: pyr_gen_collect()'s scratch. */
     long held; /* refs from other retired generations */
@@ -104,6 +106,16 @@ struct pyr_entry {
     pyr_gen_t *current;
     long published;
     int warned_writable; /* the server's User may write it: said once */
+
+    /* What the status page shows (status.c).  The directive that bound it
+     * (atomic: set once per binding); loads (GIL, at publish); failures
+     * and when the last one was (under lock, with error). */
+    int kind;             /* pyr_kind_t */
+    long loads;           /* GIL */
+    double last_load_ms;  /* GIL */
+    apr_time_t loaded_at; /* GIL */
+    long failures;        /* lock */
+    apr_time_t error_at;  /* lock */
 };
 
 struct pyr_cache {
@@ -167,6 +179,11 @@ int pyr_call_hook(PyObject *module, PyObject *name, PyObject *arg);
 /* The handler generation the calling thread's request is pinned to
  * (pyr_entry_acquire() to pyr_gen_release()), or NULL. */
 pyr_gen_t *pyr_gen_pinned(void);
+
+/* status.c: something the status page shows changed (a publish, a failure,
+ * a generation retired, purged, or a request on a retired one ended).  Any
+ * thread, lock-free. */
+void pyr_status_changed(void);
 
 /* build.c: building new generations (GIL held, build mutex held). */
 typedef struct pyr_build pyr_build_t;

@@ -40,7 +40,8 @@ typedef struct pyr_handler {
      * '/' ("" for <Location />); NULL in any other context.  WSGI's
      * SCRIPT_NAME. */
     const char *location;
-    int id; /* 0, 1, ... in configuration order */
+    int id;   /* 0, 1, ... in configuration order */
+    int kind; /* pyr_kind_t: which directive (the status page says) */
 } pyr_handler_t;
 
 typedef struct pyr_dir_conf {
@@ -54,7 +55,16 @@ typedef struct pyr_dir_conf {
 typedef struct pyr_srv_conf {
     apr_array_header_t *paths; /* const char *: PyReloadPath; main server only */
     int safe_files;            /* PYR_UNSET, 0, 1; main server only */
+    int status_entries;        /* PYR_UNSET or PyReloadStatusEntries; main server only */
+    int status_error_bytes;    /* PYR_UNSET or PyReloadStatusErrorBytes; main server only */
 } pyr_srv_conf_t;
+
+/* The status page's sizes when not set. */
+#define PYR_STATUS_ENTRIES_DEFAULT 64
+#define PYR_STATUS_ERROR_BYTES_DEFAULT 4096
+
+/* The handler name of the status page (SetHandler pyreload-status). */
+#define PYR_STATUS_HANDLER_NAME "pyreload-status"
 
 /* ------------------------------------------------------------------ */
 /* serve.c: one request through Python, whatever the protocol         */
@@ -140,6 +150,41 @@ int pyr_wsgi_errors_flush(PyObject *errors); /* log an unfinished line */
  * *fd (a dup, the caller's), *offset (the file's position) and *size (to
  * its end); 0 if it has none (iterate it instead); -1 + exception. */
 int pyr_file_wrapper_fd(PyObject *wrapper, int *fd, apr_off_t *offset, apr_off_t *size);
+
+/* status_shm.c: every child's status summary in shared memory */
+
+/* One process as the status page shows it. */
+typedef struct pyr_status_proc {
+    pid_t pid;
+    apr_time_t started_at;
+    apr_time_t updated_at; /* its summary's last write */
+    long requests;         /* from the scoreboard; -1: unknown */
+    int live;              /* the serving process, from its own memory */
+    int no_slot;           /* it found no free slot: others cannot see it */
+    int omitted;           /* entries that did not fit in its slot */
+    int nentries;
+    pyr_status_entry_t *entries;
+} pyr_status_proc_t;
+
+/* post_config: the shared memory for the next children (0 on success; a
+ * failure is logged and the page shows its own process only). */
+int pyr_status_shm_create(apr_pool_t *pconf, server_rec *s, int entries, int error_bytes);
+/* child_init: claim this process's slot, freed by pchild's cleanup. */
+void pyr_status_shm_child_init(apr_pool_t *pchild, server_rec *s);
+/* Rewrite this process's slot if something changed since it was last
+ * written (force: anyway).  No GIL. */
+void pyr_status_publish(pyr_cache_t *cache, int force);
+/* Every serving process, this one first (from its own memory).  No GIL. */
+int pyr_status_read(apr_pool_t *p, pyr_cache_t *cache, pyr_status_proc_t **out);
+/* The slots' sizes, how many are claimed, and how many of those by a
+ * process that is gone (it died without freeing its slot): how many slots
+ * (0: no shared memory). */
+int pyr_status_shm_sizes(int *entries, int *error_bytes, int *used, int *stale);
+
+/* status_page.c: SetHandler pyreload-status (HTML, ?json, ?metrics), and
+ * mod_status's /server-status section. */
+int pyr_status_page(request_rec *r, pyr_cache_t *cache);
+void pyr_status_register_hooks(apr_pool_t *p, pyr_cache_t **cache);
 
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,

@@ -62,6 +62,7 @@ bind_handler(const pyr_handler_t *h, pyr_cache_t *cache)
         /* Racing binders compute the same entry and slot. */
         e = pyr_cache_entry(cache, h->path);
         b->slot = pyr_entry_require(e, h->callable);
+        pyr_entry_set_kind(e, (pyr_kind_t)h->kind);
         __atomic_store_n(&b->entry, e, __ATOMIC_RELEASE);
     }
     return b;
@@ -152,6 +153,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     pyr_call_t call = { r, cfg, NULL, NULL, NULL };
     pyr_outcome_t o = { OK, 0, NULL, 0 };
     pyr_check_t check;
+    pyr_status_t st;
     binding_t *b;
     pyr_entry_t *e;
     pyr_gen_t *g;
@@ -175,7 +177,11 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     e = b->entry;
     check.enabled = cfg->check != 0;
     check.interval = cfg->interval == PYR_UNSET ? 0 : cfg->interval;
-    switch (pyr_entry_refresh(e, &check, &log)) {
+    st = pyr_entry_refresh(e, &check, &log);
+    /* A load or a failure is on the status page before the response goes
+     * out (a request that changed nothing pays a compare). */
+    pyr_status_publish(cache, 0);
+    switch (st) {
     case PYR_READY:
         if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
             return rc;
@@ -220,6 +226,8 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     pyr_interp_request_done();
     pyr_gen_release(g, &log);
     pyr_gil_drop();
+    /* The end of a request on a retired generation, or a first import. */
+    pyr_status_publish(cache, 0);
 
     if (o.status == OK || o.status == DONE || (o.status == DECLINED && passed)) {
         /* The whole body in one brigade with its EOS lets httpd add a

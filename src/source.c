@@ -206,6 +206,10 @@ pyr_source_read(const char *path, char **data, size_t *len, pyr_sig_t *sig)
             usleep(EMPTY_RETRY_USEC);
             continue;
         }
+        if (rv == 0) {
+            pyr_sha256(*data, *len, sig->sha256);
+            sig->has_sha256 = 1;
+        }
         return rv;
     }
 }

@@ -1015,6 +1015,7 @@ static int write_conf(httpd_t *h)
     const char *mpm = httpd_mpm(h);
     int threads = h->opts.threads > 0 ? h->opts.threads : 16;
     int procs = h->opts.procs > 0 ? h->opts.procs : 1;
+    int servers = h->opts.servers > 0 ? h->opts.servers : 1;
     char port[16], mpm_conf[256], *conf = NULL, *extra, *tmpl, *text;
     size_t len;
     FILE *f;
@@ -1030,15 +1031,17 @@ static int write_conf(httpd_t *h)
                  "MaxRequestWorkers %d",
                  procs, procs, procs + 1, procs, procs);
     else
+        /* MaxSpareThreads above every thread: no idle process is stopped. */
         snprintf(mpm_conf, sizeof mpm_conf,
-                 "StartServers 1\n"
-                 "ServerLimit 1\n"
+                 "StartServers %d\n"
+                 "ServerLimit %d\n"
                  "ThreadLimit %d\n"
                  "ThreadsPerChild %d\n"
                  "MaxRequestWorkers %d\n"
                  "MinSpareThreads 1\n"
                  "MaxSpareThreads %d",
-                 threads, threads, threads, threads + 1);
+                 servers, servers, threads, threads, threads * servers,
+                 threads * servers + 1);
     extra = httpd_subst(h, h->opts.config);
     if (asprintf(&conf,
                  "LoadModule mime_module " MODDIR "/mod_mime.so\n"

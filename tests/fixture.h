@@ -107,6 +107,9 @@ typedef struct httpd_opts {
                                     exit-time leaks are not ours); ASan/UBSan stay on */
     int procs;                   /* prefork: child processes (a concurrent test needs
                                     one per client); 0: 1.  event/worker: ignored */
+    int servers;                 /* event/worker: child processes of `threads` threads
+                                    each (tests that need several); 0: 1.  prefork:
+                                    ignored (see procs) */
     int no_module;               /* 1: do not LoadModule pyreload (fixture tests) */
     const char *const *env;      /* extra "NAME=VALUE" for apache2 (@APP@/@DIR@
                                     substituted); NULL-terminated */

@@ -37,6 +37,7 @@ Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
 Suite *suite_flask(void);
+Suite *suite_status_page(void); /* tests/it_status.c */
 Suite *suite_fleet(void);
 Suite *suite_browser(void);
 
@@ -55,6 +56,7 @@ static Suite *(*const SUITES[])(void) = {
     suite_wsgi_core,
     suite_wsgi,
     suite_flask,
+    suite_status_page,
     suite_fleet,
     suite_browser,
 };

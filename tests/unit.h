@@ -21,6 +21,7 @@ Suite *suite_notify(void);
 Suite *suite_perm(void);
 Suite *suite_names(void);
 Suite *suite_stdio(void);
+Suite *suite_status(void);
 
 /* A fresh directory for the running test; removed by ut_teardown. */
 extern char ut_dir[];

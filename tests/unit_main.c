@@ -384,6 +384,7 @@ main(void)
     srunner_add_suite(sr, suite_names());
     srunner_add_suite(sr, suite_build());
     srunner_add_suite(sr, suite_stdio());
+    srunner_add_suite(sr, suite_status());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

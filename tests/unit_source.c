@@ -211,8 +211,55 @@ START_TEST(test_read_matches_signature)
     ck_assert_uint_eq(len, 12);
     now = sig_of("f.py");
     ck_assert(pyr_sig_equal(&s, &now));
+    ck_assert(!now.has_sha256);
     free(data);
     ck_assert_int_eq(pyr_source_read(ut_path("gone.py"), &data, &len, &s), ENOENT);
+}
+END_TEST
+
+static const char *
+hex_of(const void *data, size_t len)
+{
+    static char hex[PYR_SHA256_HEX];
+    unsigned char sum[PYR_SHA256_LEN];
+
+    pyr_sha256(data, len, sum);
+    pyr_sha256_hex(sum, hex);
+    return hex;
+}
+
+/* FIPS 180-4's examples, and the lengths at the padding's one- and
+ * two-block edges (reference digests from Python's hashlib). */
+START_TEST(test_sha256_vectors)
+{
+    static char million[1000000];
+    char *data = NULL;
+    size_t len = 0;
+    char hex[PYR_SHA256_HEX];
+    pyr_sig_t s;
+
+    ck_assert_str_eq(hex_of("", 0),
+                     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    ck_assert_str_eq(hex_of("abc", 3),
+                     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    ck_assert_str_eq(hex_of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56),
+                     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    memset(million, 'a', sizeof(million));
+    ck_assert_str_eq(hex_of(million, sizeof(million)),
+                     "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    ck_assert_str_eq(hex_of(million, 55),
+                     "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318");
+    ck_assert_str_eq(hex_of(million, 63),
+                     "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34");
+    ck_assert_str_eq(hex_of(million, 64),
+                     "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb");
+    /* What a read returns is hashed: the same digest as the bytes'. */
+    ut_write("f.py", "print('hi')\n");
+    ck_assert_int_eq(pyr_source_read(ut_path("f.py"), &data, &len, &s), 0);
+    ck_assert(s.has_sha256);
+    pyr_sha256_hex(s.sha256, hex);
+    ck_assert_str_eq(hex, hex_of("print('hi')\n", 12));
+    free(data);
 }
 END_TEST
 
@@ -273,6 +320,7 @@ suite_source(void)
     tcase_add_test(tc, test_inode_only_swap);
     tcase_add_test(tc, test_missing_and_directory);
     tcase_add_test(tc, test_read_matches_signature);
+    tcase_add_test(tc, test_sha256_vectors);
     tcase_add_test(tc, test_empty_then_written);
     suite_add_tcase(s, tc);
     return s;
