@@ -368,6 +368,17 @@ START_TEST(test_named_files)
     ck_assert_msg(rc == 1, "a file no process knows: exit %d, want 1", rc);
     assert_out_has(out, "nothere.py: unknown to the host");
     free(out);
+    rc = check(&out, NULL, "--quiet", url, hello, missing, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "nothere.py") && !strstr(out, "lagging:"),
+                  "--quiet and lagging: exit %d, printed '%s'", rc, out);
+    free(out);
+    /* Unreadable for the server's user (www-data): the page cannot hash it. */
+    it_chmod(web[0], "current/hello.py", 0600);
+    rc = check(&out, NULL, url, hello, NULL);
+    it_chmod(web[0], "current/hello.py", 0644);
+    ck_assert_msg(rc == 1, "a file the server cannot read: exit %d, want 1", rc);
+    assert_out_has(out, "hello.py: unreadable on disk");
+    free(out);
     /* Gone from the disk of the release that is current. */
     ck_assert_int_eq(httpd_remove(web[0], "current/helper.py"), 0);
     rc = check(&out, NULL, url, hello, helper, NULL);
