@@ -172,8 +172,8 @@ int pyr_status_shm_create(apr_pool_t *pconf, server_rec *s, int entries, int err
 /* child_init: claim this process's slot, freed by pchild's cleanup. */
 void pyr_status_shm_child_init(apr_pool_t *pchild, server_rec *s);
 /* Rewrite this process's slot if something changed since it was last
- * written (force: anyway).  No GIL. */
-void pyr_status_publish(pyr_cache_t *cache, int force);
+ * written.  No GIL. */
+void pyr_status_publish(pyr_cache_t *cache);
 /* Every serving process, this one first (from its own memory).  No GIL. */
 int pyr_status_read(apr_pool_t *p, pyr_cache_t *cache, pyr_status_proc_t **out);
 /* The slots' sizes, how many are claimed, and how many of those by a

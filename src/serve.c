@@ -180,7 +180,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     st = pyr_entry_refresh(e, &check, &log);
     /* A load or a failure is on the status page before the response goes
      * out (a request that changed nothing pays a compare). */
-    pyr_status_publish(cache, 0);
+    pyr_status_publish(cache);
     switch (st) {
     case PYR_READY:
         if (cfg->debug == 1 && (rc = load_failure_page(r, e, 1)) != DECLINED) {
@@ -227,7 +227,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     pyr_gen_release(g, &log);
     pyr_gil_drop();
     /* The end of a request on a retired generation, or a first import. */
-    pyr_status_publish(cache, 0);
+    pyr_status_publish(cache);
 
     if (o.status == OK || o.status == DONE || (o.status == DECLINED && passed)) {
         /* The whole body in one brigade with its EOS lets httpd add a

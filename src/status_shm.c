@@ -343,7 +343,7 @@ put_entry(char *area, apr_size_t *off, apr_size_t cap, const pyr_status_entry_t 
 }
 
 void
-pyr_status_publish(pyr_cache_t *cache, int force)
+pyr_status_publish(pyr_cache_t *cache)
 {
     unsigned long now = pyr_status_changes();
     apr_pool_t *p;
@@ -356,7 +356,7 @@ pyr_status_publish(pyr_cache_t *cache, int force)
     /* The one check a request that changed nothing pays: a load and a
      * compare. */
     if (!head || my_slot < 0 || !cache ||
-        (!force && __atomic_load_n(&ever_written, __ATOMIC_ACQUIRE) &&
+        (__atomic_load_n(&ever_written, __ATOMIC_ACQUIRE) &&
          __atomic_load_n(&written, __ATOMIC_ACQUIRE) == now)) {
         return;
     }
@@ -366,7 +366,7 @@ pyr_status_publish(pyr_cache_t *cache, int force)
      * this mutex with the GIL (callers hold no GIL). */
     pthread_mutex_lock(&writer);
     now = pyr_status_changes();
-    if ((!force && ever_written && written == now) || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+    if ((ever_written && written == now) || apr_pool_create(&p, NULL) != APR_SUCCESS) {
         pthread_mutex_unlock(&writer);
         return;
     }
@@ -498,7 +498,7 @@ pyr_status_read(apr_pool_t *p, pyr_cache_t *cache, pyr_status_proc_t **out)
 
     /* This process from its own memory: exact in-flight counts, whole
      * tracebacks.  Its slot first, so that the others see it up to date. */
-    pyr_status_publish(cache, 0);
+    pyr_status_publish(cache);
     cap = (head ? head->nslots : 0) + 1;
     procs = apr_pcalloc(p, sizeof(*procs) * (size_t)cap);
     procs[0].pid = me;
