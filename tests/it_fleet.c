@@ -112,15 +112,20 @@ traffic(const char *tag)
     snprintf(want, sizeof(want), "r%s web", tag);
     for (round = 0; round < 5 && left > 0; round++) {
         pthread_t t[PARALLEL];
+        http_resp_t *rs[PARALLEL];
 
         for (i = 0; i < PARALLEL; i++) {
             ck_assert_int_eq(pthread_create(&t[i], NULL, request_held, NULL), 0);
         }
+        /* Every thread joined before any assertion ends the test: one that
+         * timed out may be printing the server's stacks. */
         for (i = 0; i < PARALLEL; i++) {
-            http_resp_t *r;
+            pthread_join(t[i], (void **)&rs[i]);
+        }
+        for (i = 0; i < PARALLEL; i++) {
+            http_resp_t *r = rs[i];
             int host;
 
-            pthread_join(t[i], (void **)&r);
             http_assert_status(r, 200);
             ck_assert_msg(strncmp(r->body, want, strlen(want)) == 0,
                           "through the balancer: '%s', want '%sN'", r->body, want);
