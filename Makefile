@@ -7,10 +7,17 @@
 #   make check-asan the unit and integration suites again with the module and the
 #                   engine built with AddressSanitizer + UBSan (leaks included)
 #   make check-valgrind  the unit suite under valgrind memcheck
-#   make demo       install what is missing, build, serve examples/ on 127.0.0.1:8080
-#   make stop       stop the demo server
+#   make demo       install what is missing, build, serve a copy of examples/ on
+#                   127.0.0.1:$(DEMO_PORT) (DEMO_PORT=8081 make demo: another port)
+#   make stop       stop the demo server, remove its copy
+#   make check-demo the demo started, edited and stopped: a clean log, the
+#                   checkout unchanged (run by make check)
 #   make bench      install what is missing, build, compare against the peers
-#   make install    install the module with apxs
+#   make install    install the module with apxs (Debian: as "pyreload3", with
+#                   mods-available/pyreload3.load and .conf, then a2enmod)
+#   make uninstall  remove what make install put
+#   make deb        build the Debian package into build/deb/ (debian/), lintian it
+#   make check-deb  build it, install it, serve through Debian's apache2, purge it
 #
 # PYTHON_CONFIG=/path/to/python3-config picks another (embeddable) Python.
 
@@ -24,10 +31,14 @@ DEB_BUILD  = apache2 apache2-dev python3-dev libpython3-dev check libcurl4-opens
 DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
 # (tests/it_flask.c) real Flask and Django applications; the wsgi suite makes
-# a certificate with openssl for its TLS test; the browser suite renders the
+# a certificate with openssl for its TLS test; check-demo requests with curl
+# and finds a free port with ss (iproute2); the browser suite renders the
 # status page in headless chromium.
-DEB_TEST   = git rsync vim tar libapache2-mod-wsgi-py3 libapache2-mod-python \
+DEB_TEST   = git rsync vim tar curl iproute2 libapache2-mod-wsgi-py3 libapache2-mod-python \
              python3-flask python3-django openssl chromium
+# make deb and make check-deb: the package's build dependencies (debian/control)
+# and its checker; check-deb requests with curl and finds a port with ss.
+DEB_PKG    = debhelper apache2-dev python3-dev libpython3-dev dpkg-dev lintian curl iproute2
 
 PY_INCLUDES := $(shell $(PYTHON_CONFIG) --includes 2>/dev/null)
 PY_LDFLAGS  := $(shell $(PYTHON_CONFIG) --embed --ldflags 2>/dev/null)
@@ -50,18 +61,21 @@ CPPFLAGS_ALL = $(ENGINE_CPPFLAGS) $(AP_INCLUDES)
 ENGINE_SRC = src/log.c src/interp.c src/exc.c src/stdio.c src/source.c src/spec.c src/cache.c src/gen.c src/build.c src/module.c src/import.c src/notify.c \
              src/table.c src/guard.c src/pymod.c src/perm.c src/names.c src/mem.c src/sha256.c
 ENGINE_SRC += src/procguard.c src/shutdown.c
+ENGINE_SRC += src/pylog.c src/hint.c
 ENGINE_SRC += src/status.c
 # httpd-side Python glue.
 GLUE_SRC   = src/serve.c src/req.c src/child.c src/wsgi.c src/wsgi_environ.c src/wsgi_input.c \
-             src/wsgi_stream.c src/status_shm.c src/status_page.c
+             src/wsgi_stream.c
+GLUE_SRC  += src/readable.c
+GLUE_SRC  += src/status_shm.c src/status_page.c
 MODULE_SRC = mod_pyreload.c $(GLUE_SRC) $(ENGINE_SRC)
 HEADERS    = include/pyreload.h $(wildcard src/*.h)
 
 UNIT_SRC   = $(wildcard tests/unit_*.c)
 IT_SRC     = $(wildcard tests/it_*.c) tests/fixture.c
 
-.PHONY: all deps deps-bench check check-layers unit it check-asan unit-asan it-asan \
-        check-valgrind demo stop bench install clean
+.PHONY: all deps deps-bench bench-base check check-layers unit it check-asan unit-asan it-asan \
+        check-valgrind demo stop check-demo bench install uninstall deb check-deb clean
 
 all: mod_pyreload.so
 
@@ -102,7 +116,7 @@ deps-bench:
 
 check: deps
 	$(MAKE) all tests/unit_runner tests/it_runner
-	$(MAKE) unit it
+	$(MAKE) unit it check-demo
 
 # The layering rule, said where it breaks: no engine source includes an
 # httpd header (the unit runner's build, without httpd's include path,
@@ -215,12 +229,51 @@ demo: deps
 stop:
 	./tools/demo stop
 
+check-demo: mod_pyreload.so
+	timeout --kill-after=10s 120 ./tools/check-demo
+
 bench: deps-bench
 	$(MAKE) all
 	/usr/bin/python3 bench/run.py
 
+# The hello-world throughput of this tree against another revision's build,
+# in one run: BASE=<git rev> (default: the previous commit).
+BASE ?= HEAD~1
+bench-base: deps-bench
+	$(MAKE) all
+	rm -rf build/base && mkdir -p build/base
+	git archive "$(BASE)" | tar -x -C build/base
+	$(MAKE) -C build/base mod_pyreload.so >/dev/null
+	KINDS=$${KINDS:-c,pyreload,pyreload-base} PARTS=$${PARTS:-throughput} \
+	    BASE_SO=build/base/mod_pyreload.so /usr/bin/python3 bench/run.py
+
+# ---- Installing -------------------------------------------------------------
+# The module's Debian name is pyreload3, not pyreload: a2enmod would cut the
+# latter to "pyr" (debian/pyreload3.load says why).  make install uses it on
+# Debian too, where it installs what the package does (tools/install-module).
 install: mod_pyreload.so
-	$(APXS) -i -n pyreload mod_pyreload.so
+	@APXS=$(APXS) ./tools/install-module install
+
+uninstall:
+	@APXS=$(APXS) ./tools/install-module uninstall
+
+# The package's build (debian/rules) takes the module under that name.
+build/mod_pyreload3.so: mod_pyreload.so
+	cp mod_pyreload.so $@
+
+# Built from a copy of the tree in a temporary directory; the .deb, the build
+# log and lintian's report land in build/deb/.  lintian errors fail.
+deb:
+	@./tools/ensure-packages $(DEB_BUILD) $(DEB_PKG)
+	./tools/build-deb build/deb
+
+# Installs the package on this machine, serves a handler through Debian's
+# apache2 on a port of PYR_PORTS, purges it and checks that /etc/apache2 is as
+# it was (tools/check-deb; root only).
+# It takes about 10 s; at 300 s it is stopped, and its trap gets time to
+# purge the package and put /etc/apache2 back before a KILL.
+check-deb: deb mod_pyreload.so
+	timeout --kill-after=360s 300 ./tools/check-deb build/deb/libapache2-mod-pyreload3_*.deb
 
 clean:
 	rm -rf build mod_pyreload.so tests/unit_runner tests/it_runner tests/late_wake.so *.lo *.slo src/*.lo src/*.slo .libs src/.libs

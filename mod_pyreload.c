@@ -152,8 +152,24 @@ set_handler(cmd_parms *cmd, void *mconfig, const char *arg)
         return apr_psprintf(cmd->pool, "%s: invalid file path '%s'", cmd->cmd->name, file);
     }
     if (stat(path, &st) != 0) {
+        int e = errno;
+        const char *colon = strrchr(file, ':'), *base;
+
+        /* FILE:CALLABLE, gunicorn's habit: a file literally named so would
+         * have been found above. */
+        if (e == ENOENT && !strstr(arg, "::") && colon && colon > file &&
+            pyr_is_identifier(colon + 1) &&
+            (base = ap_server_root_relative(cmd->pool, apr_pstrmemdup(cmd->pool, file,
+                                                                      (apr_size_t)(colon - file)))) &&
+            stat(base, &st) == 0 && S_ISREG(st.st_mode)) {
+            return apr_psprintf(cmd->pool,
+                                "PYR0701: %s %s: no such file; to call %s() in %s, write "
+                                "two colons: %s %.*s::%s",
+                                cmd->cmd->name, arg, colon + 1, base, cmd->cmd->name,
+                                (int)(colon - file), file, colon + 1);
+        }
         return apr_psprintf(cmd->pool, "%s: cannot use '%s': %s", cmd->cmd->name, path,
-                            strerror(errno));
+                            strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a regular file", cmd->cmd->name, path);
@@ -386,6 +402,16 @@ post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *
                                             : PYR_STATUS_ERROR_BYTES_DEFAULT);
 }
 
+/* A file the server's User cannot read is refused before the server starts
+ * (src/readable.c). */
+static int
+check_readable(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    pyr_srv_conf_t *sc = ap_get_module_config(s->module_config, &pyreload_module);
+
+    return pyr_readable_check(ptemp, configured, sc->paths);
+}
+
 /* What the pyreload module gets from the httpd side. */
 static int
 extend_module(PyObject *m)
@@ -411,6 +437,22 @@ child_exit(void *unused)
     cache = NULL;
     pyr_interp_fini();
     return APR_SUCCESS;
+}
+
+/* The most verbose LogLevel any server (virtual hosts included) sets for
+ * us: Python's logging records below it are dropped before they are
+ * formatted.  httpd itself then applies each request's own level. */
+static int
+most_verbose_level(server_rec *s)
+{
+    int level = APLOG_EMERG;
+
+    for (; s; s = s->next) {
+        int l = ap_get_server_module_loglevel(s, APLOG_MODULE_INDEX);
+
+        level = l > level ? l : level;
+    }
+    return level;
 }
 
 /* Python starts here, in each child: never in the parent, which outlives
@@ -452,6 +494,7 @@ child_init(apr_pool_t *pchild, server_rec *s)
                      "Python settings apply, not mod_pyreload's isolation)",
                      owner, owner);
     }
+    pyr_pylog_set_level(most_verbose_level(s));
     if (pyr_interp_init(&opts, &err) != 0) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "PYR0001: cannot start Python in "
@@ -516,6 +559,7 @@ register_hooks(apr_pool_t *p)
 
     ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(check_readable, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(pyr_child_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, after, NULL, APR_HOOK_MIDDLE);

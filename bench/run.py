@@ -17,6 +17,9 @@ Contenders (KINDS; each its own apache2, same MPM and settings):
   modpython         mod_python hello
   flask-pyreload    PyReloadWSGI of a small Flask app (FLASK_APP), /app/hello
   flask-embedded    mod_wsgi embedded, the same Flask app file
+  pyreload-base     PyReloadHandler hello.py served by another build of the
+                    module (BASE_SO): a change's cost, measured in the same
+                    run; only with BASE_SO set
 
 Parts (PARTS, comma-separated; default: all):
   throughput  every contender on its URL (/hello; /app/hello for Flask):
@@ -42,6 +45,8 @@ Knobs (environment):
                 wsgi-embedded is for comparison only)
   PORT=18100 (servers use PORT..PORT+19, all inside 18100-18199)
   STOP_WAIT=15 (seconds between SIGTERM and SIGKILL)
+  BASE_SO=path/to/an/older/mod_pyreload.so (adds pyreload-base to the
+          default contenders; `make bench-base BASE=<git rev>` builds one)
   WORK=bench/work  OUT=bench/results/latest.md
 """
 
@@ -71,11 +76,11 @@ CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 SYSTEM_PYTHON = "/usr/bin/python3"
 ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-pyreload",
              "wsgi-embedded", "wsgi-daemon", "modpython", "flask-pyreload",
-             "flask-embedded"]
+             "flask-embedded", "pyreload-base"]
 ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
 # Served by mod_pyreload; the second group through PyReloadWSGI.
 PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck", "wsgi-pyreload",
-                  "flask-pyreload")
+                  "flask-pyreload", "pyreload-base")
 PYRELOAD_WSGI_KINDS = ("wsgi-pyreload", "flask-pyreload")
 FLASK_KINDS = ("flask-pyreload", "flask-embedded")
 # The server configuration (KIND_CONF) each contender is an instance of.
@@ -98,6 +103,9 @@ T_CHECK_COST = 0.03
 T_RELOAD_MS = 2.0
 T_COST_RATIO = 1.15
 T_MEM_MIB_PER_10K = 1.0
+# A change to the module's request path: no regression against BASE_SO.
+T_VS_BASE = 0.98
+BASE_SO_NAME = "mod_pyreload-base.so"
 
 
 def log(msg):
@@ -135,7 +143,14 @@ def env_list(name, default, allowed):
 
 class Settings:
     def __init__(self):
-        self.kinds = env_list("KINDS", ALL_KINDS, ALL_KINDS)
+        self.base_so = os.environ.get("BASE_SO") or None
+        if self.base_so and not Path(self.base_so).is_file():
+            raise BenchError(f"BASE_SO={self.base_so}: no such file")
+        default = [k for k in ALL_KINDS
+                   if k != "pyreload-base" or self.base_so]
+        self.kinds = env_list("KINDS", ALL_KINDS, default)
+        if "pyreload-base" in self.kinds and not self.base_so:
+            raise BenchError("KINDS=pyreload-base needs BASE_SO")
         self.parts = env_list("PARTS", ALL_PARTS, ALL_PARTS)
         self.mpm = os.environ.get("MPM", "event") or "event"
         if self.mpm not in MPM_CONF:
@@ -168,7 +183,7 @@ class Settings:
         """The environment knobs that are set, as NAME=value words."""
         names = ["KINDS", "PARTS", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
                  "SAVES", "COST_REPS", "RELOADS", "RELOAD_WARMUP", "RELOAD_TARGET",
-                 "PORT", "STOP_WAIT", "WORK", "OUT"]
+                 "PORT", "STOP_WAIT", "WORK", "OUT", "BASE_SO"]
         return " ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
 
 
@@ -682,7 +697,9 @@ class Server:
                              for u, f in self.locations)
         kind_conf = string.Template(KIND_CONF[family]).substitute(
             dir=self.dir, app=self.app, moddir=apache_moddir(), cmod=cmod or "",
-            pyreload_so=self.settings.work / PYRELOAD_SO.name, locations=locs)
+            pyreload_so=self.settings.work / (BASE_SO_NAME if self.kind == "pyreload-base"
+                                              else PYRELOAD_SO.name),
+            locations=locs)
         own = string.Template(BENCH_CONF).substitute(moddir=apache_moddir(),
                                                      kind_conf=kind_conf)
         self.conf.write_text(fill_conf(SERVER_CONF.read_text(), {
@@ -1453,10 +1470,12 @@ def file_sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def snapshot_pyreload(work):
+def snapshot_pyreload(work, base_so=None):
     """Servers load a copy of ./mod_pyreload.so taken now, so that a rebuild
     during the run cannot leave servers on different builds."""
     shutil.copy2(PYRELOAD_SO, work / PYRELOAD_SO.name)
+    if base_so:
+        shutil.copy2(base_so, work / BASE_SO_NAME)
     return file_sha(work / PYRELOAD_SO.name)
 
 
@@ -1794,6 +1813,16 @@ def targets(settings, res):
                            f"{tp[other]['many_rps']:,.0f} req/s)")
     c16 = f"c{settings.conns}"
     out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at {c16}"))
+    if "pyreload-base" in settings.kinds:
+        out.append(vs("pyreload-base", T_VS_BASE,
+                      f"no regression: pyreload ≥ {T_VS_BASE}× pyreload-base "
+                      f"(BASE_SO) at {c16}"))
+        if "pyreload" in tp and "pyreload-base" in tp:
+            a, b = tp["pyreload"]["many_cpu_us"], tp["pyreload-base"]["many_cpu_us"]
+            out.append(target_line(
+                f"no regression: server CPU per request ≤ {1 / T_VS_BASE:.2f}× "
+                f"pyreload-base's at {c16}", a <= b / T_VS_BASE,
+                f"{ratio(a, b):.2f}× ({a:.1f} vs {b:.1f} µs)"))
     out.append(vs("wsgi-embedded", T_VS_PEER,
                   f"pyreload ≥ {T_VS_PEER}× wsgi-embedded at {c16}"))
     out.append(vs("modpython", T_VS_PEER,
@@ -1902,7 +1931,7 @@ def main():
     os.chmod(settings.work, 0o755)
     res["others"] = apache_count()
     info = machine_and_versions()
-    so_sha = snapshot_pyreload(settings.work) if settings.uses_pyreload() else None
+    so_sha = snapshot_pyreload(settings.work, settings.base_so) if settings.uses_pyreload() else None
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     partial = settings.out.with_name(settings.out.name + ".tmp")
     try:

@@ -56,6 +56,17 @@ void pyr_log_lines(const pyr_logger_t *log, int level, const char *prefix, const
 void pyr_logf(const pyr_logger_t *log, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* pylog.c: Python's logging records go to the error log at their own
+ * level (DEBUG debug ... CRITICAL crit).  The most verbose level the server
+ * writes for us (PYR_LOG_*; default PYR_LOG_WARNING): records below it are
+ * not formatted, and the root logger's level is lowered to it if it is more
+ * verbose than Python's WARNING.  Call before pyr_interp_init(). */
+void pyr_pylog_set_level(int level);
+/* Records logged on this thread go to log (a request's, tagged with its
+ * client) until pyr_pylog_bind(NULL) (the process's logger).  log must
+ * outlive the binding.  Any thread; GIL or not. */
+void pyr_pylog_bind(const pyr_logger_t *log);
+
 /* ------------------------------------------------------------------ */
 /* interp.c: the interpreter of this process, and the GIL per thread   */
 
@@ -99,6 +110,12 @@ void pyr_interp_request_done(void);
  * Not reentrant: never call pyr_gil_take() while holding the GIL. */
 void pyr_gil_take(void);
 void pyr_gil_drop(void);
+
+/* hint.c: 1 when the pending exception is a TypeError and fn takes two
+ * required positional arguments, as a WSGI application does (environ,
+ * start_response): a handler(req) call cannot have worked.  GIL; the
+ * exception is kept. */
+int pyr_hint_wsgi(PyObject *fn);
 
 /* Format the pending Python exception (which is cleared) as a traceback.
  * GIL.  Returns malloc'd UTF-8 text, never NULL. */
@@ -159,6 +176,16 @@ int pyr_perm_check(const char *path, char *msg, size_t len);
  * path or its directory, with msg saying which; 0 otherwise, and always
  * as root.  A warning, not a refusal.  No GIL. */
 int pyr_perm_self_writable(const char *path, char *msg, size_t len);
+
+/* Whether the user uid (primary group gid, supplementary groups[ngroups])
+ * may read each of the n paths (a directory: read and search it), every
+ * directory on the way included: errs[i] is 0 or the errno of access(2) as
+ * that user (EACCES).  Asked in a child process that takes the identity;
+ * the caller's credentials are untouched.  0, or -1 when it cannot be asked
+ * (not root, uid 0, fork failed).  No GIL; call while single-threaded
+ * (httpd's configuration phase). */
+int pyr_perm_readable_as(uid_t uid, gid_t gid, const gid_t *groups, int ngroups,
+                         const char *const *paths, int n, int *errs);
 
 /* ------------------------------------------------------------------ */
 /* spec.c: "FILE[::CALLABLE]"                                          */

@@ -190,6 +190,7 @@ pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
     }
     if ((owner ? import_pyreload() : attach()) < 0 || intern_strings() < 0 ||
         prepend_paths(opts) < 0 || pyr_stdio_install(&server_log) < 0 || import_threading() < 0 ||
+        pyr_pylog_install(&server_log) < 0 ||
         pyr_guard_install(&server_log, opts->drain) < 0 || pyr_loader_init() < 0) {
         char *tb = pyr_exc_format();
         *errmsg = tb; /* leaked on purpose: start-up failure, logged once */

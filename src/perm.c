@@ -13,7 +13,10 @@
  * names there but not replace ours.  Group write is accepted (deploy
  * groups): the rule is about "anyone", as the issue and suexec's o-w are.
  *
- * No GIL, no httpd header: stat calls only.
+ * Also: whether the server's User may read a file at all, asked of the
+ * kernel by a child process that takes that user's identity.
+ *
+ * No GIL, no httpd header: stat calls only (and that child).
  */
 #include "pyreload.h"
 
@@ -22,7 +25,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_LINKS 40 /* the kernel's own limit (ELOOP) */
@@ -232,4 +237,66 @@ pyr_perm_self_writable(const char *path, char *msg, size_t len)
         }
     }
     return 0;
+}
+
+int
+pyr_perm_readable_as(uid_t uid, gid_t gid, const gid_t *groups, int ngroups,
+                     const char *const *paths, int n, int *errs)
+{
+    int fds[2], i, status;
+    pid_t pid;
+    ssize_t got = 0;
+
+    if (geteuid() != 0 || uid == 0 || n <= 0) {
+        return -1;
+    }
+    if (pipe(fds) != 0) {
+        return -1;
+    }
+    /* A child takes the user's identity, so that the kernel answers for
+     * every rule it applies (modes, ACLs, each directory's search right);
+     * the caller's own credentials are never touched. */
+    pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+            _exit(1);
+        }
+        for (i = 0; i < n; i++) {
+            struct stat st;
+            int mode = R_OK, e;
+
+            if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+                mode |= X_OK;
+            }
+            e = access(paths[i], mode) == 0 ? 0 : errno;
+            if (write(fds[1], &e, sizeof(e)) != (ssize_t)sizeof(e)) {
+                _exit(1);
+            }
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return -1;
+    }
+    while (got < (ssize_t)(sizeof(int) * (size_t)n)) {
+        ssize_t r = read(fds[0], (char *)errs + got, sizeof(int) * (size_t)n - (size_t)got);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += r;
+    }
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return got == (ssize_t)(sizeof(int) * (size_t)n) && WIFEXITED(status) &&
+                   WEXITSTATUS(status) == 0
+               ? 0
+               : -1;
 }

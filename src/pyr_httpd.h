@@ -186,6 +186,14 @@ int pyr_status_shm_sizes(int *entries, int *error_bytes, int *used, int *stale);
 int pyr_status_page(request_rec *r, pyr_cache_t *cache);
 void pyr_status_register_hooks(apr_pool_t *p, pyr_cache_t **cache);
 
+/* readable.c: PYR0703 for each handler file (configured: pyr_handler_t *)
+ * and PyReloadPath directory (dirs: const char *) that the server's User
+ * cannot read (a directory: read and search).  OK, or
+ * HTTP_INTERNAL_SERVER_ERROR after logging; OK when not root.  A
+ * check_config hook's body. */
+int pyr_readable_check(apr_pool_t *ptemp, const apr_array_header_t *configured,
+                       const apr_array_header_t *dirs);
+
 /* child.c */
 int pyr_child_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                            server_rec *s); /* refuses mod_python */

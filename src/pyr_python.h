@@ -24,6 +24,11 @@ int pyr_atexit(PyMethodDef *def);
 int pyr_stdio_install(const pyr_logger_t *log);
 void pyr_stdio_flush(void);   /* log the unfinished lines */
 void pyr_stdio_release(void); /* flush, and drop our references */
+
+/* pylog.c: logging records into the error log at their own level, through
+ * log when no request is bound to the thread (pyr_pylog_bind).  GIL, once
+ * per process.  log must outlive the interpreter. */
+int pyr_pylog_install(const pyr_logger_t *log);
 /* A stream's writelines(): write(self, item) for each item of lines. */
 PyObject *pyr_writelines(PyObject *self, PyObject *lines, PyObject *(*write)(PyObject *, PyObject *));
 

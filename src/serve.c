@@ -144,8 +144,8 @@ load_failure_page(request_rec *r, pyr_entry_t *e, int has_good)
                       tb);
 }
 
-int
-pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
+static int
+serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
 {
     const pyr_handler_t *h = cfg->handler;
     const pyr_protocol_t *proto = h->protocol;
@@ -158,7 +158,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     pyr_entry_t *e;
     pyr_gen_t *g;
     PyObject *fn, *result = NULL;
-    int passed = 0, rc;
+    int passed = 0, wsgi_like = 0, rc;
 
     if (!pyr_interp_ready()) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
@@ -212,6 +212,7 @@ pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
     if (fn) {
         Py_INCREF(fn);
         result = proto->call(&call, fn);
+        wsgi_like = !result && proto == &pyr_protocol_pyreload && pyr_hint_wsgi(fn);
         Py_DECREF(fn);
         proto->judge(&call, result, &o);
         Py_XDECREF(result);
@@ -254,6 +255,13 @@ report:
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "PYR0200: %s failed; %s:", where,
                       passed ? "the response had started: cutting it short" : "answering 500");
         pyr_log_lines(&log, APLOG_ERR, "PYR0200: ", o.why);
+        if (wsgi_like) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                          "PYR0702: %s takes two arguments, as a WSGI application "
+                          "does (environ, start_response), and %s calls it with one "
+                          "(req): serve it with PyReloadWSGI %s (%s)",
+                          where, h->directive, where, h->where ? h->where : "?");
+        }
     }
     else if (passed) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
@@ -277,4 +285,18 @@ report:
     }
     free(o.why);
     return o.status;
+}
+
+int
+pyr_serve(request_rec *r, const pyr_dir_conf_t *cfg, pyr_cache_t *cache)
+{
+    pyr_logger_t log = { rlog, r };
+    int rc;
+
+    /* logging records of this thread carry the request's client, from the
+     * load of its file to its response's close(). */
+    pyr_pylog_bind(&log);
+    rc = serve(r, cfg, cache);
+    pyr_pylog_bind(NULL);
+    return rc;
 }

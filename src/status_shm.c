@@ -219,6 +219,7 @@ void
 pyr_status_shm_child_init(apr_pool_t *pchild, server_rec *s)
 {
     pid_t me = getpid(), none;
+    slot_t *sl;
     int i, pass;
 
     my_start = apr_time_now();
@@ -247,11 +248,17 @@ pyr_status_shm_child_init(apr_pool_t *pchild, server_rec *s)
                      (long)me, head->nslots);
         return;
     }
-    slots[my_slot].seq += 2 - (slots[my_slot].seq & 1);
-    slots[my_slot].started_at = my_start;
-    slots[my_slot].updated_at = my_start;
-    slots[my_slot].nentries = slots[my_slot].omitted = 0;
-    slots[my_slot].used = 0;
+    /* Odd while it is emptied (a taken-over slot has its late owner's
+     * entries), whatever its owner was doing when it died. */
+    sl = &slots[my_slot];
+    if (!(__atomic_load_n(&sl->seq, __ATOMIC_ACQUIRE) & 1)) {
+        __atomic_add_fetch(&sl->seq, 1, __ATOMIC_ACQ_REL);
+    }
+    sl->started_at = my_start;
+    sl->updated_at = my_start;
+    sl->nentries = sl->omitted = 0;
+    sl->used = 0;
+    __atomic_add_fetch(&sl->seq, 1, __ATOMIC_ACQ_REL);
     apr_pool_cleanup_register(pchild, NULL, free_slot, apr_pool_cleanup_null);
 }
 

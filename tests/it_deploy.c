@@ -4,8 +4,10 @@
  * it_deploy.c: deploys as users do them, with the real tools, against a real
  * apache2: a release directory re-pointed by a symlink (`ln -sfn`, and
  * `ln -s` + `mv -T`), a directory replaced (`mv` swap, `rm -rf` +
- * re-create), `git checkout`, `rsync` (temp + rename, and `--inplace`),
- * `tar x`, `install`, and vim's save modes.  Each deploy is followed by two
+ * re-create), `git checkout`, `rsync` (temp + rename, and `--inplace`; and
+ * its quick check, which `-c` turns off), `cp` + `mv` one file at a time,
+ * `tar x`, `install`, and vim's save modes.  The README's deploy recipes
+ * are these commands, as written.  Each deploy is followed by two
  * or more requests and comes several times in a row (a watch that went
  * stale shows only from the second deploy on); the tools that delete and
  * re-create files run under concurrent keep-alive clients, which must get
@@ -160,12 +162,12 @@ tool_failed(const char *what, int rc)
  * Sizes differ from release to release, so that in-place tools that keep the
  * inode and the second cannot hide a change either. */
 static void
-write_release(const char *dir, int n)
+write_release_pad(const char *dir, int n, int padlen)
 {
     char name[256], src[1024], pad[64];
 
     memset(pad, '#', sizeof(pad));
-    pad[n % (int)sizeof(pad)] = '\0';
+    pad[padlen % (int)sizeof(pad)] = '\0';
     snprintf(name, sizeof(name), "%s/h.py", dir);
     snprintf(src, sizeof(src),
              "import pyreload\n"
@@ -180,6 +182,12 @@ write_release(const char *dir, int n)
     snprintf(name, sizeof(name), "%s/dep.py", dir);
     snprintf(src, sizeof(src), "MARK = 'd%d'\n# %s\n", n, pad);
     ck_assert_int_eq(httpd_write(srv, name, src), 0);
+}
+
+static void
+write_release(const char *dir, int n)
+{
+    write_release_pad(dir, n, n);
 }
 
 /* What a round of requests saw: responses, and those that were not the
@@ -509,13 +517,15 @@ static const char tool_config[] =
     "<Location /install>\n  PyReloadHandler @APP@/install/h.py\n</Location>\n"
     "<Location /vim>\n  PyReloadHandler @APP@/vim/h.py\n</Location>\n"
     "<Location /flap>\n  PyReloadHandler @APP@/flap/h.py\n</Location>\n"
-    "<Location /perm>\n  PyReloadHandler @APP@/perm/h.py\n</Location>\n";
+    "<Location /perm>\n  PyReloadHandler @APP@/perm/h.py\n</Location>\n"
+    "<Location /rsq>\n  PyReloadHandler @APP@/rsq/h.py\n</Location>\n"
+    "<Location /cpmv>\n  PyReloadHandler @APP@/cpmv/h.py\n</Location>\n";
 
 static void
 tool_setup(void)
 {
     static const char *const dirs[] = {"git", "rsync", "rsyncin", "tar", "install", "vim",
-                                       "flap", "perm", NULL};
+                                       "flap", "perm", "rsq", "cpmv", NULL};
     /* prefork: one process per concurrent client, and one for the checks */
     httpd_opts_t o = { .config = tool_config, .procs = CLIENTS + 2 };
     int i;
@@ -613,6 +623,45 @@ START_TEST(test_rsync_inplace)
 }
 END_TEST
 
+/* rsync's quick check: a file whose size and modification time (to the
+ * second) are the same at both ends is skipped by rsync itself, whatever
+ * its content, so no server can see the change; -c (--checksum) compares
+ * contents.  Releases 5 and 6 here have the same sizes and mtimes. */
+START_TEST(test_rsync_quick_check)
+{
+    static const char *const files[] = {"h.py", "dep.py"};
+    char q5[256], q6[256];
+    size_t mark = httpd_log_mark(srv);
+    int n, i;
+
+    for (n = 5; n <= 6; n++) {
+        char *dir = n == 5 ? q5 : q6;
+
+        snprintf(dir, 256, "%s/stage/q%d", srv->dir, n);
+        write_release_pad(dir, n, 10);
+        for (i = 0; i < 2; i++) {
+            char path[300];
+
+            snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+            ck_assert_int_eq(httpd_set_mtime(srv, path, 1700000000, 0), 0);
+        }
+        strcat(dir, "/");
+    }
+    warm("/rsq", 1, 1);
+    hammer_start("/rsq");
+    RUN(".", "rsync", "-a", q5, "rsq/");
+    expect_release("/rsq", 5, 5, 3);
+    /* same sizes, same second: rsync copies nothing */
+    RUN(".", "rsync", "-a", q6, "rsq/");
+    expect_release("/rsq", 5, 5, 3);
+    RUN(".", "rsync", "-a", "-c", q6, "rsq/");
+    expect_release("/rsq", 6, 6, 3);
+    hammer_end("rsync -a, then rsync -a -c");
+    report_stale("rsync -a, then rsync -a -c");
+    ck_assert_int_eq(our_errors(mark), 0);
+}
+END_TEST
+
 START_TEST(test_tar_x)
 {
     size_t mark;
@@ -642,25 +691,59 @@ START_TEST(test_tar_x)
 }
 END_TEST
 
-START_TEST(test_install)
+/* Six deploys of stage/N (N = 2, 3, 4, 1, 2, 3) into the directory site
+ * (served at /site) by deploy(), under concurrent clients. */
+static void
+staged_rounds(const char *site, void (*deploy)(const char *site, const char *h, const char *d),
+              const char *what)
 {
+    char url[64];
     size_t mark = httpd_log_mark(srv);
     int n, round;
 
-    warm("/install", 1, 1);
-    hammer_start("/install");
+    snprintf(url, sizeof(url), "/%s", site);
+    warm(url, 1, 1);
+    hammer_start(url);
     for (round = 0; round < 6; round++) {
         char h[256], d[256];
 
         n = (round + 1) % 4 + 1;
         snprintf(h, sizeof(h), "%s/stage/%d/h.py", srv->dir, n);
         snprintf(d, sizeof(d), "%s/stage/%d/dep.py", srv->dir, n);
-        RUN("install", "install", "-m", "0644", d, h, ".");
-        expect_release("/install", n, n, 3);
+        deploy(site, h, d);
+        expect_release(url, n, n, 3);
     }
-    hammer_end("install -m 0644, 6 times");
-    report_stale("install -m 0644, 6 times");
+    hammer_end(what);
+    report_stale(what);
     ck_assert_int_eq(our_errors(mark), 0);
+}
+
+static void
+deploy_install(const char *site, const char *h, const char *d)
+{
+    RUN(site, "install", "-m", "0644", d, h, ".");
+}
+
+START_TEST(test_install)
+{
+    staged_rounds("install", deploy_install, "install -m 0644, 6 times");
+}
+END_TEST
+
+/* One file at a time, atomically: a copy next to it, renamed over it
+ * (the dependency first, then the handler). */
+static void
+deploy_cp_mv(const char *site, const char *h, const char *d)
+{
+    RUN(site, "cp", d, "dep.py.new");
+    RUN(site, "mv", "dep.py.new", "dep.py");
+    RUN(site, "cp", h, "h.py.new");
+    RUN(site, "mv", "h.py.new", "h.py");
+}
+
+START_TEST(test_cp_then_mv)
+{
+    staged_rounds("cpmv", deploy_cp_mv, "cp + mv, 6 times");
 }
 END_TEST
 
@@ -796,6 +879,8 @@ suite_deploy(void)
     tcase_add_test(tl, test_git_checkout);
     tcase_add_test(tl, test_rsync_rename);
     tcase_add_test(tl, test_rsync_inplace);
+    tcase_add_test(tl, test_rsync_quick_check);
+    tcase_add_test(tl, test_cp_then_mv);
     tcase_add_test(tl, test_tar_x);
     tcase_add_test(tl, test_install);
     tcase_add_test(tl, test_vim_save_modes);

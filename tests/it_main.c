@@ -37,6 +37,9 @@ Suite *suite_coexist(void);
 Suite *suite_wsgi_core(void);
 Suite *suite_wsgi(void);
 Suite *suite_flask(void);
+Suite *suite_logging(void);
+Suite *suite_messages(void);
+Suite *suite_recipes(void);
 Suite *suite_status_page(void); /* tests/it_status.c */
 Suite *suite_fleet(void);
 Suite *suite_browser(void);
@@ -56,6 +59,9 @@ static Suite *(*const SUITES[])(void) = {
     suite_wsgi_core,
     suite_wsgi,
     suite_flask,
+    suite_logging,
+    suite_messages,
+    suite_recipes,
     suite_status_page,
     suite_fleet,
     suite_browser,

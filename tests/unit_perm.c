@@ -176,6 +176,36 @@ START_TEST(test_perm_writable_by_self)
 }
 END_TEST
 
+/* Readable by another user (nobody, 65534): asked of the kernel in a child
+ * that takes its identity; the caller's credentials stay root's. */
+START_TEST(test_perm_readable_as)
+{
+    const char *paths[4];
+    int errs[4] = {-1, -1, -1, -1};
+    gid_t groups[1] = {65534};
+
+    if (geteuid() != 0) {
+        ck_assert_int_eq(pyr_perm_readable_as(65534, 65534, groups, 1, paths, 0, errs), -1);
+        return;
+    }
+    make_tree((node_t[]){{'f', "open.py", 0644}, {'f', "secret.py", 0600}, {'d', "shut", 0700},
+                         {'f', "shut/h.py", 0644}, {0}});
+    ck_assert_int_eq(chmod(ut_dir, 0755), 0);
+    paths[0] = ut_path("open.py");
+    paths[1] = ut_path("secret.py");
+    paths[2] = ut_path("shut/h.py");
+    paths[3] = ut_path("shut");
+    ck_assert_int_eq(pyr_perm_readable_as(65534, 65534, groups, 1, paths, 4, errs), 0);
+    ck_assert_int_eq(errs[0], 0);
+    ck_assert_int_eq(errs[1], EACCES);
+    ck_assert_int_eq(errs[2], EACCES);
+    ck_assert_int_eq(errs[3], EACCES);
+    ck_assert_int_eq(geteuid(), 0);
+    /* uid 0 would read anything: not asked */
+    ck_assert_int_eq(pyr_perm_readable_as(0, 0, groups, 1, paths, 4, errs), -1);
+}
+END_TEST
+
 /* The engine refuses such files when it loads them: a failed load with a
  * plain message, even if the importer catches the error; off, it runs them. */
 START_TEST(test_engine_refuses_unsafe_files)
@@ -223,6 +253,7 @@ suite_perm(void)
     tcase_add_loop_test(tc, test_perm_table, 0, (int)(sizeof CASES / sizeof CASES[0]));
     tcase_add_test(tc, test_perm_relative_path);
     tcase_add_test(tc, test_perm_writable_by_self);
+    tcase_add_test(tc, test_perm_readable_as);
     suite_add_tcase(s, tc);
     tcase_add_checked_fixture(ec, ut_setup_cache, ut_teardown_cache);
     tcase_set_timeout(ec, 30);

@@ -171,6 +171,44 @@ START_TEST(test_close_keeps_working)
 }
 END_TEST
 
+/* logging records, as pylog.c maps them: "level name: message" lines of a
+ * logger bound to this thread. */
+static char levels_seen[1024];
+
+static void
+level_record(void *baton, int level, const char *line)
+{
+    size_t n = strlen(levels_seen);
+
+    snprintf(levels_seen + n, sizeof(levels_seen) - n, "%d %s\n", level, line);
+}
+
+START_TEST(test_logging_levels_mapped)
+{
+    pyr_logger_t mine = { level_record, NULL };
+
+    levels_seen[0] = '\0';
+    pyr_pylog_bind(&mine);
+    /* The server's level is the default (warn): DEBUG and INFO never come. */
+    ut_run("import logging\n"
+           "log = logging.getLogger('u')\n"
+           "log.debug('d'); log.info('i'); log.warning('w'); log.error('e')\n"
+           "log.critical('c'); log.log(45, 'between')\n"
+           "logging.warning('root %d', 1)\n"
+           "try:\n"
+           "    {}['k']\n"
+           "except KeyError:\n"
+           "    log.exception('x')\n");
+    pyr_pylog_bind(NULL);
+    ck_assert_str_eq(levels_seen, "4 u: w\n3 u: e\n2 u: c\n3 u: between\n4 root: root 1\n"
+                                  "3 u: x\n3 Traceback (most recent call last):\n"
+                                  "3   File \"<string>\", line 7, in <module>\n"
+                                  "3 KeyError: 'k'\n");
+    /* logging.warning() left the root logger without a handler of its own */
+    ut_run("import logging\nassert not logging.getLogger().handlers\n");
+}
+END_TEST
+
 Suite *
 suite_stdio(void)
 {
@@ -184,6 +222,7 @@ suite_stdio(void)
     tcase_add_test(tc, test_no_newline_linear);
     tcase_add_test(tc, test_surrogates_escaped);
     tcase_add_test(tc, test_close_keeps_working);
+    tcase_add_test(tc, test_logging_levels_mapped);
     suite_add_tcase(s, tc);
     return s;
 }
