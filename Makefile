@@ -32,9 +32,10 @@ DEB_BENCH  = wrk libapache2-mod-wsgi-py3 libapache2-mod-python python3-flask
 # The deploy suite (tests/it_deploy.c) runs the real tools; the flask suite
 # (tests/it_flask.c) real Flask and Django applications; the wsgi suite makes
 # a certificate with openssl for its TLS test; check-demo requests with curl
-# and finds a free port with ss (iproute2).
+# and finds a free port with ss (iproute2); the browser suite renders the
+# status page in headless chromium.
 DEB_TEST   = git rsync vim tar curl iproute2 libapache2-mod-wsgi-py3 libapache2-mod-python \
-             python3-flask python3-django openssl
+             python3-flask python3-django openssl chromium
 # make deb and make check-deb: the package's build dependencies (debian/control)
 # and its checker; check-deb requests with curl and finds a port with ss.
 DEB_PKG    = debhelper apache2-dev python3-dev libpython3-dev dpkg-dev lintian curl iproute2
@@ -98,9 +99,11 @@ tests/unit_runner: $(UNIT_SRC) tests/unit.h $(ENGINE_SRC) $(HEADERS) Makefile
 # demo at run time.
 # tests/wsgi/ holds the WSGI suite's applications, read at run time.
 # tests/late_wake.so: loaded by a handler of the hostile suite at run time.
+# The fleet suite runs tools/pyreload-deploy-check as it is.
 tests/it_runner: $(IT_SRC) tests/fixture.h tests/it_util.h tests/it_json.h tests/late_wake.so Makefile
 	$(CC) -std=gnu11 $(CFLAGS) $(WARN) -Itests -DSERVER_CONF_IN='"$(CURDIR)/tools/server.conf.in"' \
 	    -DIT_WSGI_DIR='"$(CURDIR)/tests/wsgi"' -DIT_LATE_WAKE_SO='"$(CURDIR)/tests/late_wake.so"' \
+	    -DIT_DEPLOY_CHECK='"$(CURDIR)/tools/pyreload-deploy-check"' \
 	    -o $@ $(IT_SRC) $(CURL_FLAGS) $(CHECK_FLAGS) -lpthread
 
 tests/late_wake.so: tests/late_wake.c Makefile

@@ -42,6 +42,8 @@ Suite *suite_messages(void);
 Suite *suite_recipes(void);
 Suite *suite_status_page(void); /* tests/it_status.c */
 Suite *suite_codecache(void);
+Suite *suite_fleet(void);
+Suite *suite_browser(void);
 
 static Suite *(*const SUITES[])(void) = {
     suite_fixture,
@@ -63,6 +65,8 @@ static Suite *(*const SUITES[])(void) = {
     suite_recipes,
     suite_status_page,
     suite_codecache,
+    suite_fleet,
+    suite_browser,
 };
 
 /* Run once by `make it`, not once per MPM. */

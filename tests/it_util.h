@@ -26,6 +26,15 @@ void it_chmod(httpd_t *h, const char *name, mode_t mode);
 /* GET path, asserting the status; the body, malloc'd. */
 char *it_get(httpd_t *h, const char *path, long status);
 
+/* Run argv (argv[0] an absolute path) with envp (NULL: PATH and LANG only),
+ * stdin from /dev/null, stdout and stderr into *out (malloc'd, never NULL;
+ * the first 4 MiB).  It runs in a process group of its own, which is
+ * SIGKILLed when it has exited (helpers it left behind, a browser's) or
+ * when timeout_ms has passed.  Returns its exit status, or -1: not run,
+ * killed by a signal, or timed out (then *out ends with a line saying so). */
+int it_run(const char *const *argv, const char *const *envp, int timeout_ms,
+           char **out);
+
 /* GET path: 200 and exactly this body. */
 #define it_expect(h, path, want)                                             \
     do {                                                                     \
