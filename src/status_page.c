@@ -285,7 +285,7 @@ json_page(request_rec *r, const pyr_status_proc_t *procs, int n)
         }
         ap_rputs(", \"updated_at\": ", r);
         json_time(r, pr->updated_at);
-        ap_rprintf(r, ", \"live\": %s, \"entries_omitted\": %d, \"entries\": [",
+        ap_rprintf(r, ", \"answering\": %s, \"entries_omitted\": %d, \"entries\": [",
                    pr->live ? "true" : "false", pr->omitted);
         for (j = 0; j < pr->nentries; j++) {
             ap_rputs(j ? ",\n    " : "\n    ", r);

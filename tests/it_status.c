@@ -818,6 +818,16 @@ START_TEST(test_every_child_listed_from_any_child)
             ck_assert_msg(pid_in(got[k], kids, nk), "pid %ld is not a child", (long)got[k]);
         }
         ck_assert_msg(pid_in(by, kids, nk), "served by %ld", (long)by);
+        /* One process says it answered: the one served_by names. */
+        for (int k = 0, answering = 0; json_at(json_get(st, "processes"), k); k++) {
+            const json_t *p = json_at(json_get(st, "processes"), k), *a = json_get(p, "answering");
+
+            ck_assert_msg(a && a->type == JSON_BOOL, "process %d: no answering", k);
+            ck_assert_msg(!a->b || (pid_t)json_num(p, "pid") == by, "%ld answering, served by %ld",
+                          (long)json_num(p, "pid"), (long)by);
+            answering += a->b;
+            ck_assert_msg(answering <= 1, "two processes answering");
+        }
 
         /* The entries of a process other than the one that answered. */
         others += n - 1;
