@@ -121,7 +121,10 @@ resolve(pyr_entry_t *importer, PyObject *absname, pyr_entry_t **out)
             return std < 0 ? -1 : 0;
         }
     }
-    key = PyUnicode_FromFormat("%s\n%U", importer->root, absname);
+    if (!(key = PyUnicode_DecodeFSDefault(importer->root))) {
+        return -1;
+    }
+    Py_SETREF(key, PyUnicode_FromFormat("%U\n%U", key, absname));
     if (!key) {
         return -1;
     }

@@ -143,7 +143,7 @@ init_globals(pyr_entry_t *e, PyObject *dict, long number)
         return 0;
     }
     if (e->is_package) {
-        PyObject *path = Py_BuildValue("[s]", e->dir);
+        PyObject *path = Py_BuildValue("[N]", PyUnicode_DecodeFSDefault(e->dir));
 
         rv = path ? PyDict_SetItemString(dict, "__path__", path) : -1;
         Py_XDECREF(path);

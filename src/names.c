@@ -84,9 +84,12 @@ new_spec(const char *name, const char *origin, const char *locations)
     if (!cls) {
         return NULL;
     }
+    /* Paths are bytes: decoded as the file system encodes them (a name
+     * that is not UTF-8 gets surrogates, which os.fsencode() turns back). */
     if ((args = Py_BuildValue("(sO)", name, Py_None)) &&
-        (kw = Py_BuildValue("{sz}", "origin", origin))) {
-        spec = PyObject_Call(cls, args, kw);
+        (v = origin ? PyUnicode_DecodeFSDefault(origin) : Py_NewRef(Py_None))) {
+        kw = Py_BuildValue("{sN}", "origin", v);
+        spec = kw ? PyObject_Call(cls, args, kw) : NULL;
     }
     Py_XDECREF(kw);
     Py_XDECREF(args);
@@ -95,7 +98,7 @@ new_spec(const char *name, const char *origin, const char *locations)
         Py_CLEAR(spec);
     }
     if (spec && locations) {
-        v = Py_BuildValue("[s]", locations);
+        v = Py_BuildValue("[N]", PyUnicode_DecodeFSDefault(locations));
         if (!v || PyObject_SetAttrString(spec, "submodule_search_locations", v) < 0) {
             Py_CLEAR(spec);
         }

@@ -1490,6 +1490,44 @@ START_TEST(test_no_import_of_pyreload)
 }
 END_TEST
 
+/* ================================================================== */
+/* A path that is not UTF-8 (Latin-1 names on an old file system): file */
+/* names are bytes, and Python gets them as the file system encodes     */
+
+static const char BYTES_PY[] =
+    "import os\n"
+    "import helper\n"
+    "from pkg import sub\n"
+    "import pyreload\n"
+    "\n"
+    "def handler(req):\n"
+    "    req.write('%s:%s:%s' % (helper.NAME, sub.NAME,\n"
+    "                            os.fsencode(__file__).endswith(b'/d\\xe9j\\xe0/h.py')))\n"
+    "    return pyreload.OK\n";
+
+START_TEST(test_path_not_utf8)
+{
+    static const httpd_file_t files[] = {
+        {"d\xe9j\xe0/h.py", BYTES_PY},
+        {"d\xe9j\xe0/helper.py", "NAME = 'helper'\n"},
+        {"d\xe9j\xe0/pkg/__init__.py", ""},
+        {"d\xe9j\xe0/pkg/sub.py", "NAME = 'sub'\n"},
+        {NULL, NULL},
+    };
+    httpd_opts_t o = {.config = "<Location /b>\n  PyReloadHandler \"@APP@/d\xe9j\xe0/h.py\"\n"
+                                "</Location>\n",
+                      .files = files};
+    httpd_t *h = httpd_launch(&o);
+    char *body;
+
+    ck_assert_msg(h != NULL, "httpd did not start");
+    body = it_get(h, "/b", 200);
+    ck_assert_str_eq(body, "helper:sub:True");
+    free(body);
+    httpd_free(h);
+}
+END_TEST
+
 Suite *suite_basic(void)
 {
     Suite *s = suite_create("basic");
@@ -1551,6 +1589,7 @@ Suite *suite_basic(void)
     tc = httpd_tcase("isolation", 60, NULL, NULL);
     tcase_add_test(tc, test_python_env_ignored);
     tcase_add_test(tc, test_no_import_of_pyreload);
+    tcase_add_test(tc, test_path_not_utf8);
     suite_add_tcase(s, tc);
 
     tc = httpd_tcase("mpm", 60, NULL, NULL);
