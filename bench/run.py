@@ -148,7 +148,7 @@ class Settings:
             raise BenchError(f"BASE_SO={self.base_so}: no such file")
         default = [k for k in ALL_KINDS
                    if k != "pyreload-base" or self.base_so]
-        self.kinds = env_list("KINDS", ALL_KINDS, default)
+        self.kinds = env_list("KINDS", default, ALL_KINDS)
         if "pyreload-base" in self.kinds and not self.base_so:
             raise BenchError("KINDS=pyreload-base needs BASE_SO")
         self.parts = env_list("PARTS", ALL_PARTS, ALL_PARTS)

@@ -15,6 +15,9 @@
 #include "pyr_mem.h"
 
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* The handler generation the calling thread's request is pinned to. */
 static __thread pyr_gen_t *pinned;
@@ -91,6 +94,26 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
         Py_END_ALLOW_THREADS free(tb);
     }
     pyr_gen_clear(g);
+    __atomic_store_n(&c->purged, 1, __ATOMIC_RELEASE);
+}
+
+void
+pyr_cache_tidy(pyr_cache_t *c)
+{
+    if (!__atomic_load_n(&c->purged, __ATOMIC_ACQUIRE) ||
+        !__atomic_exchange_n(&c->purged, 0, __ATOMIC_ACQ_REL)) {
+        return;
+    }
+    /* The retired module's objects are old: only a full collection reaches
+     * them, and Python would start one only after many more allocations
+     * (never, for a small application reloaded now and then).  Its cost is
+     * the size of the heap, once per purge, after the response. */
+    pyr_gil_take();
+    (void)PyGC_Collect();
+    pyr_gil_drop();
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
 }
 
 void
