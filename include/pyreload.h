@@ -270,8 +270,8 @@ void pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log);
 /* After a request, once its response is sent: if a retired generation was
  * purged since the last call, free what its module held (a full cyclic
  * collection: functions and classes hold their module's globals in cycles
- * that reference counts never free) and give the freed pages back to the
- * system.  Cheap when nothing was purged (one atomic read).  No GIL. */
+ * that reference counts never free).  Cheap when nothing was purged (one
+ * atomic read).  No GIL. */
 void pyr_cache_tidy(pyr_cache_t *cache);
 
 /* Borrowed references, valid while the generation is pinned.  GIL.
