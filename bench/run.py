@@ -35,6 +35,9 @@ Parts (PARTS, comma-separated; default: all):
               "generation N loaded in X ms" log line) vs CPython's own
               compile()+exec() of the same source in /usr/bin/python3
   memory      VmRSS of the (single) child before/after RELOADS reloads
+  rss         VmRSS of the (single) child after 8 reloads of a 10,000-line
+              module vs a plain /usr/bin/python3 that compiles and executes
+              the same versions, each replacing the last
 
 Knobs (environment):
   KINDS=c,pyreload,pyreload-nocheck,wsgi-pyreload,wsgi-embedded,wsgi-daemon,
@@ -77,7 +80,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-pyreload",
              "wsgi-embedded", "wsgi-daemon", "modpython", "flask-pyreload",
              "flask-embedded", "pyreload-base"]
-ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
+ALL_PARTS = ["throughput", "check", "latency", "cost", "memory", "rss"]
 # Served by mod_pyreload; the second group through PyReloadWSGI.
 PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck", "wsgi-pyreload",
                   "flask-pyreload", "pyreload-base")
@@ -103,6 +106,10 @@ T_CHECK_COST = 0.03
 T_RELOAD_MS = 2.0
 T_COST_RATIO = 1.15
 T_MEM_MIB_PER_10K = 1.0
+# Issue 13: the child's RSS after 8 reloads of a 10,000-line module against
+# a plain python3 that compiles and executes the same versions.
+T_RSS_RATIO = 1.25
+RSS_LINES, RSS_RELOADS = 10000, 8
 # A change to the module's request path: no regression against BASE_SO.
 T_VS_BASE = 0.98
 BASE_SO_NAME = "mod_pyreload-base.so"
@@ -177,7 +184,8 @@ class Settings:
     def uses_pyreload(self):
         return (any(k in PYRELOAD_KINDS for k in self.kinds)
                 or (self.reload_target == "pyreload"
-                    and any(p in ("latency", "cost", "memory") for p in self.parts)))
+                    and any(p in ("latency", "cost", "memory", "rss")
+                            for p in self.parts)))
 
     def knobs(self):
         """The environment knobs that are set, as NAME=value words."""
@@ -394,6 +402,24 @@ for path in sys.argv[2:]:
     out[path] = {"compile_exec_ms": statistics.median(comp[1:]),
                  "read_compile_exec_ms": statistics.median(full[1:])}
 print(json.dumps(out))
+"""
+
+
+# Run by /usr/bin/python3 -I: the RSS baseline of the rss part, the same
+# versions compiled and executed in turn, each module replacing the last.
+CPYTHON_RSS = """\
+import sys, types
+sys.modules["pyreload"] = types.ModuleType("pyreload")
+sys.modules["pyreload"].OK = 0
+mod = None
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    mod = types.ModuleType("bench_rss")
+    exec(code, mod.__dict__)
+    del code
+with open("/proc/self/status") as f:
+    print(int([l for l in f if l.startswith("VmRSS:")][0].split()[1]))
 """
 
 
@@ -1043,11 +1069,22 @@ def make_contender(kind, port, settings, cmod):
     return s
 
 
-def start_contenders(settings, cmod):
-    servers, failures = {}, {}
-    kinds = list(settings.kinds)
+def contender_kinds(settings):
+    """The contenders the chosen parts use: a part run alone (PARTS=rss)
+    starts no server it does not measure."""
+    kinds = []
+    if "throughput" in settings.parts:
+        kinds = list(settings.kinds)
+    elif "check" in settings.parts:
+        kinds = [k for k in settings.kinds if k in ("pyreload", "pyreload-nocheck")]
     if "cost" in settings.parts and "wsgi-embedded" not in kinds:
         kinds.append("wsgi-embedded")   # only for the in-Apache CPython baseline
+    return kinds
+
+
+def start_contenders(settings, cmod):
+    servers, failures = {}, {}
+    kinds = contender_kinds(settings)
     for i, kind in enumerate(ALL_KINDS):
         if kind not in kinds:
             continue
@@ -1205,10 +1242,15 @@ def run_reload_parts(settings, servers, res):
         ms = reload_server(settings, "memory", settings.port + 11,
                            {"/mem": marked_hello(target, 0)})
         plan.append(("memory", ms))
+    if "rss" in settings.parts:
+        big = reload_server(settings, "rss", settings.port + 12,
+                            {"/big": gen_module(RSS_LINES, "v0", target)})
+        plan.append(("rss", big))
     measure = {
         "latency": lambda s: measure_reload_latency(s, settings),
         "cost": lambda s: measure_reload_cost(s, settings, wsgi_baseline_fn(servers)),
         "memory": lambda s: measure_reload_memory(s, settings),
+        "rss": lambda s: measure_reload_rss(s, settings),
     }
     for part, server in plan:
         log(f"reload part: {part}")
@@ -1216,7 +1258,8 @@ def run_reload_parts(settings, servers, res):
             if server.proc is None:
                 server.start()
                 url = server.locations[0][0]
-                want = b"hello 0\n" if url in ("/hello", "/mem") else b"hello start\n"
+                want = {"/hello": b"hello 0\n", "/mem": b"hello 0\n",
+                        "/big": b"hello v0\n"}.get(url, b"hello start\n")
                 bad = check_body(server, url, want)
                 if bad:
                     raise BenchError(f"GET {url} answered {bad}")
@@ -1451,6 +1494,48 @@ def measure_reload_memory(server, settings):
             "ms_per_reload": elapsed * 1000.0 / settings.reloads,
             "mismatch": state["mismatch"], "extra_requests": state["extra"],
             "loads_logged": loads, "same_child": same_child, "child": child}
+
+
+def measure_reload_rss(server, settings):
+    """The child's VmRSS after RSS_RELOADS reloads of a RSS_LINES-line module,
+    and a plain python3's after compiling and executing the same versions
+    (the first load included), each replacing the last."""
+    target = settings.reload_target
+    path = server.file_for("/big")
+    kids = server.children()
+    if len(kids) != 1:
+        raise BenchError(f"expected one child, found {kids}")
+    child = kids[0]
+    before = vmrss_kib(child)
+    client = Client(server.port, timeout=30)
+    versions = server.dir / "rss-versions"
+    versions.mkdir(exist_ok=True)
+    paths = [versions / "v0.py"]
+    paths[0].write_text(gen_module(RSS_LINES, "v0", target))
+    try:
+        for i in range(1, RSS_RELOADS + 1):
+            text = gen_module(RSS_LINES, f"v{i}", target)
+            (versions / f"v{i}.py").write_text(text)
+            paths.append(versions / f"v{i}.py")
+            write_atomic(path, text)
+            deadline = time.monotonic() + 30
+            while client.get("/big")[2] != f"hello v{i}\n".encode():
+                if time.monotonic() > deadline:
+                    raise BenchError(f"reload {i} not served within 30 s")
+        # What the last request left for after its response, done.
+        time.sleep(0.5)
+        client.get("/big")
+    finally:
+        client.close()
+    after = vmrss_kib(child)
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", CPYTHON_RSS] + [str(p) for p in paths],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"python3 RSS baseline failed: {r.stderr}")
+    base = int(r.stdout.split()[-1])
+    return {"before_kib": before, "after_kib": after, "python_kib": base,
+            "ratio": after / base, "reloads": RSS_RELOADS, "lines": RSS_LINES,
+            "same_child": server.children() == [child]}
 
 
 # --------------------------------------------------------------------------
@@ -1784,6 +1869,21 @@ def render(settings, info, res, started, elapsed):
             add(f"Requests that still got the previous body (then retried): "
                 f"{mm['extra_requests']}.")
             add("")
+    rs = res.get("rss")
+    if rs:
+        add(f"### Memory after {rs['reloads']} reloads of a {rs['lines']:,}-line module")
+        add("")
+        add(f"One child (a fresh server), the module loaded, then {rs['reloads']} "
+            "saves, each served once; VmRSS half a second after the last. "
+            f"`{SYSTEM_PYTHON} -I` compiles and executes the same "
+            f"{rs['reloads'] + 1} versions in turn, each module replacing the "
+            "last, and reports its VmRSS.")
+        add("")
+        add("| child before KiB | child after KiB | python3 KiB | ratio | same child |")
+        add("|---:|---:|---:|---:|---|")
+        add(f"| {rs['before_kib']} | {rs['after_kib']} | {rs['python_kib']} | "
+            f"{rs['ratio']:.2f}× | {'yes' if rs['same_child'] else 'NO'} |")
+        add("")
     for part, msg in res.get("part_errors", {}).items():
         add(f"**{part} failed:** {msg}")
         add("")
@@ -1892,6 +1992,15 @@ def targets(settings, res):
     else:
         out.append(target_line(f"≤ {T_MEM_MIB_PER_10K:.0f} MiB RSS growth per "
                                "10,000 reloads", None, "–"))
+    rs = res.get("rss")
+    label = (f"child RSS after {RSS_RELOADS} reloads of a {RSS_LINES:,}-line module "
+             f"≤ {T_RSS_RATIO}× python3 doing the same{tgt}")
+    if rs:
+        out.append(target_line(label, rs["ratio"] <= T_RSS_RATIO and rs["same_child"],
+                               f"{rs['ratio']:.2f}× ({rs['after_kib']:,} vs "
+                               f"{rs['python_kib']:,} KiB)"))
+    else:
+        out.append(target_line(label, None, "–"))
     return out
 
 
@@ -1935,14 +2044,16 @@ def main():
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     partial = settings.out.with_name(settings.out.name + ".tmp")
     try:
-        log(f"building the C handler; work dir {settings.work}")
-        cmod = build_c_module(settings.work)
+        cmod = None
+        if "c" in contender_kinds(settings):
+            log(f"building the C handler; work dir {settings.work}")
+            cmod = build_c_module(settings.work)
         servers, res["failures"] = start_contenders(settings, cmod)
         if "throughput" in settings.parts:
             res["throughput"] = measure_throughput(servers, settings, res["failures"])
         if "check" in settings.parts:
             res["check"] = measure_check_cost(servers, settings, res["failures"])
-        if any(p in settings.parts for p in ("latency", "cost", "memory")):
+        if any(p in settings.parts for p in ("latency", "cost", "memory", "rss")):
             run_reload_parts(settings, servers, res)
     except BaseException as e:
         res["incomplete"] = f"{type(e).__name__}: {e}"
