@@ -48,6 +48,9 @@ Knobs (environment):
                 wsgi-embedded is for comparison only)
   PORT=18100 (servers use PORT..PORT+19, all inside 18100-18199)
   STOP_WAIT=15 (seconds between SIGTERM and SIGKILL)
+  PIN=both|on|off (both): the throughput part unpinned (server and wrk share
+        every CPU), pinned (taskset: the server's processes on the first CPU,
+        wrk on the second), or both, each with its own table and targets
   BASE_SO=path/to/an/older/mod_pyreload.so (adds pyreload-base to the
           default contenders; `make bench-base BASE=<git rev>` builds one)
   WORK=bench/work  OUT=bench/results/latest.md
@@ -177,6 +180,14 @@ class Settings:
         if self.port + 19 > PORT_RANGE[-1]:
             raise BenchError("PORT: PORT..PORT+19 must stay inside 18100-18199")
         self.stop_wait = env_int("STOP_WAIT", 15, 1)
+        pin = os.environ.get("PIN", "both") or "both"
+        if pin not in ("both", "on", "off"):
+            raise BenchError(f"PIN={pin}: use both, on or off")
+        self.pin_modes = {"both": [False, True], "on": [True], "off": [False]}[pin]
+        if True in self.pin_modes and len(os.sched_getaffinity(0)) < 2:
+            if pin == "on":
+                raise BenchError("PIN=on needs two CPUs")
+            self.pin_modes = [False]
         self.work = Path(os.environ.get("WORK") or BENCH / "work").resolve()
         self.out = Path(os.environ.get("OUT") or BENCH / "results" / "latest.md")
         self.out = self.out.resolve()
@@ -189,7 +200,7 @@ class Settings:
 
     def knobs(self):
         """The environment knobs that are set, as NAME=value words."""
-        names = ["KINDS", "PARTS", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
+        names = ["KINDS", "PARTS", "PIN", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
                  "SAVES", "COST_REPS", "RELOADS", "RELOAD_WARMUP", "RELOAD_TARGET",
                  "PORT", "STOP_WAIT", "WORK", "OUT", "BASE_SO"]
         return " ".join(f"{n}={os.environ[n]}" for n in names if os.environ.get(n))
@@ -999,8 +1010,10 @@ def wrk_ms(text):
     return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
 
 
-def run_wrk(url, conns, seconds, latency=True):
+def run_wrk(url, conns, seconds, latency=True, cpu=None):
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
     if latency:
         cmd.append("--latency")
     cmd.append(url)
@@ -1103,9 +1116,36 @@ def start_contenders(settings, cmod):
 # --------------------------------------------------------------------------
 # Measurements
 
-def measure_throughput(servers, settings, failures):
+THROUGHPUT_KEY = {False: "throughput", True: "throughput_pinned"}
+THROUGHPUT_MODE = {False: "unpinned", True: "pinned"}
+
+# Pinned mode: the server on the first CPU, wrk on the second, so that the
+# client's CPU no longer caps every contender at the same figure.
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+def pin_server(server, cpus):
+    """Every thread of the server's processes onto cpus (a set); children
+    forked later inherit the parent's."""
+    if not server.verified():
+        return
+    for pid in [server.pid] + server.children():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass     # a thread that just ended
+
+
+def measure_throughput(servers, settings, failures, pinned=False):
     """Median over ROUNDS of wrk -c16 and -c1 per contender, alternating;
-    the Flask contenders' template route at c16 too."""
+    the Flask contenders' template route at c16 too.  pinned: each server
+    on CPUS[0] while it is measured, wrk on CPUS[1]."""
+    wcpu = CPUS[1] if pinned else None
     kinds = [k for k in settings.kinds if k in servers and k not in failures]
     for k in list(kinds):
         checks = [(*KIND_URL[k], "text/plain")]
@@ -1124,22 +1164,27 @@ def measure_throughput(servers, settings, failures):
         order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)] if kinds else []
         for k in order:
             url = servers[k].url(KIND_URL[k][0])
+            if pinned:
+                pin_server(servers[k], {CPUS[0]})
             if settings.warmup:
-                run_wrk(url, settings.conns, settings.warmup, latency=False)
+                run_wrk(url, settings.conns, settings.warmup, latency=False, cpu=wcpu)
             cpu0 = servers[k].cpu()
-            many = run_wrk(url, settings.conns, settings.duration)
+            many = run_wrk(url, settings.conns, settings.duration, cpu=wcpu)
             cpu1 = servers[k].cpu()
             # The server's CPU per request: what the other jobs on the
             # machine disturb least (processes present before and after).
             used = sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0)
             many["cpu_us"] = (used / many["requests"] * 1e6
                               if many["requests"] else float("nan"))
-            one = run_wrk(url, 1, settings.duration)
+            one = run_wrk(url, 1, settings.duration, cpu=wcpu)
             runs[k].append({"many": many, "one": one})
             if k in FLASK_KINDS:
                 runs[k][-1]["page"] = run_wrk(servers[k].url(FLASK_PAGE[0]),
-                                              settings.conns, settings.duration)
-            log(f"round {rnd + 1}/{settings.rounds} {k:17s} "
+                                              settings.conns, settings.duration,
+                                              cpu=wcpu)
+            if pinned:
+                pin_server(servers[k], set(CPUS))
+            log(f"round {rnd + 1}/{settings.rounds}{' pinned' if pinned else ''} {k:17s} "
                 f"c{settings.conns} {many['rps']:9.0f} req/s   "
                 f"c1 {one['rps']:8.0f} req/s p50 {one['p50']:.3f} ms")
     results = {}
@@ -1687,79 +1732,90 @@ def render(settings, info, res, started, elapsed):
             add("```")
         add("")
 
-    tp = res.get("throughput")
-    if tp:
-        c = tp.get("c", {})
-        add("## Throughput: hello world, WSGI hello world, Flask")
-        add("")
-        add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
-            "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
-            "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
-            "Flask app file (`FLASK_APP`, Debian's python3-flask; mod_wsgi with "
-            "its default application group). Every body is checked first.")
-        add("")
-        add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
-            f"CPU µs/req c{settings.conns} | "
-            "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
-            "framing |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            "---:|---|")
-        for k in settings.kinds:
-            if k not in tp:
-                continue
-            r = tp[k]
-            add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
-                f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
-                f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
-                f"{f_ms(r['many_cpu_us'], 1)} | "
-                f"{f_rps(r['one_rps'])} | "
-                f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
-                f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
-                f"{r['spread'] * 100:.0f} % | {r['errors']} | "
-                f"{r['rss_mb']:.1f} | {r['procs']} | {r['framing']} |")
-        add("")
-        add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
-            "the rounds; a large spread means something else was using the CPU. "
-            f"CPU µs/req: user + system CPU of the server's processes during the "
-            f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
-            "other jobs on the machine disturb least. "
-            "RSS: summed VmRSS of the server's children after the run. "
-            "framing: how the body was delimited. wrk runs on the same 2 cores, "
-            f"so at c{settings.conns} the client's share of the CPU caps every "
-            "contender, the C ceiling included.")
-        add("")
-        for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
-            ks = [k for k in settings.kinds if k in tp]
-            add(f"Ratios, req/s at {label} (row ÷ column):")
+    for pinned in (False, True):
+        tp = res.get(THROUGHPUT_KEY[pinned])
+        if not tp:
+            continue
+            c = tp.get("c", {})
+            add("## Throughput: hello world, WSGI hello world, Flask"
+                + (" (pinned)" if pinned else ""))
             add("")
-            add("| | " + " | ".join(ks) + " |")
-            add("|---|" + "---:|" * len(ks))
-            for a in ks:
-                add(f"| {a} | " + " | ".join(
-                    f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
+            if pinned:
+                add(f"Pinned mode: while a contender is measured, every thread of "
+                    f"its server runs on CPU {CPUS[0]} (`taskset`, "
+                    f"sched_setaffinity) and wrk on CPU {CPUS[1]} (`taskset -c "
+                    f"{CPUS[1]}`), so that the client's CPU does not cap the "
+                    "server; one CPU serves.")
+                add("")
+            add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
+                "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
+                "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
+                "Flask app file (`FLASK_APP`, Debian's python3-flask; mod_wsgi with "
+                "its default application group). Every body is checked first.")
             add("")
-        pages = [k for k in FLASK_KINDS if k in tp]
-        if pages:
-            add(f"Flask template route `{FLASK_PAGE[0]}` (render_template), "
-                f"wrk -c{settings.conns}, median over the rounds:")
+            add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+                f"CPU µs/req c{settings.conns} | "
+                "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
+                "framing |")
+            add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "---:|---|")
+            for k in settings.kinds:
+                if k not in tp:
+                    continue
+                r = tp[k]
+                add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
+                    f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
+                    f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
+                    f"{f_ms(r['many_cpu_us'], 1)} | "
+                    f"{f_rps(r['one_rps'])} | "
+                    f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
+                    f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
+                    f"{r['spread'] * 100:.0f} % | {r['errors']} | "
+                    f"{r['rss_mb']:.1f} | {r['procs']} | {r['framing']} |")
             add("")
-            add(f"| contender | req/s c{settings.conns} | p99 ms |")
-            add("|---|---:|---:|")
-            for k in pages:
-                add(f"| {k} | {f_rps(tp[k]['page_rps'])} | "
-                    f"{f_ms(tp[k]['page_p99'])} |")
-            if len(pages) == 2:
-                add(f"| flask-pyreload ÷ flask-embedded | "
-                    f"{f_x(ratio(tp[pages[0]]['page_rps'], tp[pages[1]]['page_rps']))}"
-                    " | |")
+            add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
+                "the rounds; a large spread means something else was using the CPU. "
+                f"CPU µs/req: user + system CPU of the server's processes during the "
+                f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
+                "other jobs on the machine disturb least. "
+                "RSS: summed VmRSS of the server's children after the run. "
+                "framing: how the body was delimited. "
+                + ("" if pinned else "wrk runs on the same cores, "
+                   f"so at c{settings.conns} the client's share of the CPU caps "
+                   "every contender, the C ceiling included."))
             add("")
-        add("Per round (req/s c{0} / c1):".format(settings.conns))
-        add("")
-        for k in settings.kinds:
-            if k in tp:
-                add(f"- {k}: " + ", ".join(f"{a:,.0f} / {b:,.0f}"
-                                          for a, b in tp[k]["rounds"]))
-        add("")
+            for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
+                ks = [k for k in settings.kinds if k in tp]
+                add(f"Ratios, req/s at {label} (row ÷ column):")
+                add("")
+                add("| | " + " | ".join(ks) + " |")
+                add("|---|" + "---:|" * len(ks))
+                for a in ks:
+                    add(f"| {a} | " + " | ".join(
+                        f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
+                add("")
+            pages = [k for k in FLASK_KINDS if k in tp]
+            if pages:
+                add(f"Flask template route `{FLASK_PAGE[0]}` (render_template), "
+                    f"wrk -c{settings.conns}, median over the rounds:")
+                add("")
+                add(f"| contender | req/s c{settings.conns} | p99 ms |")
+                add("|---|---:|---:|")
+                for k in pages:
+                    add(f"| {k} | {f_rps(tp[k]['page_rps'])} | "
+                        f"{f_ms(tp[k]['page_p99'])} |")
+                if len(pages) == 2:
+                    add(f"| flask-pyreload ÷ flask-embedded | "
+                        f"{f_x(ratio(tp[pages[0]]['page_rps'], tp[pages[1]]['page_rps']))}"
+                        " | |")
+                add("")
+            add("Per round (req/s c{0} / c1):".format(settings.conns))
+            add("")
+            for k in settings.kinds:
+                if k in tp:
+                    add(f"- {k}: " + ", ".join(f"{a:,.0f} / {b:,.0f}"
+                                              for a, b in tp[k]["rounds"]))
+            add("")
 
     ck = res.get("check")
     if ck:
@@ -1898,9 +1954,8 @@ def render(settings, info, res, started, elapsed):
     return "\n".join(L)
 
 
-def targets(settings, res):
-    tp = res.get("throughput") or {}
-    p = tp.get("pyreload")
+def throughput_targets(settings, tp, suffix):
+    """The throughput targets on one mode's results (suffix names it)."""
     out = []
 
     def vs(other, need, label, kind="pyreload"):
@@ -1911,7 +1966,7 @@ def targets(settings, res):
         return target_line(label, r >= need,
                            f"{r:.2f}× ({me['many_rps']:,.0f} vs "
                            f"{tp[other]['many_rps']:,.0f} req/s)")
-    c16 = f"c{settings.conns}"
+    c16 = f"c{settings.conns}{suffix}"
     out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at {c16}"))
     if "pyreload-base" in settings.kinds:
         out.append(vs("pyreload-base", T_VS_BASE,
@@ -1920,7 +1975,7 @@ def targets(settings, res):
         if "pyreload" in tp and "pyreload-base" in tp:
             a, b = tp["pyreload"]["many_cpu_us"], tp["pyreload-base"]["many_cpu_us"]
             out.append(target_line(
-                f"no regression: server CPU per request ≤ {1 / T_VS_BASE:.2f}× "
+                f"no regression{suffix}: server CPU per request ≤ {1 / T_VS_BASE:.2f}× "
                 f"pyreload-base's at {c16}", a <= b / T_VS_BASE,
                 f"{ratio(a, b):.2f}× ({a:.1f} vs {b:.1f} µs)"))
     out.append(vs("wsgi-embedded", T_VS_PEER,
@@ -1944,6 +1999,16 @@ def targets(settings, res):
                                f"{f_x(ratio(a, b))} ({a:,.0f} vs {b:,.0f} req/s)"))
     else:
         out.append(target_line(label, None, "–"))
+    return out
+
+
+def targets(settings, res):
+    out = []
+    for pinned in settings.pin_modes:
+        out += throughput_targets(settings, res.get(THROUGHPUT_KEY[pinned]) or {},
+                                  " (pinned)" if pinned else "")
+    tp = res.get("throughput") or {}
+    p = tp.get("pyreload")
     ck = res.get("check") or {}
     if "cost" in ck:
         out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (20 imported "
@@ -2050,7 +2115,9 @@ def main():
             cmod = build_c_module(settings.work)
         servers, res["failures"] = start_contenders(settings, cmod)
         if "throughput" in settings.parts:
-            res["throughput"] = measure_throughput(servers, settings, res["failures"])
+            for pinned in settings.pin_modes:
+                res[THROUGHPUT_KEY[pinned]] = measure_throughput(
+                    servers, settings, res["failures"], pinned)
         if "check" in settings.parts:
             res["check"] = measure_check_cost(servers, settings, res["failures"])
         if any(p in settings.parts for p in ("latency", "cost", "memory", "rss")):
