@@ -388,14 +388,21 @@ static const char freed_src[] =
     "              kept.hello() if kept else '-'))\n"
     "    return pyreload.OK\n";
 
+/* Version text of a handler made from fmt (one %s), saved at T0 + nsec. */
 static void
-freed_put(const char *text, long nsec)
+put_version(httpd_t *h, const char *name, const char *fmt, const char *text, long nsec)
 {
     char src[2048];
 
-    snprintf(src, sizeof(src), freed_src, text);
-    ck_assert_int_eq(httpd_write(srv, "freed.py", src), 0);
-    httpd_set_mtime(srv, "freed.py", T0, nsec);
+    snprintf(src, sizeof(src), fmt, text);
+    ck_assert_int_eq(httpd_write(h, name, src), 0);
+    httpd_set_mtime(h, name, T0, nsec);
+}
+
+static void
+freed_put(const char *text, long nsec)
+{
+    put_version(srv, "freed.py", freed_src, text, nsec);
 }
 
 /* The collection runs after the response that ended the generation's last
@@ -452,11 +459,7 @@ static httpd_t *isrv;
 static void
 slow_put(const char *text, long nsec)
 {
-    char src[1024];
-
-    snprintf(src, sizeof(src), slow_src, text);
-    ck_assert_int_eq(httpd_write(isrv, "slow.py", src), 0);
-    httpd_set_mtime(isrv, "slow.py", T0, nsec);
+    put_version(isrv, "slow.py", slow_src, text, nsec);
 }
 
 /* Under prefork a process serves one request at a time, so the request made
