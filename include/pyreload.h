@@ -271,7 +271,7 @@ void pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log);
  * purged since the last call, free what its module held (a full cyclic
  * collection: functions and classes hold their module's globals in cycles
  * that reference counts never free).  Cheap when nothing was purged (one
- * atomic read).  No GIL. */
+ * atomic read); nothing when cache is NULL.  No GIL. */
 void pyr_cache_tidy(pyr_cache_t *cache);
 
 /* Borrowed references, valid while the generation is pinned.  GIL.

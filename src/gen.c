@@ -97,7 +97,8 @@ gen_purge(pyr_gen_t *g, const pyr_logger_t *log)
 void
 pyr_cache_tidy(pyr_cache_t *c)
 {
-    if (!__atomic_load_n(&c->purged, __ATOMIC_ACQUIRE) ||
+    /* No cache: Python did not start in this process. */
+    if (!c || !__atomic_load_n(&c->purged, __ATOMIC_ACQUIRE) ||
         !__atomic_exchange_n(&c->purged, 0, __ATOMIC_ACQ_REL)) {
         return;
     }
