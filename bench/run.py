@@ -1736,86 +1736,86 @@ def render(settings, info, res, started, elapsed):
         tp = res.get(THROUGHPUT_KEY[pinned])
         if not tp:
             continue
-            c = tp.get("c", {})
-            add("## Throughput: hello world, WSGI hello world, Flask"
-                + (" (pinned)" if pinned else ""))
+        c = tp.get("c", {})
+        add("## Throughput: hello world, WSGI hello world, Flask"
+            + (" (pinned)" if pinned else ""))
+        add("")
+        if pinned:
+            add(f"Pinned mode: while a contender is measured, every thread of "
+                f"its server runs on CPU {CPUS[0]} (`taskset`, "
+                f"sched_setaffinity) and wrk on CPU {CPUS[1]} (`taskset -c "
+                f"{CPUS[1]}`), so that the client's CPU does not cap the "
+                "server; one CPU serves.")
             add("")
-            if pinned:
-                add(f"Pinned mode: while a contender is measured, every thread of "
-                    f"its server runs on CPU {CPUS[0]} (`taskset`, "
-                    f"sched_setaffinity) and wrk on CPU {CPUS[1]} (`taskset -c "
-                    f"{CPUS[1]}`), so that the client's CPU does not cap the "
-                    "server; one CPU serves.")
-                add("")
-            add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
-                "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
-                "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
-                "Flask app file (`FLASK_APP`, Debian's python3-flask; mod_wsgi with "
-                "its default application group). Every body is checked first.")
+        add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
+            "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
+            "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
+            "Flask app file (`FLASK_APP`, Debian's python3-flask; mod_wsgi with "
+            "its default application group). Every body is checked first.")
+        add("")
+        add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
+            f"CPU µs/req c{settings.conns} | "
+            "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
+            "framing |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "---:|---|")
+        for k in settings.kinds:
+            if k not in tp:
+                continue
+            r = tp[k]
+            add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
+                f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
+                f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
+                f"{f_ms(r['many_cpu_us'], 1)} | "
+                f"{f_rps(r['one_rps'])} | "
+                f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
+                f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
+                f"{r['spread'] * 100:.0f} % | {r['errors']} | "
+                f"{r['rss_mb']:.1f} | {r['procs']} | {r['framing']} |")
+        add("")
+        add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
+            "the rounds; a large spread means something else was using the CPU. "
+            f"CPU µs/req: user + system CPU of the server's processes during the "
+            f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
+            "other jobs on the machine disturb least. "
+            "RSS: summed VmRSS of the server's children after the run. "
+            "framing: how the body was delimited."
+            + ("" if pinned else " wrk runs on the same cores, "
+               f"so at c{settings.conns} the client's share of the CPU caps "
+               "every contender, the C ceiling included."))
+        add("")
+        for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
+            ks = [k for k in settings.kinds if k in tp]
+            add(f"Ratios, req/s at {label} (row ÷ column):")
             add("")
-            add(f"| contender | URL | req/s c{settings.conns} | ×c | p50 ms | p99 ms | "
-                f"CPU µs/req c{settings.conns} | "
-                "req/s c1 | ×c | p50 ms | p99 ms | spread | errors | RSS MB | procs | "
-                "framing |")
-            add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-                "---:|---|")
-            for k in settings.kinds:
-                if k not in tp:
-                    continue
-                r = tp[k]
-                add(f"| {k} | {KIND_URL[k][0]} | {f_rps(r['many_rps'])} | "
-                    f"{f_x(ratio(r['many_rps'], c.get('many_rps')))} | "
-                    f"{f_ms(r['many_p50'])} | {f_ms(r['many_p99'])} | "
-                    f"{f_ms(r['many_cpu_us'], 1)} | "
-                    f"{f_rps(r['one_rps'])} | "
-                    f"{f_x(ratio(r['one_rps'], c.get('one_rps')))} | "
-                    f"{f_ms(r['one_p50'])} | {f_ms(r['one_p99'])} | "
-                    f"{r['spread'] * 100:.0f} % | {r['errors']} | "
-                    f"{r['rss_mb']:.1f} | {r['procs']} | {r['framing']} |")
+            add("| | " + " | ".join(ks) + " |")
+            add("|---|" + "---:|" * len(ks))
+            for a in ks:
+                add(f"| {a} | " + " | ".join(
+                    f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
             add("")
-            add(f"spread: (max − min) ÷ median of the c{settings.conns} req/s over "
-                "the rounds; a large spread means something else was using the CPU. "
-                f"CPU µs/req: user + system CPU of the server's processes during the "
-                f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
-                "other jobs on the machine disturb least. "
-                "RSS: summed VmRSS of the server's children after the run. "
-                "framing: how the body was delimited. "
-                + ("" if pinned else "wrk runs on the same cores, "
-                   f"so at c{settings.conns} the client's share of the CPU caps "
-                   "every contender, the C ceiling included."))
+        pages = [k for k in FLASK_KINDS if k in tp]
+        if pages:
+            add(f"Flask template route `{FLASK_PAGE[0]}` (render_template), "
+                f"wrk -c{settings.conns}, median over the rounds:")
             add("")
-            for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
-                ks = [k for k in settings.kinds if k in tp]
-                add(f"Ratios, req/s at {label} (row ÷ column):")
-                add("")
-                add("| | " + " | ".join(ks) + " |")
-                add("|---|" + "---:|" * len(ks))
-                for a in ks:
-                    add(f"| {a} | " + " | ".join(
-                        f_x(ratio(tp[a][which], tp[b][which])) for b in ks) + " |")
-                add("")
-            pages = [k for k in FLASK_KINDS if k in tp]
-            if pages:
-                add(f"Flask template route `{FLASK_PAGE[0]}` (render_template), "
-                    f"wrk -c{settings.conns}, median over the rounds:")
-                add("")
-                add(f"| contender | req/s c{settings.conns} | p99 ms |")
-                add("|---|---:|---:|")
-                for k in pages:
-                    add(f"| {k} | {f_rps(tp[k]['page_rps'])} | "
-                        f"{f_ms(tp[k]['page_p99'])} |")
-                if len(pages) == 2:
-                    add(f"| flask-pyreload ÷ flask-embedded | "
-                        f"{f_x(ratio(tp[pages[0]]['page_rps'], tp[pages[1]]['page_rps']))}"
-                        " | |")
-                add("")
-            add("Per round (req/s c{0} / c1):".format(settings.conns))
+            add(f"| contender | req/s c{settings.conns} | p99 ms |")
+            add("|---|---:|---:|")
+            for k in pages:
+                add(f"| {k} | {f_rps(tp[k]['page_rps'])} | "
+                    f"{f_ms(tp[k]['page_p99'])} |")
+            if len(pages) == 2:
+                add(f"| flask-pyreload ÷ flask-embedded | "
+                    f"{f_x(ratio(tp[pages[0]]['page_rps'], tp[pages[1]]['page_rps']))}"
+                    " | |")
             add("")
-            for k in settings.kinds:
-                if k in tp:
-                    add(f"- {k}: " + ", ".join(f"{a:,.0f} / {b:,.0f}"
-                                              for a, b in tp[k]["rounds"]))
-            add("")
+        add("Per round (req/s c{0} / c1):".format(settings.conns))
+        add("")
+        for k in settings.kinds:
+            if k in tp:
+                add(f"- {k}: " + ", ".join(f"{a:,.0f} / {b:,.0f}"
+                                          for a, b in tp[k]["rounds"]))
+        add("")
 
     ck = res.get("check")
     if ck:
