@@ -645,6 +645,7 @@ static int
 pyreload_handler(request_rec *r)
 {
     pyr_dir_conf_t *cfg;
+    int rc;
 
     if (!r->handler || strcmp(r->handler, PYR_HANDLER_NAME)) {
         return DECLINED;
@@ -654,7 +655,11 @@ pyreload_handler(request_rec *r)
         /* SetHandler pyreload-handler without a PyReloadHandler here. */
         return DECLINED;
     }
-    return pyr_serve(r, cfg, cache);
+    rc = pyr_serve(r, cfg, cache);
+    /* A response has gone out by now (an error page goes after: rare), so
+     * the client does not wait for this. */
+    pyr_cache_tidy(cache);
+    return rc;
 }
 
 static int

@@ -41,6 +41,9 @@ Parts (PARTS, comma-separated; default: all):
               compile+exec (target: <= 2x with the cache)
   codecache-start  prefork, 8 children, an app of 50 reloadable modules:
               each child's first response, cache off / cold / warm
+  rss         VmRSS of the (single) child after 8 reloads of a 10,000-line
+              module vs a plain /usr/bin/python3 that compiles and executes
+              the same versions, each replacing the last
 
 Knobs (environment):
   KINDS=c,pyreload,pyreload-nocheck,wsgi-pyreload,wsgi-embedded,wsgi-daemon,
@@ -51,6 +54,9 @@ Knobs (environment):
                 wsgi-embedded is for comparison only)
   PORT=18100 (servers use PORT..PORT+19, all inside 18100-18199)
   STOP_WAIT=15 (seconds between SIGTERM and SIGKILL)
+  PIN=both|on|off (both): the throughput part unpinned (server and wrk share
+        every CPU), pinned (taskset: the server's processes on the first CPU,
+        wrk on the second), or both, each with its own table and targets
   BASE_SO=path/to/an/older/mod_pyreload.so (adds pyreload-base to the
           default contenders; `make bench-base BASE=<git rev>` builds one)
   WORK=bench/work  OUT=bench/results/latest.md
@@ -83,7 +89,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 ALL_KINDS = ["c", "pyreload", "pyreload-nocheck", "wsgi-pyreload",
              "wsgi-embedded", "wsgi-daemon", "modpython", "flask-pyreload",
              "flask-embedded", "pyreload-base"]
-ALL_PARTS = ["throughput", "check", "latency", "cost", "memory"]
+ALL_PARTS = ["throughput", "check", "latency", "cost", "memory", "rss"]
 ALL_PARTS += ["codecache", "codecache-start"]
 # Served by mod_pyreload; the second group through PyReloadWSGI.
 PYRELOAD_KINDS = ("pyreload", "pyreload-nocheck", "wsgi-pyreload",
@@ -110,6 +116,10 @@ T_CHECK_COST = 0.03
 T_RELOAD_MS = 2.0
 T_COST_RATIO = 1.15
 T_MEM_MIB_PER_10K = 1.0
+# Issue 13: the child's RSS after 8 reloads of a 10,000-line module against
+# a plain python3 that compiles and executes the same versions.
+T_RSS_RATIO = 1.25
+RSS_LINES, RSS_RELOADS = 10000, 8
 # A change to the module's request path: no regression against BASE_SO.
 T_VS_BASE = 0.98
 BASE_SO_NAME = "mod_pyreload-base.so"
@@ -155,7 +165,7 @@ class Settings:
             raise BenchError(f"BASE_SO={self.base_so}: no such file")
         default = [k for k in ALL_KINDS
                    if k != "pyreload-base" or self.base_so]
-        self.kinds = env_list("KINDS", ALL_KINDS, default)
+        self.kinds = env_list("KINDS", default, ALL_KINDS)
         if "pyreload-base" in self.kinds and not self.base_so:
             raise BenchError("KINDS=pyreload-base needs BASE_SO")
         self.parts = env_list("PARTS", ALL_PARTS, ALL_PARTS)
@@ -177,6 +187,14 @@ class Settings:
         if self.port + 19 > PORT_RANGE[-1]:
             raise BenchError("PORT: PORT..PORT+19 must stay inside 18100-18199")
         self.stop_wait = env_int("STOP_WAIT", 15, 1)
+        pin = os.environ.get("PIN", "both") or "both"
+        if pin not in ("both", "on", "off"):
+            raise BenchError(f"PIN={pin}: use both, on or off")
+        self.pin_modes = {"both": [False, True], "on": [True], "off": [False]}[pin]
+        if True in self.pin_modes and len(os.sched_getaffinity(0)) < 2:
+            if pin == "on":
+                raise BenchError("PIN=on needs two CPUs")
+            self.pin_modes = [False]
         self.work = Path(os.environ.get("WORK") or BENCH / "work").resolve()
         self.out = Path(os.environ.get("OUT") or BENCH / "results" / "latest.md")
         self.out = self.out.resolve()
@@ -184,12 +202,13 @@ class Settings:
     def uses_pyreload(self):
         return (any(k in PYRELOAD_KINDS for k in self.kinds)
                 or (self.reload_target == "pyreload"
-                    and any(p in ("latency", "cost", "memory") for p in self.parts))
+                    and any(p in ("latency", "cost", "memory", "rss")
+                            for p in self.parts))
                 or any(p.startswith("codecache") for p in self.parts))
 
     def knobs(self):
         """The environment knobs that are set, as NAME=value words."""
-        names = ["KINDS", "PARTS", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
+        names = ["KINDS", "PARTS", "PIN", "MPM", "DURATION", "WARMUP", "ROUNDS", "CONNS",
                  "SAVES", "COST_REPS", "RELOADS", "RELOAD_WARMUP", "RELOAD_TARGET",
                  "PORT", "STOP_WAIT", "WORK", "OUT", "BASE_SO"]
         names += ["CC_LINES"]
@@ -403,6 +422,24 @@ for path in sys.argv[2:]:
     out[path] = {"compile_exec_ms": statistics.median(comp[1:]),
                  "read_compile_exec_ms": statistics.median(full[1:])}
 print(json.dumps(out))
+"""
+
+
+# Run by /usr/bin/python3 -I: the RSS baseline of the rss part, the same
+# versions compiled and executed in turn, each module replacing the last.
+CPYTHON_RSS = """\
+import sys, types
+sys.modules["pyreload"] = types.ModuleType("pyreload")
+sys.modules["pyreload"].OK = 0
+mod = None
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    mod = types.ModuleType("bench_rss")
+    exec(code, mod.__dict__)
+    del code
+with open("/proc/self/status") as f:
+    print(int([l for l in f if l.startswith("VmRSS:")][0].split()[1]))
 """
 
 
@@ -982,8 +1019,10 @@ def wrk_ms(text):
     return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
 
 
-def run_wrk(url, conns, seconds, latency=True):
+def run_wrk(url, conns, seconds, latency=True, cpu=None):
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu)] + cmd
     if latency:
         cmd.append("--latency")
     cmd.append(url)
@@ -1052,11 +1091,22 @@ def make_contender(kind, port, settings, cmod):
     return s
 
 
-def start_contenders(settings, cmod):
-    servers, failures = {}, {}
-    kinds = list(settings.kinds)
+def contender_kinds(settings):
+    """The contenders the chosen parts use: a part run alone (PARTS=rss)
+    starts no server it does not measure."""
+    kinds = []
+    if "throughput" in settings.parts:
+        kinds = list(settings.kinds)
+    elif "check" in settings.parts:
+        kinds = [k for k in settings.kinds if k in ("pyreload", "pyreload-nocheck")]
     if "cost" in settings.parts and "wsgi-embedded" not in kinds:
         kinds.append("wsgi-embedded")   # only for the in-Apache CPython baseline
+    return kinds
+
+
+def start_contenders(settings, cmod):
+    servers, failures = {}, {}
+    kinds = contender_kinds(settings)
     for i, kind in enumerate(ALL_KINDS):
         if kind not in kinds:
             continue
@@ -1075,9 +1125,36 @@ def start_contenders(settings, cmod):
 # --------------------------------------------------------------------------
 # Measurements
 
-def measure_throughput(servers, settings, failures):
+THROUGHPUT_KEY = {False: "throughput", True: "throughput_pinned"}
+THROUGHPUT_MODE = {False: "unpinned", True: "pinned"}
+
+# Pinned mode: the server on the first CPU, wrk on the second, so that the
+# client's CPU no longer caps every contender at the same figure.
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+def pin_server(server, cpus):
+    """Every thread of the server's processes onto cpus (a set); children
+    forked later inherit the parent's."""
+    if not server.verified():
+        return
+    for pid in [server.pid] + server.children():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass     # a thread that just ended
+
+
+def measure_throughput(servers, settings, failures, pinned=False):
     """Median over ROUNDS of wrk -c16 and -c1 per contender, alternating;
-    the Flask contenders' template route at c16 too."""
+    the Flask contenders' template route at c16 too.  pinned: each server
+    on CPUS[0] while it is measured, wrk on CPUS[1]."""
+    wcpu = CPUS[1] if pinned else None
     kinds = [k for k in settings.kinds if k in servers and k not in failures]
     for k in list(kinds):
         checks = [(*KIND_URL[k], "text/plain")]
@@ -1096,22 +1173,27 @@ def measure_throughput(servers, settings, failures):
         order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)] if kinds else []
         for k in order:
             url = servers[k].url(KIND_URL[k][0])
+            if pinned:
+                pin_server(servers[k], {CPUS[0]})
             if settings.warmup:
-                run_wrk(url, settings.conns, settings.warmup, latency=False)
+                run_wrk(url, settings.conns, settings.warmup, latency=False, cpu=wcpu)
             cpu0 = servers[k].cpu()
-            many = run_wrk(url, settings.conns, settings.duration)
+            many = run_wrk(url, settings.conns, settings.duration, cpu=wcpu)
             cpu1 = servers[k].cpu()
             # The server's CPU per request: what the other jobs on the
             # machine disturb least (processes present before and after).
             used = sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0)
             many["cpu_us"] = (used / many["requests"] * 1e6
                               if many["requests"] else float("nan"))
-            one = run_wrk(url, 1, settings.duration)
+            one = run_wrk(url, 1, settings.duration, cpu=wcpu)
             runs[k].append({"many": many, "one": one})
             if k in FLASK_KINDS:
                 runs[k][-1]["page"] = run_wrk(servers[k].url(FLASK_PAGE[0]),
-                                              settings.conns, settings.duration)
-            log(f"round {rnd + 1}/{settings.rounds} {k:17s} "
+                                              settings.conns, settings.duration,
+                                              cpu=wcpu)
+            if pinned:
+                pin_server(servers[k], set(CPUS))
+            log(f"round {rnd + 1}/{settings.rounds}{' pinned' if pinned else ''} {k:17s} "
                 f"c{settings.conns} {many['rps']:9.0f} req/s   "
                 f"c1 {one['rps']:8.0f} req/s p50 {one['p50']:.3f} ms")
     results = {}
@@ -1214,10 +1296,15 @@ def run_reload_parts(settings, servers, res):
         ms = reload_server(settings, "memory", settings.port + 11,
                            {"/mem": marked_hello(target, 0)})
         plan.append(("memory", ms))
+    if "rss" in settings.parts:
+        big = reload_server(settings, "rss", settings.port + 12,
+                            {"/big": gen_module(RSS_LINES, "v0", target)})
+        plan.append(("rss", big))
     measure = {
         "latency": lambda s: measure_reload_latency(s, settings),
         "cost": lambda s: measure_reload_cost(s, settings, wsgi_baseline_fn(servers)),
         "memory": lambda s: measure_reload_memory(s, settings),
+        "rss": lambda s: measure_reload_rss(s, settings),
     }
     for part, server in plan:
         log(f"reload part: {part}")
@@ -1225,7 +1312,8 @@ def run_reload_parts(settings, servers, res):
             if server.proc is None:
                 server.start()
                 url = server.locations[0][0]
-                want = b"hello 0\n" if url in ("/hello", "/mem") else b"hello start\n"
+                want = {"/hello": b"hello 0\n", "/mem": b"hello 0\n",
+                        "/big": b"hello v0\n"}.get(url, b"hello start\n")
                 bad = check_body(server, url, want)
                 if bad:
                     raise BenchError(f"GET {url} answered {bad}")
@@ -1460,6 +1548,48 @@ def measure_reload_memory(server, settings):
             "ms_per_reload": elapsed * 1000.0 / settings.reloads,
             "mismatch": state["mismatch"], "extra_requests": state["extra"],
             "loads_logged": loads, "same_child": same_child, "child": child}
+
+
+def measure_reload_rss(server, settings):
+    """The child's VmRSS after RSS_RELOADS reloads of a RSS_LINES-line module,
+    and a plain python3's after compiling and executing the same versions
+    (the first load included), each replacing the last."""
+    target = settings.reload_target
+    path = server.file_for("/big")
+    kids = server.children()
+    if len(kids) != 1:
+        raise BenchError(f"expected one child, found {kids}")
+    child = kids[0]
+    before = vmrss_kib(child)
+    client = Client(server.port, timeout=30)
+    versions = server.dir / "rss-versions"
+    versions.mkdir(exist_ok=True)
+    paths = [versions / "v0.py"]
+    paths[0].write_text(gen_module(RSS_LINES, "v0", target))
+    try:
+        for i in range(1, RSS_RELOADS + 1):
+            text = gen_module(RSS_LINES, f"v{i}", target)
+            (versions / f"v{i}.py").write_text(text)
+            paths.append(versions / f"v{i}.py")
+            write_atomic(path, text)
+            deadline = time.monotonic() + 30
+            while client.get("/big")[2] != f"hello v{i}\n".encode():
+                if time.monotonic() > deadline:
+                    raise BenchError(f"reload {i} not served within 30 s")
+        # What the last request left for after its response, done.
+        time.sleep(0.5)
+        client.get("/big")
+    finally:
+        client.close()
+    after = vmrss_kib(child)
+    r = subprocess.run([SYSTEM_PYTHON, "-I", "-c", CPYTHON_RSS] + [str(p) for p in paths],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"python3 RSS baseline failed: {r.stderr}")
+    base = int(r.stdout.split()[-1])
+    return {"before_kib": before, "after_kib": after, "python_kib": base,
+            "ratio": after / base, "reloads": RSS_RELOADS, "lines": RSS_LINES,
+            "same_child": server.children() == [child]}
 
 
 # --------------------------------------------------------------------------
@@ -1888,11 +2018,21 @@ def render(settings, info, res, started, elapsed):
             add("```")
         add("")
 
-    tp = res.get("throughput")
-    if tp:
+    for pinned in (False, True):
+        tp = res.get(THROUGHPUT_KEY[pinned])
+        if not tp:
+            continue
         c = tp.get("c", {})
-        add("## Throughput: hello world, WSGI hello world, Flask")
+        add("## Throughput: hello world, WSGI hello world, Flask"
+            + (" (pinned)" if pinned else ""))
         add("")
+        if pinned:
+            add(f"Pinned mode: while a contender is measured, every thread of "
+                f"its server runs on CPU {CPUS[0]} (`taskset`, "
+                f"sched_setaffinity) and wrk on CPU {CPUS[1]} (`taskset -c "
+                f"{CPUS[1]}`), so that the client's CPU does not cap the "
+                "server; one CPU serves.")
+            add("")
         add("c, pyreload, pyreload-nocheck and modpython serve their own hello "
             "handler; wsgi-pyreload, wsgi-embedded and wsgi-daemon the same WSGI "
             "file (`WSGI_HELLO`); flask-pyreload and flask-embedded the same "
@@ -1925,9 +2065,10 @@ def render(settings, info, res, started, elapsed):
             f"c{settings.conns} run ÷ the requests wrk counted, the figure that "
             "other jobs on the machine disturb least. "
             "RSS: summed VmRSS of the server's children after the run. "
-            "framing: how the body was delimited. wrk runs on the same 2 cores, "
-            f"so at c{settings.conns} the client's share of the CPU caps every "
-            "contender, the C ceiling included.")
+            "framing: how the body was delimited."
+            + ("" if pinned else " wrk runs on the same cores, "
+               f"so at c{settings.conns} the client's share of the CPU caps "
+               "every contender, the C ceiling included."))
         add("")
         for which, label in (("many_rps", f"c{settings.conns}"), ("one_rps", "c1")):
             ks = [k for k in settings.kinds if k in tp]
@@ -2071,6 +2212,21 @@ def render(settings, info, res, started, elapsed):
                 f"{mm['extra_requests']}.")
             add("")
     render_codecache(settings, res, add)
+    rs = res.get("rss")
+    if rs:
+        add(f"### Memory after {rs['reloads']} reloads of a {rs['lines']:,}-line module")
+        add("")
+        add(f"One child (a fresh server), the module loaded, then {rs['reloads']} "
+            "saves, each served once; VmRSS half a second after the last. "
+            f"`{SYSTEM_PYTHON} -I` compiles and executes the same "
+            f"{rs['reloads'] + 1} versions in turn, each module replacing the "
+            "last, and reports its VmRSS.")
+        add("")
+        add("| child before KiB | child after KiB | python3 KiB | ratio | same child |")
+        add("|---:|---:|---:|---:|---|")
+        add(f"| {rs['before_kib']} | {rs['after_kib']} | {rs['python_kib']} | "
+            f"{rs['ratio']:.2f}× | {'yes' if rs['same_child'] else 'NO'} |")
+        add("")
     for part, msg in res.get("part_errors", {}).items():
         add(f"**{part} failed:** {msg}")
         add("")
@@ -2085,9 +2241,8 @@ def render(settings, info, res, started, elapsed):
     return "\n".join(L)
 
 
-def targets(settings, res):
-    tp = res.get("throughput") or {}
-    p = tp.get("pyreload")
+def throughput_targets(settings, tp, suffix):
+    """The throughput targets on one mode's results (suffix names it)."""
     out = []
 
     def vs(other, need, label, kind="pyreload"):
@@ -2098,7 +2253,7 @@ def targets(settings, res):
         return target_line(label, r >= need,
                            f"{r:.2f}× ({me['many_rps']:,.0f} vs "
                            f"{tp[other]['many_rps']:,.0f} req/s)")
-    c16 = f"c{settings.conns}"
+    c16 = f"c{settings.conns}{suffix}"
     out.append(vs("c", T_VS_C, f"pyreload ≥ {T_VS_C:.2f}× c at {c16}"))
     if "pyreload-base" in settings.kinds:
         out.append(vs("pyreload-base", T_VS_BASE,
@@ -2107,7 +2262,7 @@ def targets(settings, res):
         if "pyreload" in tp and "pyreload-base" in tp:
             a, b = tp["pyreload"]["many_cpu_us"], tp["pyreload-base"]["many_cpu_us"]
             out.append(target_line(
-                f"no regression: server CPU per request ≤ {1 / T_VS_BASE:.2f}× "
+                f"no regression{suffix}: server CPU per request ≤ {1 / T_VS_BASE:.2f}× "
                 f"pyreload-base's at {c16}", a <= b / T_VS_BASE,
                 f"{ratio(a, b):.2f}× ({a:.1f} vs {b:.1f} µs)"))
     out.append(vs("wsgi-embedded", T_VS_PEER,
@@ -2131,6 +2286,16 @@ def targets(settings, res):
                                f"{f_x(ratio(a, b))} ({a:,.0f} vs {b:,.0f} req/s)"))
     else:
         out.append(target_line(label, None, "–"))
+    return out
+
+
+def targets(settings, res):
+    out = []
+    for pinned in settings.pin_modes:
+        out += throughput_targets(settings, res.get(THROUGHPUT_KEY[pinned]) or {},
+                                  " (pinned)" if pinned else "")
+    tp = res.get("throughput") or {}
+    p = tp.get("pyreload")
     ck = res.get("check") or {}
     if "cost" in ck:
         out.append(target_line(f"checking costs ≤ {T_CHECK_COST:.0%} (20 imported "
@@ -2180,6 +2345,15 @@ def targets(settings, res):
         out.append(target_line(f"≤ {T_MEM_MIB_PER_10K:.0f} MiB RSS growth per "
                                "10,000 reloads", None, "–"))
     out += targets_codecache(res)
+    rs = res.get("rss")
+    label = (f"child RSS after {RSS_RELOADS} reloads of a {RSS_LINES:,}-line module "
+             f"≤ {T_RSS_RATIO}× python3 doing the same{tgt}")
+    if rs:
+        out.append(target_line(label, rs["ratio"] <= T_RSS_RATIO and rs["same_child"],
+                               f"{rs['ratio']:.2f}× ({rs['after_kib']:,} vs "
+                               f"{rs['python_kib']:,} KiB)"))
+    else:
+        out.append(target_line(label, None, "–"))
     return out
 
 
@@ -2223,14 +2397,18 @@ def main():
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     partial = settings.out.with_name(settings.out.name + ".tmp")
     try:
-        log(f"building the C handler; work dir {settings.work}")
-        cmod = build_c_module(settings.work)
+        cmod = None
+        if "c" in contender_kinds(settings):
+            log(f"building the C handler; work dir {settings.work}")
+            cmod = build_c_module(settings.work)
         servers, res["failures"] = start_contenders(settings, cmod)
         if "throughput" in settings.parts:
-            res["throughput"] = measure_throughput(servers, settings, res["failures"])
+            for pinned in settings.pin_modes:
+                res[THROUGHPUT_KEY[pinned]] = measure_throughput(
+                    servers, settings, res["failures"], pinned)
         if "check" in settings.parts:
             res["check"] = measure_check_cost(servers, settings, res["failures"])
-        if any(p in settings.parts for p in ("latency", "cost", "memory")):
+        if any(p in settings.parts for p in ("latency", "cost", "memory", "rss")):
             run_reload_parts(settings, servers, res)
         run_codecache_parts(settings, res)
     except BaseException as e:

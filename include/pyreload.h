@@ -270,6 +270,12 @@ pyr_gen_t *pyr_entry_acquire(pyr_entry_t *e);
 /* Unpin; when a retired generation's last request ends, its __purge__() runs
  * and it is freed.  GIL. */
 void pyr_gen_release(pyr_gen_t *g, const pyr_logger_t *log);
+/* After a request, once its response is sent: if a retired generation was
+ * purged since the last call, free what its module held (a full cyclic
+ * collection: functions and classes hold their module's globals in cycles
+ * that reference counts never free).  Cheap when nothing was purged (one
+ * atomic read); nothing when cache is NULL.  No GIL. */
+void pyr_cache_tidy(pyr_cache_t *cache);
 
 /* Borrowed references, valid while the generation is pinned.  GIL.
  * pyr_gen_callable() returns NULL with an exception set when missing. */

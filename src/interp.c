@@ -10,6 +10,9 @@
 #include "pyr_engine.h"
 
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 pyr_strings_t pyr_str;
 
@@ -176,12 +179,31 @@ start(const char **errmsg)
     return 0;
 }
 
+/* glibc gives every thread that calls malloc() its own arena, and memory
+ * freed in one arena is reused by its own threads only.  A reload compiles
+ * on whichever worker thread saw the change: each large one left its peak
+ * (22 MB for a 10,000-line module) in another arena, and paid as many page
+ * faults again (a child at 214 MB after 8 reloads; 17 % of a reload's CPU
+ * in the kernel).  Python code runs under the GIL, one thread at a time, so
+ * one arena costs it no concurrency.  Before the worker threads start; an
+ * administrator's MALLOC_ARENA_MAX wins. */
+static void
+one_malloc_arena(void)
+{
+#ifdef __GLIBC__
+    if (!getenv("MALLOC_ARENA_MAX")) {
+        (void)mallopt(M_ARENA_MAX, 1);
+    }
+#endif
+}
+
 int
 pyr_interp_init(const pyr_interp_opts_t *opts, const char **errmsg)
 {
     if (ready) {
         return 0;
     }
+    one_malloc_arena();
     pyr_pymod_set_extender(opts->extend_module);
     server_log = opts->stdio;
     owner = !Py_IsInitialized();

@@ -131,6 +131,7 @@ struct pyr_cache {
     /* GIL. */
     pyr_gen_t *retired; /* replaced generations still alive */
     int collecting, collect_again;
+    int purged; /* atomic: a generation was purged since the last tidy */
     PyObject *resolved; /* "root\0name" -> capsule of an entry, or None */
     PyObject *packages; /* prefix -> the root's package (names.c) */
 };

@@ -95,6 +95,7 @@ static const char *config =
     "<Location /upgrade>\n  PyReloadHandler @APP@/upgrade.py\n</Location>\n"
     "<Location /purge>\n  PyReloadHandler @APP@/purge.py\n</Location>\n"
     "<Location /gone>\n  PyReloadHandler @APP@/gone.py\n</Location>\n"
+    "<Location /freed>\n  PyReloadHandler @APP@/freed.py\n</Location>\n"
     "<Location /broken>\n  PyReloadHandler @APP@/broken.py\n  PyReloadDebug On\n</Location>\n"
     "<Location /broken-default>\n  PyReloadHandler @APP@/brokendef.py\n</Location>\n"
     "<Location /broken-off>\n  PyReloadHandler @APP@/brokenoff.py\n  PyReloadDebug Off\n"
@@ -125,7 +126,7 @@ setup(void)
                                   "ctime.py", "iv1.py", "iv2.py", "touch.py",
                                   "../releases/far.py", "sealed/h.py",
                                   "origin.py", "syntax.py", "clonefail.py",
-                                  "upgrade.py", "purge.py", "gone.py", "broken.py",
+                                  "upgrade.py", "purge.py", "gone.py", "freed.py", "broken.py",
                                   "brokendef.py", "brokenoff.py",
                                   "frozen.py", "frozenlate.py", "interval.py", NULL};
     httpd_opts_t o = { .config = config };
@@ -399,6 +400,86 @@ START_TEST(test_origin_clone_example)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* A purged generation's objects are freed once its last request has ended,
+ * without anyone calling gc.collect(): each generation keeps a weak
+ * reference to its own class Gone in a list that __clone__ carries (state
+ * that must survive).  Generation 2 also makes a Kept object, carried on:
+ * what the application still holds keeps its module's globals alive and
+ * working. */
+
+static const char freed_src[] =
+    "import pyreload, weakref\n"
+    "TEXT = '%s'\n"
+    "class Gone:\n"
+    "    pass\n"
+    "class Kept:\n"
+    "    def hello(self):\n"
+    "        return 'kept:' + TEXT\n"
+    "def __clone__(module):\n"
+    "    module.refs = refs\n"
+    "    module.kept = kept\n"
+    "if 'refs' not in globals():\n"
+    "    refs, kept = [], None\n"
+    "refs.append(weakref.ref(Gone))\n"
+    "if TEXT == 'v2':\n"
+    "    kept = Kept()\n"
+    "def handler(req):\n"
+    "    alive = ''.join('0' if r() is None else '1' for r in refs)\n"
+    "    req.write('%%s gen=%%d alive=%%s %%s' %% (TEXT, __generation__, alive,\n"
+    "              kept.hello() if kept else '-'))\n"
+    "    return pyreload.OK\n";
+
+/* Version text of a handler made from fmt (one %s), saved at T0 + nsec. */
+static void
+put_version(httpd_t *h, const char *name, const char *fmt, const char *text, long nsec)
+{
+    char src[2048];
+
+    snprintf(src, sizeof(src), fmt, text);
+    ck_assert_int_eq(httpd_write(h, name, src), 0);
+    httpd_set_mtime(h, name, T0, nsec);
+}
+
+static void
+freed_put(const char *text, long nsec)
+{
+    put_version(srv, "freed.py", freed_src, text, nsec);
+}
+
+/* The collection runs after the response that ended the generation's last
+ * request: the next requests see it done (bounded wait). */
+static void
+expect_freed(const char *body)
+{
+    http_resp_t *r = NULL;
+    int i;
+
+    for (i = 0; i < 60; i++) {
+        http_free(r);
+        r = http_get(srv, "/freed");
+        if (r->status == 200 && strcmp(r->body, body) == 0) {
+            break;
+        }
+        usleep(50 * 1000);
+    }
+    http_assert_status(r, 200);
+    ck_assert_msg(strcmp(r->body, body) == 0, "body '%s', want '%s'", r->body, body);
+    http_free(r);
+}
+
+START_TEST(test_purged_generation_freed)
+{
+    freed_put("v1", 1);
+    expect("/freed", 200, "v1 gen=1 alive=1 -");
+    freed_put("v2", 2);
+    expect_freed("v2 gen=2 alive=01 kept:v2");
+    freed_put("v3", 3);
+    /* Generation 2 lives on through the Kept object it made, and works. */
+    expect_freed("v3 gen=3 alive=011 kept:v2");
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* In flight: a request that sleeps finishes on its code while new
  * requests already run the new code; __purge__ waits for it. */
 
@@ -419,11 +500,7 @@ static httpd_t *isrv;
 static void
 slow_put(const char *text, long nsec)
 {
-    char src[1024];
-
-    snprintf(src, sizeof(src), slow_src, text);
-    ck_assert_int_eq(httpd_write(isrv, "slow.py", src), 0);
-    httpd_set_mtime(isrv, "slow.py", T0, nsec);
+    put_version(isrv, "slow.py", slow_src, text, nsec);
 }
 
 /* Under prefork a process serves one request at a time, so the request made
@@ -1190,6 +1267,7 @@ suite_reload(void)
     tcase_add_test(tc, test_symlink_target_elsewhere);
     tcase_add_test(tc, test_unwatchable_directory_is_stated);
     tcase_add_test(tc, test_origin_clone_example);
+    tcase_add_test(tc, test_purged_generation_freed);
     tcase_add_test(tc, test_syntax_error_then_fix);
     tcase_add_test(tc, test_clone_raising_keeps_old);
     tcase_add_test(tc, test_upgrade_converts_data);
