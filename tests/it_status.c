@@ -30,9 +30,11 @@ static httpd_t *srv;
 static char *flags; /* the slow handler's and the test's meeting place */
 
 /* A handler that says which process ran it. */
+/* ?hold: the request takes 0.3 s, so that parallel ones fill a process. */
 #define PID_PY                                                                                     \
-    "import os, pyreload\ndef handler(req):\n    req.write(str(os.getpid()))\n"                    \
-    "    return pyreload.OK\n"
+    "import os, time, pyreload\ndef handler(req):\n"                                              \
+    "    if req.args == 'hold':\n        time.sleep(0.3)\n"                                        \
+    "    req.write(str(os.getpid()))\n    return pyreload.OK\n"
 static const httpd_file_t pid_files[] = { { "pid.py", PID_PY }, { NULL, NULL } };
 
 #define STATUS_CONF "<Location /pyreload-status>\n  SetHandler pyreload-status\n</Location>\n"
@@ -760,29 +762,69 @@ pid_in(pid_t p, const pid_t *set, int n)
     return 0;
 }
 
-/* Requests on fresh connections until every child has served /pid (the
- * kernel hands connections to whichever waits); the children, in kids. */
+#define HOLDERS (4 * NPROCS + 1)
+
+typedef struct {
+    http_client_t *client;
+    pid_t pid;
+} holder_t;
+
+static void *
+hold(void *arg)
+{
+    holder_t *h = arg;
+    http_resp_t *r = http_client_get(h->client, "/pid?hold");
+
+    h->pid = r && r->status == 200 ? (pid_t)strtol(r->body, NULL, 10) : 0;
+    http_free(r);
+    return NULL;
+}
+
+static void
+seen_add(pid_t p, pid_t *seen, int *n)
+{
+    if (p > 0 && !pid_in(p, seen, *n)) {
+        seen[(*n)++] = p;
+    }
+}
+
+/* Requests until every child has served /pid; the children, in kids.  The
+ * kernel hands a new connection to whichever process waits, and a loaded
+ * machine can favour one for thousands of requests: then more requests
+ * held at once than one process has threads (4 each) must spread. */
 static int
 every_child_serves(pid_t *kids)
 {
     pid_t seen[16];
-    int n = 0, nk, i;
+    int n = 0, nk, i, j;
 
     for (i = 0; i < 50 && (nk = httpd_children(srv, kids, 16)) != NPROCS; i++) {
         usleep(100 * 1000);
     }
     ck_assert_int_eq(nk, NPROCS);
-    for (i = 0; i < 2000 && n < nk; i++) {
+    for (i = 0; i < 200 && n < nk; i++) {
         http_resp_t *r = http_get(srv, "/pid");
-        pid_t p = (pid_t)strtol(r->body, NULL, 10);
 
         http_assert_status(r, 200);
+        seen_add((pid_t)strtol(r->body, NULL, 10), seen, &n);
         http_free(r);
-        if (!pid_in(p, seen, n)) {
-            seen[n++] = p;
+    }
+    for (i = 0; i < 5 && n < nk; i++) {
+        holder_t h[HOLDERS];
+        pthread_t t[HOLDERS];
+
+        for (j = 0; j < HOLDERS; j++) {
+            h[j].client = http_client_new(srv);
+            pthread_create(&t[j], NULL, hold, &h[j]);
+        }
+        for (j = 0; j < HOLDERS; j++) {
+            pthread_join(t[j], NULL);
+            http_client_free(h[j].client);
+            seen_add(h[j].pid, seen, &n);
         }
     }
-    ck_assert_msg(n == nk, "%d of %d children served after %d requests", n, nk, i);
+    ck_assert_msg(n == nk, "%d of %d children served (200 requests, then %d rounds of %d at once)",
+                  n, nk, i, HOLDERS);
     return nk;
 }
 
