@@ -809,7 +809,9 @@ every_child_serves(pid_t *kids)
         seen_add((pid_t)strtol(r->body, NULL, 10), seen, &n);
         http_free(r);
     }
-    for (i = 0; i < 5 && n < nk; i++) {
+    /* A process just started (a killed one's replacement) may take seconds
+     * to start Python under a sanitizer before it accepts: up to 20 s. */
+    for (i = 0; i < 60 && n < nk; i++) {
         holder_t h[HOLDERS];
         pthread_t t[HOLDERS];
 
