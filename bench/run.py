@@ -1789,7 +1789,7 @@ def measure_codecache_start(settings, port):
 
 
 def run_codecache_parts(settings, res):
-    port = settings.port + 12
+    port = settings.port + 13  # 10-12: the reload parts (reload, memory, rss)
     if "codecache" in settings.parts:
         log("codecache part: one edit, 8 prefork children, cache off then on")
         try:
